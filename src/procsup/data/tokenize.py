@@ -1,0 +1,132 @@
+"""Turning trajectories into token rows: the one place where text meets tokens.
+
+Every trainer and scorer in procsup uses these functions, so that what a model is trained on is what it
+is evaluated or scored on. A trajectory is tokenized piece by piece (input, each step, answer) and the
+pieces are concatenated as token ids, never joined as strings first: with sub-word tokenizers, joining
+strings can merge a step's last token with the next one, which silently moves step boundaries.
+
+Each row carries ``segment_ids``, one per token, saying which term of the loss the token belongs to:
+
+* ``PROMPT`` (0): context only, never a target;
+* ``ANSWER`` (1): the final answer y (and the end-of-sequence token);
+* ``STEP0 + t`` (2 + t): step t's action tokens *including its separator*.
+
+So the last token of step t is its separator: the boundary token where a process reward model reads
+that step's score. The three conditioning modes of PAL (seed 000, section 3) give three row layouts:
+
+* ``history``: ``x · sep_in · a_1 · sep · … · a_n · sep · ans · y · eos`` (one row per trajectory);
+* ``state``: ``s_t · sep_in · a_t · eos`` (one row per step: the model sees the state alone);
+* ``outcome``: ``x · sep_in · ans · y · eos`` (the outcome-only baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .trajectory import Trajectory, TrajectoryError
+
+PROMPT, ANSWER, STEP0 = 0, 1, 2
+Mode = Literal["history", "state", "outcome"]
+MODES: tuple[str, ...] = ("history", "state", "outcome")
+
+
+@dataclass(frozen=True)
+class StepFormat:
+    """The separators that turn a trajectory into text. Defined once per model/tokenizer, in config."""
+
+    input_sep: str = "\n"
+    """Appended to the input x (or to a state s_t): where generation starts."""
+    step_sep: str = "\n"
+    """Appended to every step's action; a step's last token is the last token of this separator."""
+    answer_prefix: str = "A:"
+    """Written before the final answer y, so the answer can be found in generated text."""
+
+    def __post_init__(self) -> None:
+        if not self.step_sep:
+            raise ValueError("step_sep must not be empty: a step needs a boundary token")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One tokenized training or scoring sequence."""
+
+    input_ids: tuple[int, ...]
+    segment_ids: tuple[int, ...]
+    """Same length as ``input_ids``: PROMPT, ANSWER or STEP0 + t for each token."""
+
+    @property
+    def num_steps(self) -> int:
+        return max((s - STEP0 + 1 for s in self.segment_ids if s >= STEP0), default=0)
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def _piece(tokenizer, text: str, segment: int, ids: list[int], segs: list[int]) -> None:
+    toks = _encode(tokenizer, text)
+    ids.extend(toks)
+    segs.extend([segment] * len(toks))
+
+
+def prompt_ids(tokenizer, text: str, fmt: StepFormat) -> list[int]:
+    """Token ids of a generation prompt: ``text · input_sep`` (an input x or a rendered state)."""
+    return _encode(tokenizer, text) + _encode(tokenizer, fmt.input_sep)
+
+
+def tokenize(traj: Trajectory, tokenizer, fmt: StepFormat, mode: Mode) -> list[Row]:
+    """Rows for one trajectory in the given mode (one row, or one per step in ``state`` mode)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    eos = [tokenizer.eos_token_id]
+    if mode == "state":
+        rows = []
+        for t, step in enumerate(traj.steps):
+            if step.state is None:
+                raise TrajectoryError("state mode needs every step to have a state", field=f"steps[{t}].state")
+            ids, segs = [], []
+            _piece(tokenizer, step.state + fmt.input_sep, PROMPT, ids, segs)
+            _piece(tokenizer, step.action, STEP0 + t, ids, segs)
+            ids += eos
+            segs.append(STEP0 + t)
+            rows.append(Row(tuple(ids), tuple(segs)))
+        return rows
+    ids, segs = [], []
+    _piece(tokenizer, traj.input + fmt.input_sep, PROMPT, ids, segs)
+    if mode == "history":
+        for t, step in enumerate(traj.steps):
+            # action and separator are tokenized apart: the separator's last token is the boundary
+            _piece(tokenizer, step.action, STEP0 + t, ids, segs)
+            _piece(tokenizer, fmt.step_sep, STEP0 + t, ids, segs)
+    _piece(tokenizer, fmt.answer_prefix + traj.target, ANSWER, ids, segs)
+    ids += eos
+    segs.append(ANSWER)
+    return [Row(tuple(ids), tuple(segs))]
+
+
+def step_boundaries(row: Row) -> list[int]:
+    """Index of the last token of each step (its boundary token), in step order."""
+    last: dict[int, int] = {}
+    for i, s in enumerate(row.segment_ids):
+        if s >= STEP0:
+            last[s - STEP0] = i
+    return [last[t] for t in sorted(last)]
+
+
+def parse_history(text: str, fmt: StepFormat) -> tuple[list[str], str | None]:
+    """Split generated history-mode text (after the prompt) into step actions and the answer.
+
+    The inverse of the history layout: steps end at ``step_sep``; the answer follows
+    ``answer_prefix``. Returns ``(actions, answer)``; ``answer`` is None if none was produced.
+    """
+    steps: list[str] = []
+    rest = text
+    while rest and not rest.startswith(fmt.answer_prefix):
+        head, sep, rest = rest.partition(fmt.step_sep)
+        steps.append(head)
+        if not sep:
+            return steps, None
+    if not rest.startswith(fmt.answer_prefix):
+        return steps, None
+    return steps, rest[len(fmt.answer_prefix):].split(fmt.step_sep)[0].strip()

@@ -1,0 +1,104 @@
+"""Run a trained model on a task's problems in each PAL mode, and score what it did.
+
+* ``outcome``: x -> answer.
+* ``history``: x -> steps and answer in one generation, parsed with the same :class:`StepFormat` the
+  model was trained with; each step is checked by the task's exact checker.
+* ``state``: the model proposes ``a_t`` from the rendered state ``s_t`` alone; the task's executor
+  applies it and renders the next state, until the task is done (PAL's ``M(s_t) -> a_t``).
+
+Metrics (per problem, then averaged): ``exact_match`` (right final answer), ``trace_valid`` (every
+step right, and as many steps as the expert), ``right_answer_wrong_steps`` (right answer although
+some step was wrong: the shortcut that outcome supervision cannot see). Outcome-only has no trace, so
+its trace metrics are None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from procsup.data.tokenize import Mode, StepFormat, parse_history, prompt_ids
+from procsup.evaluation.generation import greedy_generate
+
+
+@dataclass
+class Rollout:
+    problem: Any
+    steps: list[str]
+    answer: str | None
+    correct: bool
+    step_ok: list[bool] | None
+
+
+def rollout(
+    model, tokenizer, task, problems: Sequence[Any], mode: Mode, fmt: StepFormat, *, batch_size: int = 256,
+    max_steps: int | None = None, max_new_tokens: int | None = None,
+) -> list[Rollout]:
+    if mode == "state":
+        return _state_rollout(model, tokenizer, task, problems, fmt, batch_size, max_steps)
+    experts = [task.expert(p) for p in problems]
+    budget = max_new_tokens or _history_budget(tokenizer, experts, fmt, mode)
+    prompts = [prompt_ids(tokenizer, e.input, fmt) for e in experts]
+    texts = [tokenizer.decode(g) for g in greedy_generate(model, tokenizer, prompts, budget, batch_size)]
+    out = []
+    for p, text in zip(problems, texts):
+        if mode == "outcome":
+            answer = text[len(fmt.answer_prefix):].strip() if text.startswith(fmt.answer_prefix) else None
+            out.append(Rollout(p, [], answer, task.check_answer(p, answer), None))
+        else:
+            steps, answer = parse_history(text, fmt)
+            out.append(Rollout(p, steps, answer, task.check_answer(p, answer), task.check_steps(p, steps)))
+    return out
+
+
+def _history_budget(tokenizer, experts, fmt: StepFormat, mode: Mode) -> int:
+    """Enough new tokens for 1.5x the longest expert output (so that a model can also overrun)."""
+    def length(e) -> int:
+        text = fmt.answer_prefix + e.target
+        if mode == "history":
+            text = "".join(s.action + fmt.step_sep for s in e.steps) + text
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return int(1.5 * max(length(e) for e in experts)) + 4
+
+
+def _state_rollout(model, tokenizer, task, problems, fmt, batch_size, max_steps) -> list[Rollout]:
+    states = [task.initial_state(p) for p in problems]
+    steps: list[list[str]] = [[] for _ in problems]
+    oks: list[list[bool]] = [[] for _ in problems]
+    failed = [False] * len(problems)
+    limit = max_steps or 4 * max(len(task.expert(p).steps) for p in problems)
+    for _ in range(limit):
+        live = [i for i, s in enumerate(states) if not failed[i] and not task.is_done(s)]
+        if not live:
+            break
+        prompts = [prompt_ids(tokenizer, task.render_state(states[i]), fmt) for i in live]
+        actions = [tokenizer.decode(g) for g in greedy_generate(model, tokenizer, prompts, 16, batch_size)]
+        for i, action in zip(live, actions):
+            steps[i].append(action)
+            oks[i].append(task.check_state_step(states[i], action))
+            nxt = task.execute(states[i], action)
+            if nxt is None:
+                failed[i] = True
+            else:
+                states[i] = nxt
+    out = []
+    for i, p in enumerate(problems):
+        done = not failed[i] and task.is_done(states[i])
+        answer = task.answer(states[i]) if done else None
+        out.append(Rollout(p, steps[i], answer, task.check_answer(p, answer), oks[i] if done else oks[i] + [False]))
+    return out
+
+
+def summarize(rollouts: Sequence[Rollout]) -> dict[str, float | None]:
+    n = len(rollouts)
+    em = sum(r.correct for r in rollouts) / n
+    if any(r.step_ok is None for r in rollouts):
+        return {"exact_match": em, "trace_valid": None, "right_answer_wrong_steps": None, "n": n}
+    valid = [bool(r.step_ok) and all(r.step_ok) for r in rollouts]
+    return {
+        "exact_match": em,
+        "trace_valid": sum(valid) / n,
+        "right_answer_wrong_steps": sum(r.correct and not v for r, v in zip(rollouts, valid)) / n,
+        "n": n,
+    }

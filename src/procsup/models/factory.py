@@ -1,0 +1,121 @@
+"""Models: load any local Hugging Face causal LM, or build a tiny one from a config.
+
+No hub access is assumed anywhere: ``load_model`` reads a local directory with safetensors weights and
+``trust_remote_code`` off unless the caller turns it on. ``build_tiny_model`` makes the small models
+used by tests and benchmarks, with a character-level tokenizer made locally, so that everything runs
+on a fresh machine with no download.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+#: Printable ASCII plus newline: enough for every synthetic task and for simple word problems.
+DEFAULT_CHARSET = "".join(sorted(set(string.printable) - set("\t\r\x0b\x0c")))
+
+
+def char_tokenizer(charset: str = DEFAULT_CHARSET) -> PreTrainedTokenizerFast:
+    """A character-level fast tokenizer: one token per character, built locally with ``tokenizers``."""
+    chars = sorted(set(charset))
+    vocab = {tok: i for i, tok in enumerate([PAD, BOS, EOS, UNK, *chars])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, clean_up_tokenization_spaces=False
+    )
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Size of a tiny model for tests and benchmarks."""
+
+    arch: str = "llama"
+    """One of ``llama``, ``qwen2``, ``gpt2``."""
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int | None = None
+    """Defaults to 4 x hidden_size."""
+    max_positions: int = 1024
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("llama", "qwen2", "gpt2"):
+            raise ValueError(f"arch must be llama, qwen2 or gpt2, got {self.arch!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if min(self.hidden_size, self.num_layers, self.num_heads, self.max_positions) < 1:
+            raise ValueError("sizes must be positive")
+
+
+def tiny_hf_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast):
+    """The transformers config for ``cfg`` (dropout off, so that runs are reproducible)."""
+    common = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    inter = cfg.intermediate_size or 4 * cfg.hidden_size
+    if cfg.arch == "gpt2":
+        return GPT2Config(
+            n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads, n_inner=inter,
+            n_positions=cfg.max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+        )
+    config_cls = LlamaConfig if cfg.arch == "llama" else Qwen2Config
+    return config_cls(
+        hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads, intermediate_size=inter, max_position_embeddings=cfg.max_positions,
+        rope_theta=cfg.rope_theta, attention_dropout=0.0, **common,
+    )
+
+
+def build_tiny_model(
+    cfg: TinyModelConfig = TinyModelConfig(), tokenizer: PreTrainedTokenizerFast | None = None, seed: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A randomly initialised tiny causal LM and its character tokenizer (deterministic in ``seed``)."""
+    import torch
+
+    tokenizer = tokenizer or char_tokenizer()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(tiny_hf_config(cfg, tokenizer))
+    return model, tokenizer
+
+
+def save_model(model: PreTrainedModel, tokenizer, path: str | Path) -> Path:
+    """Save weights (safetensors) and tokenizer so that :func:`load_model` can read them back."""
+    path = Path(path)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def load_model(path: str | Path, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load a causal LM and its tokenizer from a local directory (safetensors only, no hub)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json); procsup loads local models only")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, use_safetensors=True, trust_remote_code=trust_remote_code, local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,283 @@
+"""Process-aligned training (PAL) of a Hugging Face causal LM, and its outcome-only baseline.
+
+Kartik & Shah, "Process Aligned Learning: Supervise the Journey, Not Just the Destination" (2025),
+section 3: ``L_i = L_out + lambda * sum_t l(M(s_t), a_t)``, teacher-forced. ``mode`` picks how a step
+is conditioned (see :mod:`procsup.data.tokenize`): ``history`` (the chain of thought as one sequence),
+``state`` (``M(s_t) -> a_t``, each step on its own) or ``outcome`` (x -> y only: the baseline, same
+model and trainer).
+
+The loop is written on ``accelerate`` rather than ``transformers.Trainer`` because PAL needs its own
+rows (one per step in state mode), a loss with several logged terms, and a data order that is a pure
+function of (seed, step), which makes resuming exact and makes N processes with a global batch B
+equal to one process with batch B (each process takes a contiguous slice of the same global batch;
+DDP averages the gradients). ``accelerate launch --num_processes N`` runs it as DDP (gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from procsup.data.io import read_jsonl
+from procsup.data.tokenize import MODES, PROMPT, Mode, Row, StepFormat, tokenize
+from procsup.data.trajectory import Trajectory
+from procsup.models.factory import load_model
+from procsup.objectives.pal import pal_loss, token_nll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PALConfig:
+    """Everything a PAL (or outcome-only) training run needs. Build it in Python, from YAML or from
+    ``key=value`` flags (``procsup train``)."""
+
+    output_dir: str
+    """Where checkpoints, ``metrics.jsonl`` and the final model go."""
+    model: str | None = None
+    """Local directory of a Hugging Face causal LM (safetensors). Not needed when a model object is passed."""
+    train_file: str | None = None
+    """JSONL of trajectories. Not needed when trajectories are passed in Python."""
+    rejects_file: str | None = None
+    """If set, bad records of train_file are written here with their reason instead of stopping the run."""
+    mode: Mode = "history"
+    """history: one sequence x, a_1..a_n, y; state: M(s_t) -> a_t per step; outcome: x -> y (baseline)."""
+    lam: float = 1.0
+    """lambda, the weight of the summed per-step losses."""
+    learning_rate: float = 3e-4
+    """Peak AdamW learning rate (linear warm-up, then cosine decay to 0)."""
+    batch_size: int = 32
+    """Global batch size in rows (split evenly across processes)."""
+    max_steps: int = 1000
+    """Optimizer steps."""
+    warmup_steps: int = 50
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    seed: int = 0
+    """Seed of the data order (and of nothing else: the model arrives initialised)."""
+    save_steps: int = 0
+    """Checkpoint every this many steps (0: only at the end)."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk (oldest removed first)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir if there is one."""
+    log_steps: int = 10
+    """Write a metrics line every this many steps."""
+    input_sep: str = "\n"
+    """Separator after the input x (or state s_t)."""
+    step_sep: str = "\n"
+    """Separator after each step; its last token is the step's boundary token."""
+    answer_prefix: str = "A:"
+    """Text before the final answer."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.lam < 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+        for name in ("batch_size", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_steps", "log_steps", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        self.step_format  # validates the separators
+
+    @property
+    def step_format(self) -> StepFormat:
+        return StepFormat(input_sep=self.input_sep, step_sep=self.step_sep, answer_prefix=self.answer_prefix)
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    tokenizer: object
+    steps: int
+    seconds: float
+    tokens: int
+    """Non-padding tokens processed (all processes)."""
+    final_metrics: dict
+
+
+def global_batch(num_rows: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Row indices of the global batch at ``step``: epochs of seeded permutations, a pure function."""
+    start = step * batch_size
+    out: list[int] = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), num_rows)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(num_rows, generator=gen).tolist()
+        out.extend(perm[offset : offset + batch_size - len(out)])
+    return out
+
+
+def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, segment_ids (padding is PROMPT: no loss)."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    segs = torch.full((len(rows), width), PROMPT, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.input_ids)
+        ids[i, :n] = torch.tensor(r.input_ids)
+        segs[i, :n] = torch.tensor(r.segment_ids)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "segment_ids": segs}
+
+
+def build_rows(trajectories: Sequence[Trajectory], tokenizer, cfg: PALConfig) -> list[Row]:
+    rows: list[Row] = []
+    for traj in trajectories:
+        rows.extend(tokenize(traj, tokenizer, cfg.step_format, cfg.mode))
+    return rows
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg: PALConfig, step: int) -> None:
+    """Write checkpoint-<step> atomically (to a temporary folder, then renamed) on the main process."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        out = Path(cfg.output_dir)
+        final, tmp = out / f"checkpoint-{step}", out / f".tmp-checkpoint-{step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "config": asdict(cfg)}, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in _checkpoints(out)[: -cfg.save_total_limit or None]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _resume(model, optimizer, scheduler, cfg: PALConfig) -> int:
+    ckpts = _checkpoints(Path(cfg.output_dir))
+    if not ckpts:
+        return 0
+    ckpt = ckpts[-1]
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+    opt_state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(opt_state["optimizer"])
+    scheduler.load_state_dict(opt_state["scheduler"])
+    log.info("resumed from %s (step %d)", ckpt, state["step"])
+    return int(state["step"])
+
+
+def train(
+    cfg: PALConfig,
+    *,
+    model=None,
+    tokenizer=None,
+    trajectories: Sequence[Trajectory] | None = None,
+    accelerator: Accelerator | None = None,
+) -> TrainResult:
+    """Train ``model`` (or ``cfg.model`` loaded from disk) on ``trajectories`` (or ``cfg.train_file``)."""
+    accelerator = accelerator or Accelerator()
+    if model is None:
+        if cfg.model is None:
+            raise ValueError("no model: set PALConfig.model to a local model directory or pass model=")
+        model, tokenizer = load_model(cfg.model)
+    if trajectories is None:
+        if cfg.train_file is None:
+            raise ValueError("no data: set PALConfig.train_file or pass trajectories=")
+        trajectories = read_jsonl(cfg.train_file, rejects=cfg.rejects_file)
+    rows = build_rows(trajectories, tokenizer, cfg)
+    if not rows:
+        raise ValueError("no training rows: the data is empty")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    per_proc = cfg.batch_size // world
+
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+    start = _resume(model, optimizer, scheduler, cfg) if cfg.resume else 0
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    metrics_path = Path(cfg.output_dir) / "metrics.jsonl"
+    bar = tqdm(
+        total=cfg.max_steps, initial=start, desc=f"train[{cfg.mode}]",
+        disable=not (cfg.progress and accelerator.is_local_main_process), dynamic_ncols=True,
+    )
+    tokens_total, t0, last = 0, time.perf_counter(), {}
+    window = {"tokens": 0, "time": time.perf_counter()}
+    for step in range(start, cfg.max_steps):
+        idx = global_batch(len(rows), cfg.batch_size, step, cfg.seed)[rank * per_proc : (rank + 1) * per_proc]
+        batch = {k: v.to(accelerator.device) for k, v in collate([rows[i] for i in idx], tokenizer.pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        terms = pal_loss(token_nll(logits, batch["input_ids"]), batch["segment_ids"][:, 1:], cfg.lam)
+        accelerator.backward(terms["loss"])
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        n_tok = int(batch["attention_mask"].sum()) * world  # equal slices: an estimate without a sync
+        tokens_total += n_tok
+        window["tokens"] += n_tok
+        done = step + 1
+        if done % max(cfg.log_steps, 1) == 0 or done == cfg.max_steps:
+            reduced = accelerator.reduce(
+                torch.stack([terms[k].detach() for k in ("loss", "loss_out", "loss_steps", "step_nll")]), reduction="mean"
+            )
+            now = time.perf_counter()
+            last = {
+                "step": done,
+                "loss": reduced[0].item(),
+                "loss_out": reduced[1].item(),
+                "loss_steps": reduced[2].item(),
+                "step_nll": reduced[3].item(),
+                "lr": scheduler.get_last_lr()[0],
+                "tokens_per_s": window["tokens"] / max(now - window["time"], 1e-9),
+            }
+            window = {"tokens": 0, "time": now}
+            if accelerator.is_main_process:
+                if not math.isfinite(last["loss"]):
+                    raise FloatingPointError(f"loss is {last['loss']} at step {done}; lower learning_rate")
+                with metrics_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(last) + "\n")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", out=f"{last['loss_out']:.3f}", steps=f"{last['loss_steps']:.3f}")
+        bar.update(1)
+        if cfg.save_steps and done % cfg.save_steps == 0 and done != cfg.max_steps:
+            _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, cfg.max_steps)
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    return TrainResult(model, tokenizer, cfg.max_steps - start, seconds, tokens_total, last)
