@@ -85,15 +85,17 @@ def tokenize(traj: Trajectory, tokenizer, fmt: StepFormat, mode: Mode) -> list[R
         for t, step in enumerate(traj.steps):
             if step.state is None:
                 raise TrajectoryError("state mode needs every step to have a state", field=f"steps[{t}].state")
-            ids, segs = [], []
-            _piece(tokenizer, step.state + fmt.input_sep, PROMPT, ids, segs)
+            ids = prompt_ids(tokenizer, step.state, fmt)  # the same tokens the state-mode rollout prompts with
+            segs = [PROMPT] * len(ids)
             _piece(tokenizer, step.action, STEP0 + t, ids, segs)
             ids += eos
             segs.append(STEP0 + t)
             rows.append(Row(tuple(ids), tuple(segs)))
         return rows
-    ids, segs = [], []
-    _piece(tokenizer, traj.input + fmt.input_sep, PROMPT, ids, segs)
+    # x and input_sep tokenized apart, exactly as prompt_ids (the generation prompt): joined, a sub-word
+    # tokenizer can merge x's last character with the separator and train on a prompt never asked at inference
+    ids = prompt_ids(tokenizer, traj.input, fmt)
+    segs = [PROMPT] * len(ids)
     if mode == "history":
         for t, step in enumerate(traj.steps):
             # action and separator are tokenized apart: the separator's last token is the boundary

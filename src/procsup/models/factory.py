@@ -33,7 +33,8 @@ def char_tokenizer(charset: str = DEFAULT_CHARSET) -> PreTrainedTokenizerFast:
     chars = sorted(set(charset))
     vocab = {tok: i for i, tok in enumerate([PAD, BOS, EOS, UNK, *chars])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # "[\s\S]", not ".": "." skips newlines, so "\n\n" stayed one piece and became a single <unk>
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, clean_up_tokenization_spaces=False
@@ -57,10 +58,10 @@ class TinyModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ("llama", "qwen2", "gpt2"):
             raise ValueError(f"arch must be llama, qwen2 or gpt2, got {self.arch!r}")
+        if min(self.hidden_size, self.num_layers, self.num_heads, self.max_positions) < 1:  # before the modulo: num_heads=0
+            raise ValueError("sizes must be positive")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if min(self.hidden_size, self.num_layers, self.num_heads, self.max_positions) < 1:
-            raise ValueError("sizes must be positive")
 
 
 def tiny_hf_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast):

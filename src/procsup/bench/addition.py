@@ -1,0 +1,210 @@
+"""``procsup bench addition``: the length-generalization claim of PAL (seed 000, section 5.3).
+
+Trains the same tiny model, with the same budget (optimizer steps x batch rows), three ways on
+problems with 1..3-digit operands, and tests on fresh problems of 3, 5, 10 and 20 digits:
+
+* ``outcome``: x -> y only (the baseline);
+* ``history``: PAL with the column-by-column chain of thought as one sequence;
+* ``state``: PAL with ``M(s_t) -> a_t``; the task's executor applies each action at test time.
+
+Each (method, seed) run writes its own ``eval.json``; a re-run skips finished runs (resume), so an
+interrupted benchmark loses at most one run. Results: ``results.json``, ``accuracy.png`` and a table.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from procsup.evaluation.rollout import rollout, summarize
+from procsup.models.factory import TinyModelConfig, build_tiny_model
+from procsup.tasks.addition import AdditionTask
+from procsup.trainers.pal import PALConfig, train
+
+METHODS = ("outcome", "history", "state")
+#: Kartik & Shah (2025), section 5.3: trained on 3-digit, tested on 5-digit addition.
+PAPER_5_DIGITS = {"outcome": 0.10, "history": 0.80}
+
+
+@dataclass
+class AdditionBenchConfig:
+    """The addition benchmark: methods x seeds, trained on short problems, tested on long ones."""
+
+    output_dir: str = "runs/bench-addition"
+    """Folder for per-run results, results.json and accuracy.png."""
+    methods: tuple[str, ...] = METHODS
+    """Any of outcome, history, state."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """One run per method and seed (model init, training data and data order all follow the seed)."""
+    train_max_digits: int = 3
+    """Training operands have 1..train_max_digits digits."""
+    train_size: int = 20000
+    """Training problems per seed."""
+    carry_heavy: float = 0.3
+    """Share of training problems where every column carries."""
+    test_digits: tuple[int, ...] = (3, 5, 10, 20)
+    """Test operand lengths (both operands have this many digits)."""
+    test_size: int = 500
+    """Fresh test problems per length."""
+    steps: int = 1000
+    """Optimizer steps per run (the same for every method)."""
+    batch_size: int = 64
+    """Rows per optimizer step (a row is a trajectory, or a step in state mode)."""
+    learning_rate: float = 2e-3
+    """Peak learning rate."""
+    lam: float = 1.0
+    """PAL's lambda."""
+    arch: str = "llama"
+    """Model family: llama, qwen2 or gpt2."""
+    hidden_size: int = 128
+    """Model width."""
+    num_layers: int = 2
+    """Transformer layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    progress: bool = True
+    """Progress bars."""
+
+    def __post_init__(self) -> None:
+        self.methods, self.seeds, self.test_digits = tuple(self.methods), tuple(self.seeds), tuple(self.test_digits)
+        bad = set(self.methods) - set(METHODS)
+        if bad or not self.methods:
+            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods}")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if self.train_max_digits < 1 or min(self.test_digits, default=0) < 1:
+            raise ValueError("digit counts must be >= 1")
+        if self.max_columns > 26:
+            raise ValueError("at most 26 columns: the column index hints are the 26 letters a..z")
+        for name in ("train_size", "test_size", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def max_columns(self) -> int:
+        return max(self.train_max_digits, *self.test_digits)
+
+    @property
+    def model_config(self) -> TinyModelConfig:
+        return TinyModelConfig(arch=self.arch, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                               num_heads=self.num_heads)
+
+
+def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
+    """Train one model and evaluate it at every test length; cached in ``<method>-seed<k>/eval.json``."""
+    run_dir = Path(cfg.output_dir) / f"{method}-seed{seed}"
+    done = run_dir / "eval.json"
+    key = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "methods", "seeds", "progress")}
+    if done.is_file():
+        cached = json.loads(done.read_text())
+        if cached.get("config") == json.loads(json.dumps(key)):
+            return cached
+    task = AdditionTask(carry_heavy=cfg.carry_heavy)
+    problems = task.sample_range(seed, cfg.train_max_digits, cfg.train_size)
+    trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
+    model, tok = build_tiny_model(cfg.model_config, seed=seed)
+    pal = PALConfig(
+        output_dir=str(run_dir), mode=method, lam=cfg.lam, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+        max_steps=cfg.steps, warmup_steps=min(50, cfg.steps // 10), seed=seed, progress=cfg.progress,
+        save_steps=max(cfg.steps // 4, 1), resume=True,
+    )
+    result = train(pal, model=model, tokenizer=tok, trajectories=trajs)
+    evals = {}
+    t0 = time.perf_counter()
+    for digits in cfg.test_digits:
+        # fresh problems: a test seed of its own, and any problem also seen in training is dropped
+        seen = {(p.a, p.b) for p in problems}
+        probs = [p for p in task.sample(10_000 + seed, digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
+        probs = probs[: cfg.test_size]
+        evals[str(digits)] = summarize(rollout(result.model, tok, task, probs, method, pal.step_format))
+    out = {
+        "method": method, "seed": seed, "config": key, "eval": evals,
+        "train_seconds": result.seconds, "eval_seconds": time.perf_counter() - t0,
+        "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9), "final_train_metrics": result.final_metrics,
+        "parameters": sum(p.numel() for p in result.model.parameters()),
+    }
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(done)
+    return out
+
+
+def aggregate(runs: list[dict], cfg: AdditionBenchConfig) -> dict:
+    """Mean, std, min over seeds of each metric, per method and test length."""
+    table: dict = {}
+    for method in cfg.methods:
+        table[method] = {}
+        for d in cfg.test_digits:
+            rows = [r["eval"][str(d)] for r in runs if r["method"] == method]
+            cell = {}
+            for metric in ("exact_match", "trace_valid", "right_answer_wrong_steps"):
+                vals = [r[metric] for r in rows if r[metric] is not None]
+                if vals:
+                    cell[metric] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "min": min(vals),
+                                    "per_seed": vals}
+            table[method][str(d)] = cell
+    return table
+
+
+def plot(table: dict, cfg: AdditionBenchConfig, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = {"outcome": "outcome-only", "history": "PAL-history", "state": "PAL-state"}
+    for method in cfg.methods:
+        means = [100 * table[method][str(d)]["exact_match"]["mean"] for d in cfg.test_digits]
+        stds = [100 * table[method][str(d)]["exact_match"]["std"] for d in cfg.test_digits]
+        ax.errorbar(cfg.test_digits, means, yerr=stds, marker="o", capsize=3, label=labels[method])
+    ax.axvline(cfg.train_max_digits, color="grey", ls=":", lw=1)
+    ax.text(cfg.train_max_digits, 50, " trained up to here", color="grey", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xticks(cfg.test_digits, [str(d) for d in cfg.test_digits])
+    ax.set_xlabel("digits per operand (test)")
+    ax.set_ylabel("exact match (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(f"Addition, trained on 1-{cfg.train_max_digits} digits ({len(cfg.seeds)} seeds, mean ± std)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(table: dict, cfg: AdditionBenchConfig) -> list[list[str]]:
+    header = ["method", *[f"{d} digits" for d in cfg.test_digits], "trace valid @max", "paper @5"]
+    rows = [header]
+    for method in cfg.methods:
+        cells = []
+        for d in cfg.test_digits:
+            em = table[method][str(d)]["exact_match"]
+            cells.append(f"{100 * em['mean']:.1f} ± {100 * em['std']:.1f}")
+        tv = table[method][str(max(cfg.test_digits))].get("trace_valid")
+        paper = PAPER_5_DIGITS.get(method)
+        rows.append([method, *cells, f"{100 * tv['mean']:.1f}" if tv else "n/a", f"~{100 * paper:.0f}" if paper else "-"])
+    return rows
+
+
+def main(cfg: AdditionBenchConfig) -> dict:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = [run_one(cfg, m, s) for s in cfg.seeds for m in cfg.methods]
+    table = aggregate(runs, cfg)
+    result = {
+        "config": asdict(cfg), "table": table, "runs": runs, "paper_5_digits": PAPER_5_DIGITS,
+        "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out / "results.json")
+    plot(table, cfg, out / "accuracy.png")
+    result["rows"] = format_table(table, cfg)
+    return result
