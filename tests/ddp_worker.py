@@ -1,4 +1,5 @@
-"""A fixed tiny PAL run, for the DDP test: ``accelerate launch --num_processes 2 tests/ddp_worker.py MODEL OUT``.
+"""A fixed tiny PAL run, for the DDP test (see there for the exact command; on CPU it is
+``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 tests/ddp_worker.py MODEL OUT``).
 
 The model comes from MODEL (saved there by the test, so every process starts from the same weights);
 the data is a fixed set of addition trajectories; the final weights land in OUT/checkpoint-5.
@@ -28,8 +29,10 @@ def run(model_dir: str, output_dir: str) -> TrainResult:
         learning_rate=1e-2, log_steps=1, seed=1, progress=False,
     )
     accelerator = Accelerator()
-    print(f"process {accelerator.process_index} of {accelerator.num_processes}", flush=True)
-    return train(cfg, model=model, tokenizer=tokenizer, trajectories=trajectories, accelerator=accelerator)
+    result = train(cfg, model=model, tokenizer=tokenizer, trajectories=trajectories, accelerator=accelerator)
+    # tokens = this process's own tokens x world size: the test checks the processes saw different rows
+    print(f"process {accelerator.process_index} of {accelerator.num_processes}: {result.tokens} tokens", flush=True)
+    return result
 
 
 if __name__ == "__main__":

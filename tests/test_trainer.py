@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -179,19 +180,24 @@ def test_ddp_two_processes_equal_one(tmp_path, char_tok):
     """accelerate launch --num_processes 2 (gloo, CPU) with a global batch of 8 gives the weights of one
     process with a batch of 8: each process takes half of the same global batch, DDP averages."""
     init = save_model(*build_tiny_model(TINY, char_tok, seed=7), tmp_path / "init")
+    # Not "--cpu": with it accelerate 1.x takes its single-process launcher and starts ONE process. The
+    # torchrun launcher ("--multi_gpu") plus ACCELERATE_USE_CPU=1 gives 2 processes, MULTI_CPU over gloo.
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(Path(ddp_worker.__file__)), str(init), str(tmp_path / "ddp"),
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), str(Path(ddp_worker.__file__)), str(init), str(tmp_path / "ddp"),
     ]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "process 0 of 2" in proc.stdout and "process 1 of 2" in proc.stdout, proc.stdout[-2000:]
     print(f"2-process run: {time.perf_counter() - t0:.1f}s")
+    tokens = dict(re.findall(r"process (\d) of 2: (\d+) tokens", proc.stdout))
+    assert tokens.keys() == {"0", "1"}, proc.stdout[-2000:]
 
-    ddp_worker.run(str(init), str(tmp_path / "single"))  # the same run, 1 process, in this one
+    single = ddp_worker.run(str(init), str(tmp_path / "single"))  # the same run, 1 process, in this one
+    # each process took its own half of the global batch (not all of it, not the same half)
+    assert (int(tokens["0"]) + int(tokens["1"])) // 2 == single.tokens
 
     final = f"checkpoint-{ddp_worker.MAX_STEPS}/model.safetensors"
     two, one = load_file(tmp_path / "ddp" / final), load_file(tmp_path / "single" / final)

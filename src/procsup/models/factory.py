@@ -17,6 +17,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GPT2Config,
+    GPTNeoXConfig,
     LlamaConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
@@ -41,12 +42,16 @@ def char_tokenizer(charset: str = DEFAULT_CHARSET) -> PreTrainedTokenizerFast:
     )
 
 
+ARCHS = ("llama", "qwen2", "gpt2", "neox")
+
+
 @dataclass(frozen=True)
 class TinyModelConfig:
     """Size of a tiny model for tests and benchmarks."""
 
     arch: str = "llama"
-    """One of ``llama``, ``qwen2``, ``gpt2``."""
+    """One of ``llama``, ``qwen2``, ``gpt2`` (learned absolute positions), ``neox`` (GPT-NeoX: rotary on a
+    fraction of each head, the rest position-free)."""
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
@@ -54,10 +59,14 @@ class TinyModelConfig:
     """Defaults to 4 x hidden_size."""
     max_positions: int = 1024
     rope_theta: float = 10000.0
+    rotary_pct: float = 0.25
+    """neox only: share of each head's dimensions that are rotated (GPT-NeoX's default 0.25)."""
 
     def __post_init__(self) -> None:
-        if self.arch not in ("llama", "qwen2", "gpt2"):
-            raise ValueError(f"arch must be llama, qwen2 or gpt2, got {self.arch!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if not 0.0 <= self.rotary_pct <= 1.0:
+            raise ValueError(f"rotary_pct must be in [0, 1], got {self.rotary_pct}")
         if min(self.hidden_size, self.num_layers, self.num_heads, self.max_positions) < 1:  # before the modulo: num_heads=0
             raise ValueError("sizes must be positive")
         if self.hidden_size % self.num_heads:
@@ -78,6 +87,12 @@ def tiny_hf_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast):
         return GPT2Config(
             n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads, n_inner=inter,
             n_positions=cfg.max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+        )
+    if cfg.arch == "neox":
+        return GPTNeoXConfig(
+            hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            intermediate_size=inter, max_position_embeddings=cfg.max_positions, rotary_pct=cfg.rotary_pct,
+            rotary_emb_base=cfg.rope_theta, attention_dropout=0.0, hidden_dropout=0.0, **common,
         )
     config_cls = LlamaConfig if cfg.arch == "llama" else Qwen2Config
     return config_cls(

@@ -40,6 +40,8 @@ class AdditionProblem:
     b: int
     hints: tuple[str, ...] = ()
     """Column letters, least significant first (history-mode index hints)."""
+    order: tuple[int, ...] = ()
+    """If set, the order in which the input lists the columns (each then names its successor)."""
 
     @property
     def columns(self) -> int:
@@ -64,15 +66,17 @@ def _number(rng: random.Random, digits: int, carry_heavy: float) -> int:
 
 
 def _carry_pair(rng: random.Random, da: int, db: int) -> tuple[int, int]:
-    """Operands whose overlapping columns all sum to 9 or more (carries propagate)."""
+    """Operands whose overlapping columns all carry: column 0 sums to 10 or more, the next ones to 9 or more
+    (with the carry in, 10 or more)."""
     n = max(da, db)
     ra, rb = [], []
     for t in range(n):
         lo_a = 1 if t == da - 1 and da > 1 else 0
         lo_b = 1 if t == db - 1 and db > 1 else 0
-        x = rng.randint(max(lo_a, 0), 9) if t < da else None
+        need = 9 if t else 10  # column 0 has no carry in: a sum of 9 there would carry nothing, anywhere
+        x = rng.randint(max(lo_a, need - 9 if t < db else 0), 9) if t < da else None
         if x is not None and t < db:
-            y = rng.randint(max(9 - x, lo_b), 9)
+            y = rng.randint(max(need - x, lo_b), 9)
         else:
             y = rng.randint(lo_b, 9) if t < db else None
         ra.append(x)
@@ -87,11 +91,14 @@ class AdditionTask:
 
     name = "addition"
 
-    def __init__(self, carry_heavy: float = 0.0):
+    def __init__(self, carry_heavy: float = 0.0, shuffle_columns: bool = False):
         if not 0.0 <= carry_heavy <= 1.0:
             raise ValueError(f"carry_heavy must be in [0, 1], got {carry_heavy}")
         self.carry_heavy = carry_heavy
         """Share of problems sampled so that every column carries."""
+        self.shuffle_columns = shuffle_columns
+        """List the hinted columns of the input in random order, each naming its successor
+        (``k>d:3,6``), so that a history-mode model can only find the next column by its letter."""
 
     # --- problems -------------------------------------------------------------------------------
     def make(self, rng: random.Random, digits_a: int, digits_b: int) -> AdditionProblem:
@@ -100,7 +107,8 @@ class AdditionTask:
         else:
             a, b = _number(rng, digits_a, 0.0), _number(rng, digits_b, 0.0)
         n = max(digits_a, digits_b)
-        return AdditionProblem(a, b, tuple(rng.sample(LETTERS, n)))
+        order = tuple(rng.sample(range(n), n)) if self.shuffle_columns else ()
+        return AdditionProblem(a, b, tuple(rng.sample(LETTERS, n)), order)
 
     def sample(self, seed: int, size: int, count: int) -> list[AdditionProblem]:
         """``count`` problems whose operands both have ``size`` digits."""
@@ -116,7 +124,11 @@ class AdditionTask:
 
     # --- renderings -------------------------------------------------------------------------------
     def render_input(self, p: AdditionProblem) -> str:
-        cols = " ".join(f"{h}:{x},{y}" for h, (x, y) in zip(p.hints, (p.column(t) for t in range(p.columns))))
+        if p.order:
+            nxt = [*p.hints[1:], END]
+            cols = " ".join(f"{p.hints[t]}>{nxt[t]}:{p.column(t)[0]},{p.column(t)[1]}" for t in p.order)
+        else:
+            cols = " ".join(f"{h}:{x},{y}" for h, (x, y) in zip(p.hints, (p.column(t) for t in range(p.columns))))
         return f"{p.a}+{p.b} | {cols}"
 
     def render_state(self, state: AdditionState) -> str:
@@ -144,7 +156,7 @@ class AdditionTask:
             carry = (x + y + carry) // 10
         return Trajectory(
             input=self.render_input(p), target=str(p.a + p.b), steps=tuple(steps),
-            meta={"task": self.name, "a": p.a, "b": p.b, "hints": "".join(p.hints)},
+            meta={"task": self.name, "a": p.a, "b": p.b, "hints": "".join(p.hints), "order": list(p.order)},
         )
 
     def state_trajectory(self, p: AdditionProblem) -> Trajectory:
@@ -159,7 +171,7 @@ class AdditionTask:
     @staticmethod
     def problem_of(traj: Trajectory) -> AdditionProblem:
         m = traj.meta
-        return AdditionProblem(int(m["a"]), int(m["b"]), tuple(m.get("hints", "")))
+        return AdditionProblem(int(m["a"]), int(m["b"]), tuple(m.get("hints", "")), tuple(m.get("order", ())))
 
     # --- checkers -----------------------------------------------------------------------------------
     def check_answer(self, p: AdditionProblem, answer: str | None) -> bool:

@@ -1,0 +1,70 @@
+"""build_config: YAML, then key=value overrides, onto PALConfig, with types coerced from text."""
+
+from __future__ import annotations
+
+import pytest
+
+from procsup.config import build_config, config_help, field_docs
+from procsup.trainers.pal import PALConfig
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("output_dir: out\nmode: state\nlam: 2.0\nbatch_size: 16\nmodel: some/dir\n")
+    cfg = build_config(
+        PALConfig, path,
+        ["batch_size=8", "--learning-rate=1e-3", "lam=0.5", "resume=true", "mode=outcome", "model=none", "progress=off"],
+    )
+    assert cfg.output_dir == "out"  # from the file
+    assert cfg.batch_size == 8 and type(cfg.batch_size) is int  # overrides win
+    assert cfg.learning_rate == 1e-3 and type(cfg.learning_rate) is float  # --dashes become underscores
+    assert cfg.lam == 0.5
+    assert cfg.resume is True and cfg.progress is False
+    assert cfg.mode == "outcome"
+    assert cfg.model is None
+
+
+def test_overrides_only():
+    cfg = build_config(PALConfig, None, ["output_dir=o", "answer_prefix=A=", "train_file=data.jsonl", "seed=3"])
+    assert cfg.answer_prefix == "A="  # split at the first "=" only
+    assert cfg.train_file == "data.jsonl" and cfg.seed == 3
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("batch_sise=8", "batch_sise"),  # unknown key, named
+        ("batch_size=eight", "batch_size"),
+        ("lam=much", "lam"),
+        ("resume=maybe", "resume"),
+        ("mode=steps", "mode"),
+        ("batch_size", "key=value"),
+        ("batch_size=0", "batch_size"),  # the dataclass's own validation still runs
+    ],
+)
+def test_bad_overrides(override, match):
+    with pytest.raises(ValueError, match=match):
+        build_config(PALConfig, None, ["output_dir=o", override])
+
+
+def test_unknown_yaml_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("output_dir: out\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        build_config(PALConfig, path)
+
+
+def test_yaml_must_be_a_mapping(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("- output_dir\n- out\n")
+    with pytest.raises(ValueError, match="mapping"):
+        build_config(PALConfig, path)
+
+
+def test_field_docs():
+    docs = field_docs(PALConfig)
+    assert "lambda" in docs["lam"]
+    assert "boundary token" in docs["step_sep"]
+    assert set(docs) == {f for f in PALConfig.__dataclass_fields__}  # every field is documented
+    assert "\n" not in docs["mode"]  # whitespace collapsed to one line
+    assert "lam=1.0: lambda" in config_help(PALConfig)
