@@ -3,7 +3,8 @@
 A task makes problems of a given size from a seed, writes the expert trajectory of a problem, and
 checks steps and answers exactly. For state-mode rollouts (PAL's ``M(s_t) -> a_t``) it also renders
 states and executes actions. Trainers never import a task: they see only trajectories, so a new task
-is added without touching them.
+is added without touching them; :mod:`procsup.evaluation.rollout` drives any task through this
+interface.
 """
 
 from __future__ import annotations
@@ -16,26 +17,39 @@ from procsup.data.trajectory import Trajectory
 class Task(Protocol):
     name: str
 
+    # --- problems and demonstrations ---------------------------------------------------------------
     def sample(self, seed: int, size: int, count: int) -> list[Any]:
-        """``count`` problems of the given size (e.g. digits), deterministic in ``seed``."""
+        """``count`` problems of the given size (digits, grid side, chain length...), deterministic in seed."""
 
     def expert(self, problem: Any) -> Trajectory:
-        """The expert trajectory (input, target, steps with states, actions and keys)."""
+        """The expert trajectory for history mode: ``input`` x, ``target`` y, steps whose ``action`` is
+        the history-mode line and whose ``state``/``key`` describe the state the step is taken in."""
 
+    def state_trajectory(self, problem: Any) -> Trajectory:
+        """The same demonstration for state mode: each step's ``state`` is what the model sees,
+        its ``action`` what it must output (see :meth:`render_state`)."""
+
+    # --- checkers ----------------------------------------------------------------------------------
     def check_answer(self, problem: Any, answer: str | None) -> bool:
         """Is ``answer`` the right final answer."""
 
     def check_steps(self, problem: Any, actions: Sequence[str]) -> list[bool]:
-        """Exact correctness of each generated step, given the steps before it."""
+        """Exact correctness of each generated history-mode step (given the steps before it); a trace
+        with missing steps gets False for each missing one."""
 
-    # state-mode rollouts
+    def check_state_step(self, state: Any, action: str) -> bool:
+        """Exact correctness of a state-mode action in ``state``."""
+
+    # --- executor (state-mode rollouts) -------------------------------------------------------------
     def initial_state(self, problem: Any) -> Any: ...
 
-    def render_state(self, state: Any) -> str: ...
+    def render_state(self, state: Any) -> str:
+        """The text the model sees in state mode (equal to the expert step's ``state`` on expert states)."""
 
     def execute(self, state: Any, action: str) -> Any | None:
-        """The next state, or None if the action cannot be applied (a failed rollout)."""
+        """The next state, or None if the action cannot be applied (the rollout fails)."""
 
     def is_done(self, state: Any) -> bool: ...
 
-    def answer(self, state: Any) -> str: ...
+    def answer(self, state: Any) -> str:
+        """The final answer read off a finished state."""
