@@ -92,6 +92,8 @@ def _state_rollout(model, tokenizer, task, problems, fmt, batch_size, max_steps)
 
 def summarize(rollouts: Sequence[Rollout]) -> dict[str, float | None]:
     n = len(rollouts)
+    if n == 0:
+        raise ValueError("no rollouts to summarize")
     em = sum(r.correct for r in rollouts) / n
     if any(r.step_ok is None for r in rollouts):
         return {"exact_match": em, "trace_valid": None, "right_answer_wrong_steps": None, "n": n}
