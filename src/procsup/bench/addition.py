@@ -163,14 +163,20 @@ def plot(table: dict, cfg: AdditionBenchConfig, path: Path) -> None:
         means = [100 * table[method][str(d)]["exact_match"]["mean"] for d in cfg.test_digits]
         stds = [100 * table[method][str(d)]["exact_match"]["std"] for d in cfg.test_digits]
         ax.errorbar(cfg.test_digits, means, yerr=stds, marker="o", capsize=3, label=labels[method])
+    colors = {m: line.get_color() for m, line in zip(cfg.methods, [c[0] for c in ax.containers])}
+    for method, acc in PAPER_5_DIGITS.items():
+        if method in colors:
+            ax.plot([5], [100 * acc], marker="x", ms=9, ls="none", color=colors[method])
+    ax.plot([], [], marker="x", ls="none", color="grey", label="paper, 5 digits")
     ax.axvline(cfg.train_max_digits, color="grey", ls=":", lw=1)
     ax.text(cfg.train_max_digits, 50, " trained up to here", color="grey", fontsize=8)
     ax.set_xscale("log")
     ax.set_xticks(cfg.test_digits, [str(d) for d in cfg.test_digits])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("digits per operand (test)")
     ax.set_ylabel("exact match (%)")
     ax.set_ylim(-3, 103)
-    ax.set_title(f"Addition, trained on 1-{cfg.train_max_digits} digits ({len(cfg.seeds)} seeds, mean ± std)")
+    ax.set_title(f"Addition, trained on 1-{cfg.train_max_digits} digits ({len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}, mean ± std)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
