@@ -54,6 +54,8 @@ class Row:
     input_ids: tuple[int, ...]
     segment_ids: tuple[int, ...]
     """Same length as ``input_ids``: PROMPT, ANSWER or STEP0 + t for each token."""
+    step_keys: tuple[str | None, ...] = ()
+    """The ``key`` of each step in the row, in step order (None where a step has none)."""
 
     @property
     def num_steps(self) -> int:
@@ -75,23 +77,28 @@ def prompt_ids(tokenizer, text: str, fmt: StepFormat) -> list[int]:
     return [i for piece, _ in _prompt_pieces(text, fmt) for i in _encode(tokenizer, piece)]
 
 
-def _layout(traj: Trajectory, fmt: StepFormat, mode: Mode) -> list[tuple[list[tuple[str, int]], int]]:
-    """Each row of ``traj`` as ``([(text, segment), ...], segment of the closing EOS)``; every piece is
-    tokenized on its own, and a row's prompt pieces are those of :func:`prompt_ids`."""
+Layout = tuple[list[tuple[str, int]], int, tuple[str | None, ...]]
+
+
+def _layout(traj: Trajectory, fmt: StepFormat, mode: Mode) -> list[Layout]:
+    """Each row of ``traj`` as ``([(text, segment), ...], segment of the closing EOS, step keys)``; every
+    piece is tokenized on its own, and a row's prompt pieces are those of :func:`prompt_ids`."""
     if mode == "state":
         rows = []
         for t, step in enumerate(traj.steps):
             if step.state is None:
                 raise TrajectoryError("state mode needs every step to have a state", field=f"steps[{t}].state")
-            rows.append(([*_prompt_pieces(step.state, fmt), (step.action, STEP0 + t)], STEP0 + t))
+            rows.append(([*_prompt_pieces(step.state, fmt), (step.action, STEP0 + t)], STEP0 + t, (step.key,)))
         return rows
     pieces = _prompt_pieces(traj.input, fmt)
+    keys: tuple[str | None, ...] = ()
     if mode == "history":
         for t, step in enumerate(traj.steps):
             # action and separator are tokenized apart: the separator's last token is the boundary
             pieces += [(step.action, STEP0 + t), (fmt.step_sep, STEP0 + t)]
+        keys = tuple(step.key for step in traj.steps)
     pieces.append((fmt.answer_prefix + traj.target, ANSWER))
-    return [(pieces, ANSWER)]
+    return [(pieces, ANSWER, keys)]
 
 
 def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat, mode: Mode) -> list[Row]:
@@ -104,22 +111,32 @@ def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     layouts = [row for traj in trajectories for row in _layout(traj, fmt, mode)]
-    texts = list(dict.fromkeys(text for pieces, _ in layouts for text, _ in pieces if text))
+    texts = list(dict.fromkeys(text for pieces, _, _ in layouts for text, _ in pieces if text))
     encoded = dict(zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"])) if texts else {}
     eos, rows = tokenizer.eos_token_id, []
-    for pieces, eos_segment in layouts:
+    for pieces, eos_segment, keys in layouts:
         ids, segs = [], []
         for text, segment in pieces:
             toks = encoded[text] if text else []
             ids.extend(toks)
             segs.extend([segment] * len(toks))
-        rows.append(Row((*ids, eos), (*segs, eos_segment)))
+        rows.append(Row((*ids, eos), (*segs, eos_segment), keys))
     return rows
 
 
 def tokenize(traj: Trajectory, tokenizer, fmt: StepFormat, mode: Mode) -> list[Row]:
     """Rows for one trajectory in the given mode (one row, or one per step in ``state`` mode)."""
     return tokenize_many([traj], tokenizer, fmt, mode)
+
+
+def step_starts(row: Row) -> list[int]:
+    """Index of the first token of each step, in step order. The position just before it is where the
+    model decides the step: its hidden state encodes the step's state, its logits predict the action."""
+    first: dict[int, int] = {}
+    for i, s in enumerate(row.segment_ids):
+        if s >= STEP0 and s - STEP0 not in first:
+            first[s - STEP0] = i
+    return [first[t] for t in sorted(first)]
 
 
 def step_boundaries(row: Row) -> list[int]:

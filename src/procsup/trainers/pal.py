@@ -1,7 +1,7 @@
 """Process-aligned training (PAL) of a Hugging Face causal LM, and its outcome-only baseline.
 
 Kartik & Shah, "Process Aligned Learning: Supervise the Journey, Not Just the Destination" (2025),
-section 3: ``L_i = L_out + lambda * sum_t l(M(s_t), a_t)``, teacher-forced. ``mode`` picks how a step
+section 3: ``L_i = L_out + lambda * sum_t l(M(s_t), a_t)`` (+ ``mu * L_consistency``), teacher-forced. ``mode`` picks how a step
 is conditioned (see :mod:`procsup.data.tokenize`): ``history`` (the chain of thought as one sequence),
 ``state`` (``M(s_t) -> a_t``, each step on its own) or ``outcome`` (x -> y only: the baseline, same
 model and trainer).
@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -33,12 +33,14 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from procsup.data.io import read_jsonl
-from procsup.data.tokenize import MODES, PROMPT, Mode, Row, StepFormat, tokenize_many
+from procsup.data.tokenize import MODES, PROMPT, Mode, Row, StepFormat, step_starts, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.models.factory import load_model
+from procsup.objectives.consistency import action_consistency, hidden_consistency
 from procsup.objectives.pal import pal_loss, token_nll
 
 log = logging.getLogger(__name__)
+LOGGED = ("loss", "loss_out", "loss_steps", "step_nll", "loss_consistency")
 
 
 @dataclass
@@ -58,6 +60,12 @@ class PALConfig:
     """history: one sequence x, a_1..a_n, y; state: M(s_t) -> a_t per step; outcome: x -> y (baseline)."""
     lam: float = 1.0
     """lambda, the weight of the summed per-step losses."""
+    mu: float = 0.0
+    """Weight of the behavior consistency loss (0: off). Steps with equal ``key`` in a batch are pulled
+    together at the position where the model decides the step (see objectives/consistency.py)."""
+    consistency: Literal["hidden", "action"] = "hidden"
+    """hidden: squared L2 between last-layer hidden states; action: symmetric KL between next-token
+    distributions."""
     learning_rate: float = 3e-4
     """Peak AdamW learning rate (linear warm-up, then cosine decay to 0)."""
     batch_size: int = 32
@@ -92,6 +100,10 @@ class PALConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not (math.isfinite(self.mu) and self.mu >= 0):
+            raise ValueError(f"mu must be a finite number >= 0, got {self.mu}")
+        if self.consistency not in ("hidden", "action"):
+            raise ValueError(f"consistency must be hidden or action, got {self.consistency!r}")
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
         for name in ("batch_size", "max_steps"):
@@ -135,6 +147,21 @@ def global_batch(num_rows: int, batch_size: int, step: int, seed: int) -> list[i
         epoch, offset = divmod(start + len(out), num_rows)
         out.extend(_epoch_order(num_rows, seed, epoch)[offset : offset + batch_size - len(out)])
     return out
+
+
+def decision_points(rows: Sequence[Row]) -> dict[str, torch.Tensor]:
+    """Where each keyed step is decided, for the consistency loss: the position before the step's first
+    token. Returns row (N,), pos (N,) and key (N,) ids, keys numbered within this batch."""
+    numbers: dict[str, int] = {}
+    row_idx, pos, key = [], [], []
+    for i, r in enumerate(rows):
+        for start, k in zip(step_starts(r), r.step_keys):
+            if k is not None and start > 0:
+                row_idx.append(i)
+                pos.append(start - 1)
+                key.append(numbers.setdefault(k, len(numbers)))
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return {"row": as_tensor(row_idx), "pos": as_tensor(pos), "key": as_tensor(key)}
 
 
 def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
@@ -248,8 +275,18 @@ def train(
     for step in range(start, cfg.max_steps):
         idx = global_batch(len(rows), cfg.batch_size, step, cfg.seed)[rank * per_proc : (rank + 1) * per_proc]
         batch = {k: v.to(accelerator.device) for k, v in collate([rows[i] for i in idx], tokenizer.pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
-        terms = pal_loss(token_nll(logits, batch["input_ids"]), batch["segment_ids"][:, 1:], cfg.lam)
+        want_hidden = cfg.mu > 0 and cfg.consistency == "hidden"
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=want_hidden)
+        terms = pal_loss(token_nll(out.logits, batch["input_ids"]), batch["segment_ids"][:, 1:], cfg.lam)  # logits (B, T, V)
+        if cfg.mu > 0:
+            d = {k: v.to(accelerator.device) for k, v in decision_points([rows[i] for i in idx]).items()}
+            if want_hidden:
+                terms["loss_consistency"] = hidden_consistency(out.hidden_states[-1][d["row"], d["pos"]], d["key"])
+            else:
+                terms["loss_consistency"] = action_consistency(out.logits[d["row"], d["pos"]], d["key"])
+            terms["loss"] = terms["loss"] + cfg.mu * terms["loss_consistency"]
+        else:
+            terms["loss_consistency"] = torch.zeros((), device=accelerator.device)
         accelerator.backward(terms["loss"])
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -263,7 +300,7 @@ def train(
         done = step + 1
         if done % max(cfg.log_steps, 1) == 0 or done == cfg.max_steps:
             reduced = accelerator.reduce(
-                torch.stack([terms[k].detach() for k in ("loss", "loss_out", "loss_steps", "step_nll")]), reduction="mean"
+                torch.stack([terms[k].detach() for k in LOGGED]), reduction="mean"
             )
             now = time.perf_counter()
             last = {
@@ -272,6 +309,7 @@ def train(
                 "loss_out": reduced[1].item(),
                 "loss_steps": reduced[2].item(),
                 "step_nll": reduced[3].item(),
+                "loss_consistency": reduced[4].item(),
                 "lr": scheduler.get_last_lr()[0],
                 "tokens_per_s": window["tokens"] / max(now - window["time"], 1e-9),
             }
