@@ -31,7 +31,7 @@ class Rollout:
 
 
 def rollout(
-    model, tokenizer, task, problems: Sequence[Any], mode: Mode, fmt: StepFormat, *, batch_size: int = 256,
+    model, tokenizer, task, problems: Sequence[Any], mode: Mode, fmt: StepFormat, *, batch_size: int = 512,
     max_steps: int | None = None, max_new_tokens: int | None = None,
 ) -> list[Rollout]:
     if mode == "state":
@@ -52,14 +52,15 @@ def rollout(
 
 
 def _history_budget(tokenizer, experts, fmt: StepFormat, mode: Mode) -> int:
-    """Enough new tokens for 1.5x the longest expert output (so that a model can also overrun)."""
+    """Enough new tokens for 1.2x the longest expert output: a right trace fits, a wrong one that runs on
+    is cut (it is wrong either way), and generation time stays bounded on long problems."""
     def length(e) -> int:
         text = fmt.answer_prefix + e.target
         if mode == "history":
             text = "".join(s.action + fmt.step_sep for s in e.steps) + text
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    return int(1.5 * max(length(e) for e in experts)) + 4
+    return int(1.2 * max(length(e) for e in experts)) + 4
 
 
 def _state_rollout(model, tokenizer, task, problems, fmt, batch_size, max_steps) -> list[Rollout]:
