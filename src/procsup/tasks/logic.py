@@ -27,12 +27,12 @@ whose left, or right, letter is the current letter) and the relation it yields. 
 mode is ``{derived},{fact}``: the derived relation so far and the next relevant fact, which the
 executor looks up by content. It is 7 characters for every chain length, so that a state-mode model
 never sees how long the chain is; the generalization from short chains to long ones is then a
-property of the step format, as in :mod:`procsup.tasks.addition`. The walk after a dead end restarts
-from ``x=x``, so that state occurs twice in such a trace (its action is the same both times).
+property of the step format, as in :mod:`procsup.tasks.addition`. After a dead end going down, the
+walk restarts from ``x=x`` with the fact above x (the third step above).
 
 A trace has between 1 and n-1 steps (the walk down, if it fails, and the walk up from x to y never
-use a fact twice). Training uses chains of 2..5 letters and tests chains twice as
-long (:meth:`LogicTask.train_test_split`).
+use a fact twice). Training uses chains of 2..5 letters and tests chains twice as long
+(:meth:`LogicTask.train_test_split`).
 """
 
 from __future__ import annotations
