@@ -1,0 +1,200 @@
+"""A causal LM backbone with a separate action head, and its state-mode rollout.
+
+Kartik & Shah (2025), section 3: "If the model has a separate action head, we attach a classification
+loss there". :class:`ActionHeadModel` reads the backbone's last-layer hidden state at the last token of the
+state prompt ``s_t · input_sep`` (:func:`procsup.data.tokenize.prompt_ids`: the same prompt an LM policy is
+given in state mode, at the position where it would decide its first action token) and maps it with one
+``Linear(hidden, A)`` to logits over a fixed action vocabulary. Any Hugging Face causal LM works: the
+hidden states come from its ``base_model`` (``model.model`` for llama/qwen2, ``transformer`` for gpt2,
+``gpt_neox`` for neox), so the vocabulary logits are never computed.
+
+:func:`play` runs a policy in a task's executor (greedy or sampled, with an optional budget of
+environment steps); :func:`rollout_action_head` is its greedy evaluation, returning the
+:class:`procsup.evaluation.rollout.Rollout` records that ``summarize`` and the task metrics read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from procsup.data.tokenize import StepFormat, prompt_ids
+from procsup.evaluation.rollout import Rollout
+from procsup.models.factory import load_model
+
+HEAD_FILE, ACTIONS_FILE = "action_head.safetensors", "actions.json"
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids`` (B, T) and ``attention_mask`` (B, T) of token-id prompts."""
+    lengths = torch.tensor([len(p) for p in prompts])
+    width = int(lengths.max())
+    ids = torch.tensor([[*p, *[pad_id] * (width - len(p))] for p in prompts], dtype=torch.long)  # (B, T)
+    mask = (torch.arange(width) < lengths[:, None]).long()  # (B, T)
+    return ids, mask
+
+
+class ActionHeadModel(torch.nn.Module):
+    """``logits(s) = W h_last(s) + b`` over ``actions``, with ``h_last`` the backbone's final hidden state at
+    the last non-padding token (left or right padding both work)."""
+
+    def __init__(self, backbone, tokenizer, actions: Sequence[str], fmt: StepFormat = StepFormat(), seed: int = 0):
+        super().__init__()
+        actions = tuple(actions)
+        if not actions or len(set(actions)) != len(actions) or not all(isinstance(a, str) and a for a in actions):
+            raise ValueError(f"actions must be distinct non-empty strings, got {actions!r}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (load_model uses eos)")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.actions = actions
+        self.fmt = fmt
+        with torch.random.fork_rng():  # the head's init is a function of seed, not of the global RNG
+            torch.manual_seed(seed)
+            self.head = torch.nn.Linear(backbone.config.hidden_size, len(actions))
+        self.head.to(device=backbone.device, dtype=backbone.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, T), attention_mask (B, T) -> logits (B, A)."""
+        # positions count real tokens only, so that a left-padded prompt is seen as the same prompt
+        # (it matters for learned absolute positions, gpt2)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        hidden = self.backbone.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state  # (B, T, H)
+        positions = torch.arange(input_ids.size(1), device=input_ids.device)
+        last = (attention_mask * positions).argmax(-1)  # (B,) index of the last real token
+        return self.head(hidden[torch.arange(hidden.size(0), device=hidden.device), last])  # (B, A)
+
+    def encode(self, states: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded state prompts ``s · input_sep`` on the model's device: input_ids, attention_mask (B, T)."""
+        cache = {s: prompt_ids(self.tokenizer, s, self.fmt) for s in set(states)}  # states repeat a lot
+        ids, mask = pad_prompts([cache[s] for s in states], self.tokenizer.pad_token_id)
+        return ids.to(self.device), mask.to(self.device)
+
+    def state_logits(self, states: Sequence[str]) -> torch.Tensor:
+        """logits (B, A) of rendered states."""
+        return self(*self.encode(states))
+
+    @torch.no_grad()
+    def act(self, states: Sequence[str]) -> list[str]:
+        """The greedy action for each rendered state."""
+        if not states:
+            return []
+        return [self.actions[i] for i in self.state_logits(states).argmax(-1).tolist()]
+
+    def save(self, path: str | Path) -> Path:
+        """Backbone and tokenizer as :func:`procsup.models.factory.save_model` writes them, plus the head
+        (``action_head.safetensors``) and ``actions.json`` (the action vocabulary and the step format)."""
+        path = Path(path)
+        self.backbone.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
+        meta = {"actions": list(self.actions), "step_format": asdict(self.fmt)}
+        (path / ACTIONS_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, trust_remote_code: bool = False) -> "ActionHeadModel":
+        """The inverse of :meth:`save` (safetensors only, local files only)."""
+        path = Path(path)
+        if not (path / HEAD_FILE).is_file() or not (path / ACTIONS_FILE).is_file():
+            raise FileNotFoundError(f"{path}: not an action-head model (needs {HEAD_FILE} and {ACTIONS_FILE})")
+        backbone, tokenizer = load_model(path, trust_remote_code=trust_remote_code)
+        meta = json.loads((path / ACTIONS_FILE).read_text(encoding="utf-8"))
+        model = cls(backbone, tokenizer, meta["actions"], StepFormat(**meta["step_format"]))
+        model.head.load_state_dict(load_file(path / HEAD_FILE))
+        return model
+
+
+@dataclass
+class Episode:
+    """One state-mode episode: the rendered state before each action, the action, and how it ended."""
+
+    problem: Any
+    states: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    step_ok: list[bool] = field(default_factory=list)
+    """``task.check_state_step`` of each action."""
+    failed: bool = False
+    """An action could not be applied (the executor returned None): the episode ended there."""
+    answer: str | None = None
+    """``task.answer`` of the final state if the task finished it (done, not failed); else None (failed,
+    or cut by max_steps or the step budget)."""
+    success: bool = False
+    """``task.check_answer(problem, answer)``: the outcome reward of outcome-only RL."""
+
+
+def play(
+    model: ActionHeadModel, task, problems: Sequence[Any], *, max_steps: int | None = None,
+    generator: torch.Generator | None = None, max_env_steps: int | None = None,
+) -> list[Episode]:
+    """Run ``model`` on every problem in the task's executor, all episodes in lockstep.
+
+    Greedy if ``generator`` is None, else actions are sampled from ``softmax(logits)`` with it. An episode
+    ends when the task is done, when an action cannot be applied, or after ``max_steps`` actions (default:
+    4 x the longest expert trajectory, as in :func:`procsup.evaluation.rollout.rollout`). With
+    ``max_env_steps``, at most that many actions are executed in total; episodes still running when it is
+    spent are cut (no answer, no success). Every executed action counts as one environment step, an
+    illegal one included.
+    """
+    episodes = [Episode(p) for p in problems]
+    if not episodes:
+        return episodes
+    states = [task.initial_state(p) for p in problems]
+    limit = max_steps or 4 * max(len(task.expert(p).steps) for p in problems)
+    used = 0
+    was_training = model.training
+    model.eval()
+    for _ in range(limit):
+        live = [i for i, e in enumerate(episodes) if not e.failed and not task.is_done(states[i])]
+        if max_env_steps is not None:
+            live = live[: max(max_env_steps - used, 0)]
+        if not live:
+            break
+        seen = [task.render_state(states[i]) for i in live]
+        with torch.no_grad():
+            logits = model.state_logits(seen)  # (L, A)
+        if generator is None:
+            choice = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits.float(), -1).cpu()
+            choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (L,)
+        used += len(live)
+        for i, s, a in zip(live, seen, choice.tolist()):
+            e, action = episodes[i], model.actions[a]
+            e.states.append(s)
+            e.actions.append(action)
+            e.step_ok.append(task.check_state_step(states[i], action))
+            nxt = task.execute(states[i], action)
+            if nxt is None:
+                e.failed = True
+            else:
+                states[i] = nxt
+    model.train(was_training)
+    for e, state in zip(episodes, states):
+        if not e.failed and task.is_done(state):
+            e.answer = task.answer(state)
+        e.success = task.check_answer(e.problem, e.answer)
+    return episodes
+
+
+def rollout_action_head(
+    model: ActionHeadModel, task, problems: Sequence[Any], max_steps: int | None = None
+) -> list[Rollout]:
+    """Greedy state-mode rollouts of an action-head policy, as the records
+    :func:`procsup.evaluation.rollout.summarize` reads (an unfinished episode gets one more wrong step, as
+    in the LM state rollout)."""
+    return [
+        Rollout(e.problem, e.actions, e.answer, e.success, e.step_ok if e.answer is not None else [*e.step_ok, False])
+        for e in play(model, task, problems, max_steps=max_steps)
+    ]

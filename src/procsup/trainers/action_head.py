@@ -1,0 +1,188 @@
+"""State-mode PAL with a separate action head: a classification loss on every step.
+
+Kartik & Shah (2025), section 3: "If the model has a separate action head, we attach a classification
+loss there". Each demonstration step ``(s_t, a_t)`` is one row; the loss of a batch of rows is
+``lam * mean_rows CE(head(s_t), a_t)``, the action-head form of the state-mode PAL loss (there is no
+outcome term in state mode: every row is a step). The head reads the hidden state at the end of the state
+prompt ``s_t · input_sep`` (see :mod:`procsup.models.action_head`).
+
+Single process: the whole global batch is computed on one device (``accelerate`` places model and data, as
+in :mod:`procsup.trainers.pal`, whose data order :func:`~procsup.trainers.pal.global_batch` is reused).
+No intermediate checkpoints: runs are short; the final model is saved to ``output_dir/model``.
+
+Logged (``metrics.jsonl``, every ``log_steps``): ``loss`` (minimised, lam included), ``loss_steps`` (mean
+step cross-entropy), ``step_accuracy`` (share of the batch's steps whose argmax is a_t), ``lr``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from procsup.data.io import read_jsonl
+from procsup.data.tokenize import StepFormat, prompt_ids
+from procsup.data.trajectory import Trajectory
+from procsup.models.action_head import ActionHeadModel, pad_prompts
+from procsup.models.factory import load_model
+from procsup.trainers.pal import TrainResult, global_batch
+
+
+@dataclass
+class ActionHeadConfig:
+    """An action-head PAL run (state mode). Build it in Python, from YAML or from ``key=value`` flags."""
+
+    output_dir: str
+    """Where ``metrics.jsonl`` and the final model (``output_dir/model``) go."""
+    actions: tuple[str, ...]
+    """The fixed action vocabulary, one head output per action (e.g. ``U,D,L,R``); a step whose action is
+    not in it is an error."""
+    model: str | None = None
+    """Local directory of a Hugging Face causal LM, the backbone. Not needed when a model object is passed."""
+    train_file: str | None = None
+    """JSONL of trajectories whose steps have states. Not needed when trajectories are passed in Python."""
+    lam: float = 1.0
+    """lambda, the weight of the step classification loss."""
+    learning_rate: float = 3e-4
+    """Peak AdamW learning rate (linear warm-up, then cosine decay to 0)."""
+    batch_size: int = 32
+    """Rows (steps) per optimizer step."""
+    max_steps: int = 1000
+    """Optimizer steps."""
+    warmup_steps: int = 50
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (matrices only)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    seed: int = 0
+    """Seed of the data order and of the head's initialisation."""
+    log_steps: int = 10
+    """Write a metrics line every this many steps."""
+    input_sep: str = "\n"
+    """Separator after the state s_t; the head reads the hidden state at its last token."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.actions, str):
+            raise ValueError(f"actions must be a sequence of strings, got the string {self.actions!r}")
+        self.actions = tuple(self.actions)  # YAML gives a list
+        distinct = len(set(self.actions)) == len(self.actions)
+        if not self.actions or not distinct or not all(isinstance(a, str) and a for a in self.actions):
+            raise ValueError(f"actions must be distinct non-empty strings, got {self.actions!r}")
+        for name in ("lam", "learning_rate"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("batch_size", "max_steps", "log_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def step_format(self) -> StepFormat:
+        return StepFormat(input_sep=self.input_sep)
+
+
+def step_rows(trajectories: Sequence[Trajectory], actions: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Every step as (state, action index), in order; a missing state or an unknown action is a ValueError
+    naming the trajectory and the step."""
+    index = {a: i for i, a in enumerate(actions)}
+    states, labels = [], []
+    for i, traj in enumerate(trajectories):
+        for t, step in enumerate(traj.steps):
+            if step.state is None:
+                raise ValueError(f"trajectory {i}, step {t}: no state (the action head is trained in state mode)")
+            if step.action not in index:
+                raise ValueError(f"trajectory {i}, step {t}: action {step.action!r} is not one of {tuple(actions)}")
+            states.append(step.state)
+            labels.append(index[step.action])
+    return states, labels
+
+
+def train_action_head(
+    cfg: ActionHeadConfig, *, model=None, tokenizer=None, trajectories: Sequence[Trajectory] | None = None,
+    accelerator: Accelerator | None = None,
+) -> TrainResult:
+    """Train an action head on ``model`` (a causal LM backbone, or ``cfg.model`` loaded from disk) with the
+    steps of ``trajectories`` (or ``cfg.train_file``). ``TrainResult.model`` is the :class:`ActionHeadModel`."""
+    accelerator = accelerator or Accelerator()
+    if accelerator.num_processes > 1:
+        raise ValueError("train_action_head runs in one process; launch it without --num_processes")
+    if model is None:
+        if cfg.model is None:
+            raise ValueError("no model: set ActionHeadConfig.model to a local model directory or pass model=")
+        model, tokenizer = load_model(cfg.model)
+    if trajectories is None:
+        if cfg.train_file is None:
+            raise ValueError("no data: set ActionHeadConfig.train_file or pass trajectories=")
+        trajectories = read_jsonl(cfg.train_file)
+    states, labels = step_rows(trajectories, cfg.actions)
+    if not states:
+        raise ValueError("no training rows: the data has no steps")
+    policy = ActionHeadModel(model, tokenizer, cfg.actions, cfg.step_format, seed=cfg.seed)
+    cache = {s: prompt_ids(tokenizer, s, cfg.step_format) for s in set(states)}
+    prompts = [cache[s] for s in states]
+    targets = torch.tensor(labels)  # (N,)
+
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    decay = [p for p in policy.parameters() if p.ndim >= 2]
+    no_decay = [p for p in policy.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    policy.train()
+
+    bar = tqdm(total=cfg.max_steps, desc="train[action-head]", disable=not cfg.progress, dynamic_ncols=True)
+    tokens, t0, last = 0, time.perf_counter(), {}
+    for step in range(cfg.max_steps):
+        idx = global_batch(len(prompts), cfg.batch_size, step, cfg.seed)
+        ids, mask = pad_prompts([prompts[i] for i in idx], tokenizer.pad_token_id)
+        ids, mask, y = ids.to(accelerator.device), mask.to(accelerator.device), targets[idx].to(accelerator.device)
+        logits = policy(ids, mask).float()  # (B, A)
+        loss_steps = F.cross_entropy(logits, y)
+        loss = cfg.lam * loss_steps
+        accelerator.backward(loss)
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(mask.sum())
+
+        done = step + 1
+        if done % cfg.log_steps == 0 or done == cfg.max_steps:
+            last = {
+                "step": done,
+                "loss": loss.item(),
+                "loss_steps": loss_steps.item(),
+                "step_accuracy": (logits.argmax(-1) == y).float().mean().item(),
+                "lr": scheduler.get_last_lr()[0],
+            }
+            if not math.isfinite(last["loss"]):
+                raise FloatingPointError(f"loss is {last['loss']} at step {done}; lower learning_rate")
+            with (out_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(last) + "\n")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['step_accuracy']:.3f}")
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    policy = accelerator.unwrap_model(policy)
+    policy.eval()
+    policy.save(out_dir / "model")
+    return TrainResult(policy, tokenizer, cfg.max_steps, seconds, tokens, last)
