@@ -1,0 +1,69 @@
+"""End to end: the CLI, and a tiny train-then-evaluate run of the addition benchmark (with resume)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from procsup.bench.addition import AdditionBenchConfig, main
+from procsup.cli import app
+from procsup.data.io import write_jsonl
+from procsup.tasks.addition import AdditionTask
+
+runner = CliRunner()
+
+
+def test_bench_addition_trains_evaluates_and_resumes(tmp_path):
+    cfg = AdditionBenchConfig(
+        output_dir=str(tmp_path / "bench"), seeds=(0,), train_size=64, test_size=8, test_digits=(2, 4), steps=6,
+        batch_size=8, hidden_size=32, num_layers=1, num_heads=2, progress=False,
+    )
+    result = main(cfg)
+    assert set(result["table"]) == {"outcome", "history", "state"}
+    for method in ("outcome", "history", "state"):
+        for d in ("2", "4"):
+            cell = result["table"][method][d]
+            assert 0.0 <= cell["exact_match"]["mean"] <= 1.0
+            if method != "outcome":
+                assert cell["right_answer_wrong_steps"]["mean"] <= cell["exact_match"]["mean"] + 1e-9
+    assert (tmp_path / "bench" / "results.json").is_file()
+    assert (tmp_path / "bench" / "accuracy.png").stat().st_size > 1000
+    evals = sorted((tmp_path / "bench").glob("*-seed0/eval.json"))
+    assert len(evals) == 3
+    stamps = [p.stat().st_mtime_ns for p in evals]
+    again = main(cfg)  # every run is cached: nothing is retrained
+    assert [p.stat().st_mtime_ns for p in evals] == stamps
+    assert again["table"] == json.loads(json.dumps(result["table"]))
+
+
+def test_cli_init_validate_train(tmp_path):
+    model_dir = tmp_path / "tiny"
+    out = runner.invoke(app, ["init-model", str(model_dir), "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2"])
+    assert out.exit_code == 0, out.output
+    assert (model_dir / "model.safetensors").is_file()
+
+    task = AdditionTask()
+    data = tmp_path / "train.jsonl"
+    write_jsonl([task.expert(p) for p in task.sample_range(0, 2, 16)], data)
+    out = runner.invoke(app, ["validate", str(data)])
+    assert out.exit_code == 0 and "16 valid trajectories" in out.output
+
+    out = runner.invoke(app, ["train", f"model={model_dir}", f"train_file={data}", f"output_dir={tmp_path / 'run'}",
+                              "max_steps=3", "batch_size=4", "progress=false", "mode=history"])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "run" / "checkpoint-3" / "model.safetensors").is_file()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_cli_bad_config_and_bad_data_are_clear(tmp_path):
+    out = runner.invoke(app, ["train", "output_dir=x", "lam=-1"])
+    assert out.exit_code == 2 and "lam" in out.output
+    out = runner.invoke(app, ["train", "output_dir=x", "no_such_field=1"])
+    assert out.exit_code == 2 and "no_such_field" in out.output
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "1+1", "target": "2", "steps": [{"action": "2,0"}]}\n{"input": "1+2", "target": "3"}\n')
+    out = runner.invoke(app, ["validate", str(bad)])
+    assert out.exit_code == 1
+    assert f"{bad}:2" in out.output and "steps" in out.output
