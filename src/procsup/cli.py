@@ -119,6 +119,44 @@ def convert(
     typer.echo(f"wrote {dst}")
 
 
+@app.command()
+def evaluate(
+    task: str = typer.Argument(..., help="addition, grid, logic or word_problems."),
+    model: Path = typer.Argument(..., help="Local model directory (e.g. a checkpoint-N folder of procsup train)."),
+    mode: str = typer.Option("state", help="history, state or outcome: how the model was trained."),
+    size: int = typer.Option(5, help="Problem size: digits, grid side, chain length or number of operations."),
+    count: int = typer.Option(500, help="Number of test problems."),
+    seed: int = typer.Option(10_000, help="Seed of the test problems."),
+) -> None:
+    """Roll a trained model out on fresh problems of a task and print exact match and trace metrics.
+
+    The separators must be the defaults of procsup train (input_sep and step_sep a newline, answer_prefix 'A:').
+    """
+    import json
+
+    from procsup.data.tokenize import MODES, StepFormat
+    from procsup.evaluation.rollout import rollout, summarize
+    from procsup.models.factory import load_model
+    from procsup.tasks.addition import AdditionTask
+    from procsup.tasks.grid import GridTask
+    from procsup.tasks.logic import LogicTask
+    from procsup.tasks.word_problems import WordProblemTask
+
+    tasks = {"addition": AdditionTask, "grid": GridTask, "logic": LogicTask, "word_problems": WordProblemTask}
+    if task not in tasks:
+        raise typer.BadParameter(f"task must be one of {sorted(tasks)}")
+    if mode not in MODES:
+        raise typer.BadParameter(f"mode must be one of {MODES}")
+    try:
+        lm, tok = load_model(model)
+    except (FileNotFoundError, OSError, ValueError) as e:
+        typer.echo(f"procsup: {e}", err=True)
+        raise typer.Exit(1) from None
+    t = tasks[task]()
+    metrics = summarize(rollout(lm, tok, t, t.sample(seed, size, count), mode, StepFormat()))
+    typer.echo(json.dumps({"task": task, "size": size, "mode": mode, **metrics}))
+
+
 @bench_app.command("addition", epilog=_epilog(AdditionBenchConfig))
 def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Outcome-only vs PAL-history vs PAL-state on n-digit addition: train on 1-3 digits, test on 3/5/10/20.
