@@ -74,8 +74,7 @@ def test_cli_evaluate_a_checkpoint(tmp_path):
     runner.invoke(app, ["init-model", str(model_dir), "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2"])
     out = runner.invoke(app, ["evaluate", "addition", str(model_dir), "--mode", "state", "--size", "3", "--count", "4"])
     assert out.exit_code == 0, out.output
-    (line,) = [x for x in out.output.splitlines() if x.startswith('{"task"')]  # progress bars share the output
-    metrics = json.loads(line)
+    metrics = json.loads(out.output[out.output.index('{"task"'):].splitlines()[0])  # after the loading bar
     assert metrics["n"] == 4 and 0.0 <= metrics["exact_match"] <= 1.0
     out = runner.invoke(app, ["evaluate", "addition", str(tmp_path / "missing")])
     assert out.exit_code == 1 and "missing" in out.output
