@@ -11,7 +11,7 @@ import torch
 from procsup.data.tokenize import ANSWER, PROMPT, STEP0, StepFormat, step_boundaries, tokenize
 from procsup.data.trajectory import Step, Trajectory
 from procsup.objectives.pal import pal_loss, segment_means, token_nll
-from procsup.trainers.pal import collate
+from procsup.data.batch import collate
 
 LN2, LN3 = math.log(2), math.log(3)
 

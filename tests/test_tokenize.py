@@ -78,7 +78,7 @@ def test_state_mode_needs_states(char_tok):
 
 def test_bad_mode(char_tok):
     with pytest.raises(ValueError, match="mode"):
-        tokenize(HAND, char_tok, StepFormat(), "steps")
+        tokenize(HAND, char_tok, StepFormat(), "answers")
 
 
 def test_empty_step_sep_rejected():

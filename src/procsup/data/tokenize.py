@@ -16,7 +16,9 @@ that step's score. The three conditioning modes of PAL (seed 000, section 3) giv
 
 * ``history``: ``x · sep_in · a_1 · sep · … · a_n · sep · ans · y · eos`` (one row per trajectory);
 * ``state``: ``s_t · sep_in · a_t · eos`` (one row per step: the model sees the state alone);
-* ``outcome``: ``x · sep_in · ans · y · eos`` (the outcome-only baseline).
+* ``outcome``: ``x · sep_in · ans · y · eos`` (the outcome-only baseline);
+* ``steps``: ``x · sep_in · a_1 · sep · … · a_n · sep`` (what a process reward model reads: no answer,
+  no EOS; each step's score sits on its boundary token, see :func:`step_boundaries`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from .trajectory import Trajectory, TrajectoryError
 PROMPT, ANSWER, STEP0 = 0, 1, 2
 Mode = Literal["history", "state", "outcome"]
 MODES: tuple[str, ...] = ("history", "state", "outcome")
+"""The PAL training modes."""
+Layout = Literal["history", "state", "outcome", "steps"]
+LAYOUTS: tuple[str, ...] = (*MODES, "steps")
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,12 @@ def prompt_ids(tokenizer, text: str, fmt: StepFormat) -> list[int]:
     return [i for piece, _ in _prompt_pieces(text, fmt) for i in _encode(tokenizer, piece)]
 
 
-Layout = tuple[list[tuple[str, int]], int, tuple[str | None, ...]]
+RowPieces = tuple[list[tuple[str, int]], int | None, tuple[str | None, ...]]
 
 
-def _layout(traj: Trajectory, fmt: StepFormat, mode: Mode) -> list[Layout]:
-    """Each row of ``traj`` as ``([(text, segment), ...], segment of the closing EOS, step keys)``; every
-    piece is tokenized on its own, and a row's prompt pieces are those of :func:`prompt_ids`."""
+def _layout(traj: Trajectory, fmt: StepFormat, mode: Layout) -> list[RowPieces]:
+    """Each row of ``traj`` as ``([(text, segment), ...], segment of the closing EOS or None, step keys)``;
+    every piece is tokenized on its own, and a row's prompt pieces are those of :func:`prompt_ids`."""
     if mode == "state":
         rows = []
         for t, step in enumerate(traj.steps):
@@ -92,24 +97,26 @@ def _layout(traj: Trajectory, fmt: StepFormat, mode: Mode) -> list[Layout]:
         return rows
     pieces = _prompt_pieces(traj.input, fmt)
     keys: tuple[str | None, ...] = ()
-    if mode == "history":
+    if mode in ("history", "steps"):
         for t, step in enumerate(traj.steps):
             # action and separator are tokenized apart: the separator's last token is the boundary
             pieces += [(step.action, STEP0 + t), (fmt.step_sep, STEP0 + t)]
         keys = tuple(step.key for step in traj.steps)
+    if mode == "steps":
+        return [(pieces, None, keys)]
     pieces.append((fmt.answer_prefix + traj.target, ANSWER))
     return [(pieces, ANSWER, keys)]
 
 
-def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat, mode: Mode) -> list[Row]:
+def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat, mode: Layout) -> list[Row]:
     """The rows of all ``trajectories`` in order, as :func:`tokenize` gives them, with one tokenizer call.
 
     Each distinct piece is encoded once: separators (and in state mode states and actions) repeat across
     rows. One call per piece cost ~0.1 ms each: 15-25 s for the addition benchmark's 20k trajectories,
     3-10% of its training run (benchmarks/train_speed.py).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in LAYOUTS:
+        raise ValueError(f"mode must be one of {LAYOUTS}, got {mode!r}")
     layouts = [row for traj in trajectories for row in _layout(traj, fmt, mode)]
     texts = list(dict.fromkeys(text for pieces, _, _ in layouts for text, _ in pieces if text))
     encoded = dict(zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"])) if texts else {}
@@ -120,11 +127,14 @@ def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat
             toks = encoded[text] if text else []
             ids.extend(toks)
             segs.extend([segment] * len(toks))
-        rows.append(Row((*ids, eos), (*segs, eos_segment), keys))
+        if eos_segment is not None:
+            ids.append(eos)
+            segs.append(eos_segment)
+        rows.append(Row(tuple(ids), tuple(segs), keys))
     return rows
 
 
-def tokenize(traj: Trajectory, tokenizer, fmt: StepFormat, mode: Mode) -> list[Row]:
+def tokenize(traj: Trajectory, tokenizer, fmt: StepFormat, mode: Layout) -> list[Row]:
     """Rows for one trajectory in the given mode (one row, or one per step in ``state`` mode)."""
     return tokenize_many([traj], tokenizer, fmt, mode)
 

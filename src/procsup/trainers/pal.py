@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from procsup.data.io import read_jsonl
-from procsup.data.tokenize import MODES, PROMPT, Mode, Row, StepFormat, step_starts, tokenize_many
+from procsup.data.batch import collate
+from procsup.data.tokenize import MODES, Mode, Row, StepFormat, step_starts, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.models.factory import load_model
 from procsup.objectives.consistency import action_consistency, hidden_consistency
@@ -162,17 +163,6 @@ def decision_points(rows: Sequence[Row]) -> dict[str, torch.Tensor]:
                 key.append(numbers.setdefault(k, len(numbers)))
     as_tensor = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
     return {"row": as_tensor(row_idx), "pos": as_tensor(pos), "key": as_tensor(key)}
-
-
-def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, segment_ids (padding is PROMPT: no loss)."""
-    lengths = [len(r.input_ids) for r in rows]
-    width = max(lengths)
-    # one torch.tensor per field, not one per row: that loop was most of a state-mode step's data work
-    ids = torch.tensor([[*r.input_ids, *[pad_id] * (width - n)] for r, n in zip(rows, lengths)])  # (B, T)
-    segs = torch.tensor([[*r.segment_ids, *[PROMPT] * (width - n)] for r, n in zip(rows, lengths)])  # (B, T)
-    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()  # (B, T)
-    return {"input_ids": ids, "attention_mask": mask, "segment_ids": segs}
 
 
 def build_rows(trajectories: Sequence[Trajectory], tokenizer, cfg: PALConfig) -> list[Row]:

@@ -1,0 +1,51 @@
+"""Process reward models: any Hugging Face backbone with a token-classification head, scored in one pass.
+
+A PRM reads each step's score at the step's boundary token (last token of step + separator), the
+position :func:`procsup.objectives.prm.place_step_labels` trains. All steps of a trajectory are
+scored in one forward pass: a causal model's output at a step's boundary depends only on the tokens up
+to it, so this equals scoring every prefix separately, at one pass instead of n (tested).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForTokenClassification, PreTrainedModel
+
+from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_many
+from procsup.data.trajectory import Trajectory
+from procsup.data.batch import collate
+
+
+def build_prm(backbone: str | Path, *, soft: bool = False, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A PRM on a local backbone directory: a 2-class head (hard labels) or a 1-logit head (soft labels).
+    The head is new (randomly initialised); the backbone's weights are loaded (safetensors only)."""
+    return AutoModelForTokenClassification.from_pretrained(
+        backbone, num_labels=1 if soft else 2, use_safetensors=True, local_files_only=True,
+        trust_remote_code=trust_remote_code,
+    )
+
+
+def step_probabilities(logits: torch.Tensor, rows: Sequence[Row]) -> list[list[float]]:
+    """P(step is correct) at each step's boundary. logits (B, T, C) with C = 2 (softmax) or 1 (sigmoid)."""
+    probs = logits.float().softmax(-1)[..., 1] if logits.size(-1) == 2 else logits.float()[..., 0].sigmoid()  # (B, T)
+    return [[probs[i, pos].item() for pos in step_boundaries(row)] for i, row in enumerate(rows)]
+
+
+@torch.inference_mode()
+def score(model, tokenizer, trajectories: Sequence[Trajectory], fmt: StepFormat = StepFormat(),
+          batch_size: int = 32) -> list[list[float]]:
+    """Per-step probabilities for each trajectory (its steps' actions, any labels ignored), one forward
+    pass per batch."""
+    model.eval()
+    rows = tokenize_many(trajectories, tokenizer, fmt, "steps")
+    out: list[list[float]] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        batch = collate(chunk, tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(model.device),
+                       attention_mask=batch["attention_mask"].to(model.device)).logits
+        out.extend(step_probabilities(logits.cpu(), chunk))
+    return out
