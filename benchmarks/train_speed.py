@@ -230,7 +230,7 @@ PHASES = [
     ("optimizer step + zero_grad", "accelerate/optimizer.py", "step"),
     ("optimizer step + zero_grad", "accelerate/optimizer.py", "zero_grad"),
     ("lr scheduler", "torch/optim/lr_scheduler.py", "step"),
-    ("final checkpoint", "procsup/trainers/pal.py", "_save_checkpoint"),
+    ("final checkpoint", "procsup/trainers/pal.py", "save_checkpoint"),
 ]
 
 

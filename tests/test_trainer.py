@@ -88,7 +88,7 @@ def test_resume_is_exact(tmp_path, char_tok, history_trajs, monkeypatch):
     model, _ = build_tiny_model(TINY, char_tok, seed=0)
     straight = train(straight_cfg, model=model, tokenizer=char_tok, trajectories=history_trajs).model
 
-    save = pal_trainer._save_checkpoint
+    save = pal_trainer.save_checkpoint
 
     def save_then_crash(*args, **kwargs):
         save(*args, **kwargs)
@@ -96,11 +96,11 @@ def test_resume_is_exact(tmp_path, char_tok, history_trajs, monkeypatch):
             raise Crash
 
     crashed_cfg = config(tmp_path / "crashed", **common)
-    monkeypatch.setattr(pal_trainer, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(pal_trainer, "save_checkpoint", save_then_crash)
     model, _ = build_tiny_model(TINY, char_tok, seed=0)
     with pytest.raises(Crash):
         train(crashed_cfg, model=model, tokenizer=char_tok, trajectories=history_trajs)
-    monkeypatch.setattr(pal_trainer, "_save_checkpoint", save)
+    monkeypatch.setattr(pal_trainer, "save_checkpoint", save)
     assert [p.name for p in Path(crashed_cfg.output_dir).glob("checkpoint-*")] == ["checkpoint-6"]
 
     # a differently initialised model: everything must come from the checkpoint

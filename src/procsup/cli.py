@@ -38,6 +38,7 @@ def _setup_logging() -> None:
 
 from procsup.bench.addition import AdditionBenchConfig  # noqa: E402
 from procsup.trainers.pal import PALConfig  # noqa: E402
+from procsup.trainers.prm import PRMConfig  # noqa: E402
 
 
 @app.command(epilog=_epilog(PALConfig))
@@ -59,6 +60,56 @@ def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = O
         raise typer.Exit(1) from None
     typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
     typer.echo(f"checkpoint: {Path(cfg.output_dir) / f'checkpoint-{cfg.max_steps}'}")
+
+
+@app.command("train-prm", epilog=_epilog(PRMConfig))
+def train_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Train a process reward model on trajectories with step labels (hard: soft=false; soft: soft=true).
+
+    Example: procsup train-prm model=./tiny train_file=labelled.jsonl output_dir=runs/prm
+    """
+    from procsup.data.trajectory import TrajectoryError
+    from procsup.trainers.prm import train_prm as run
+
+    _setup_logging()
+    cfg = _build(PRMConfig, config, overrides)
+    try:
+        result = run(cfg)
+    except (TrajectoryError, FileNotFoundError, ValueError) as e:
+        typer.echo(f"procsup: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
+
+
+@app.command()
+def score(
+    model: Path = typer.Argument(..., help="A PRM checkpoint directory (procsup train-prm)."),
+    data: Path = typer.Argument(..., help="JSONL of trajectories to score (labels, if any, are ignored)."),
+    out: Path = typer.Argument(..., help="Output JSONL: the trajectories with meta['step_scores'] (written atomically)."),
+    step_sep: str = typer.Option("\n", help="Step separator the PRM was trained with (escapes like \\n allowed)."),
+    batch_size: int = typer.Option(32),
+) -> None:
+    """Score every step of every trajectory with a PRM, all steps of a trajectory in one forward pass."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from procsup.data.io import read_jsonl, write_jsonl
+    from procsup.data.tokenize import StepFormat
+    from procsup.data.trajectory import TrajectoryError
+    from procsup.models.prm import score as run
+
+    try:
+        trajs = read_jsonl(data)
+        prm = AutoModelForTokenClassification.from_pretrained(model, use_safetensors=True, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(model, local_files_only=True)
+    except (TrajectoryError, OSError, ValueError) as e:
+        typer.echo(f"procsup: {e}", err=True)
+        raise typer.Exit(1) from None
+    sep = step_sep.encode().decode("unicode_escape")
+    scores = run(prm, tok, trajs, StepFormat(step_sep=sep), batch_size=batch_size)
+    write_jsonl([replace(t, meta={**t.meta, "step_scores": s}) for t, s in zip(trajs, scores)], out)
+    typer.echo(f"scored {len(trajs)} trajectories into {out}")
 
 
 @app.command("init-model")

@@ -1,0 +1,192 @@
+"""Training a process reward model on trajectories with step labels (``procsup train-prm``).
+
+Hard labels (bool) train a 2-class token-classification head, soft labels (floats in [0, 1]) a 1-logit
+head with binary cross-entropy (Lightman et al. 2023, "Let's Verify Step by Step"; Wang et al. 2024,
+Math-Shepherd). Each step's label sits on its boundary token (:mod:`procsup.objectives.prm`), where
+:func:`procsup.models.prm.score` reads it. An ORM is trained by labelling only the last step.
+
+The loop is the PAL trainer's (accelerate, data order a pure function of (seed, step), safetensors
+checkpoints, exact resume, DDP under ``accelerate launch``), with length-grouped batches on by default:
+rows of similar length share a batch, so little of each batch is padding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+
+from procsup.data.batch import collate
+from procsup.data.io import read_jsonl
+from procsup.data.tokenize import StepFormat, tokenize_many
+from procsup.data.trajectory import Trajectory, TrajectoryError
+from procsup.models.prm import build_prm
+from procsup.objectives.prm import label_tensors, prm_loss
+from procsup.trainers.pal import TrainResult, global_batch, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class PRMConfig:
+    """A PRM training run. Build it in Python, from YAML or from ``key=value`` flags (``procsup train-prm``)."""
+
+    output_dir: str
+    """Where checkpoints and ``metrics.jsonl`` go."""
+    model: str | None = None
+    """Local directory of a Hugging Face backbone (a causal LM or a PRM checkpoint). Not needed when a model
+    object is passed."""
+    train_file: str | None = None
+    """JSONL of trajectories whose steps carry labels."""
+    rejects_file: str | None = None
+    """If set, bad records of train_file are written here with their reason instead of stopping the run."""
+    soft: bool = False
+    """False: hard labels, 2-class head, cross-entropy. True: soft labels, 1-logit head, binary cross-entropy."""
+    learning_rate: float = 1e-4
+    """Peak AdamW learning rate (linear warm-up, then cosine decay to 0)."""
+    batch_size: int = 16
+    """Global batch size in trajectories (split evenly across processes)."""
+    max_steps: int = 1000
+    """Optimizer steps."""
+    warmup_steps: int = 50
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (matrices only)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    seed: int = 0
+    """Seed of the data order."""
+    group_by_length: bool = True
+    """Batch trajectories of similar length together (less padding)."""
+    save_steps: int = 0
+    """Checkpoint every this many steps (0: only at the end)."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir if there is one."""
+    log_steps: int = 10
+    """Write a metrics line every this many steps."""
+    input_sep: str = "\n"
+    """Separator after the prompt."""
+    step_sep: str = "\n"
+    """Separator after each step; its last token is where the step's score is read."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_steps", "log_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_steps", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        self.step_format  # validates the separators
+
+    @property
+    def step_format(self) -> StepFormat:
+        return StepFormat(input_sep=self.input_sep, step_sep=self.step_sep)
+
+
+def check_labels(trajectories: Sequence[Trajectory], soft: bool) -> None:
+    """Every trajectory needs at least one labelled step; a hard-label run needs bool labels."""
+    for i, traj in enumerate(trajectories):
+        labels = [lab for lab in traj.labels if lab is not None]
+        if not labels:
+            raise TrajectoryError(f"trajectory {i} has no step labels; a PRM trains on labelled steps", field="steps")
+        if not soft and not all(isinstance(lab, bool) for lab in labels):
+            t = next(t for t, lab in enumerate(traj.labels) if lab is not None and not isinstance(lab, bool))
+            raise TrajectoryError(f"trajectory {i} has a soft label; train with soft=true", field=f"steps[{t}].label")
+
+
+def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Sequence[Trajectory] | None = None,
+              accelerator: Accelerator | None = None) -> TrainResult:
+    """Train a PRM (``cfg.model`` loaded as a token classifier, or a model object) on labelled trajectories."""
+    accelerator = accelerator or Accelerator()
+    if model is None:
+        if cfg.model is None:
+            raise ValueError("no model: set PRMConfig.model to a local model directory or pass model=")
+        model = build_prm(cfg.model, soft=cfg.soft)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model, local_files_only=True)
+    if trajectories is None:
+        if cfg.train_file is None:
+            raise ValueError("no data: set PRMConfig.train_file or pass trajectories=")
+        trajectories = read_jsonl(cfg.train_file, rejects=cfg.rejects_file)
+    if not trajectories:
+        raise ValueError("no training trajectories")
+    check_labels(trajectories, cfg.soft)
+    rows = tokenize_many(trajectories, tokenizer, cfg.step_format, "steps")
+    labels = [t.labels for t in trajectories]
+    lengths = tuple(len(r.input_ids) for r in rows) if cfg.group_by_length else None
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    per_proc = cfg.batch_size // world
+
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+    start = load_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else 0
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    metrics_path = Path(cfg.output_dir) / "metrics.jsonl"
+    bar = tqdm(total=cfg.max_steps, initial=start, desc="train-prm", dynamic_ncols=True,
+               disable=not (cfg.progress and accelerator.is_local_main_process))
+    t0, last, tokens_total = time.perf_counter(), {}, 0
+    window = {"samples": 0, "tokens": 0, "pad": 0, "time": time.perf_counter()}
+    for step in range(start, cfg.max_steps):
+        idx = global_batch(len(rows), cfg.batch_size, step, cfg.seed, lengths)[rank * per_proc : (rank + 1) * per_proc]
+        chunk = [rows[i] for i in idx]
+        batch = collate(chunk, tokenizer.pad_token_id)
+        values, mask = label_tensors(chunk, [labels[i] for i in idx], batch["input_ids"].size(1))
+        dev = accelerator.device
+        logits = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
+        terms = prm_loss(logits, values.to(dev), mask.to(dev))  # logits (B, T, C)
+        accelerator.backward(terms["loss"])
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window["samples"] += len(chunk) * world
+        n_tok = int(batch["attention_mask"].sum()) * world  # equal slices: an estimate without a sync
+        tokens_total += n_tok
+        window["tokens"] += n_tok
+        window["pad"] += int((1 - batch["attention_mask"]).sum()) * world
+        done = step + 1
+        if done % cfg.log_steps == 0 or done == cfg.max_steps:
+            reduced = accelerator.reduce(torch.stack([terms["loss"].detach(), terms["step_accuracy"]]), reduction="mean")
+            now = time.perf_counter()
+            last = {
+                "step": done, "loss": reduced[0].item(), "step_accuracy": reduced[1].item(),
+                "lr": scheduler.get_last_lr()[0], "samples_per_s": window["samples"] / max(now - window["time"], 1e-9),
+                "padding": window["pad"] / max(window["pad"] + window["tokens"], 1),
+            }
+            window = {"samples": 0, "tokens": 0, "pad": 0, "time": now}
+            if not math.isfinite(last["loss"]):
+                raise FloatingPointError(f"loss is {last['loss']} at step {done}; lower learning_rate")
+            if accelerator.is_main_process:
+                with metrics_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(last) + "\n")
+            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['step_accuracy']:.3f}")
+        bar.update(1)
+        if cfg.save_steps and done % cfg.save_steps == 0 and done != cfg.max_steps:
+            save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, cfg.max_steps)
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    return TrainResult(model, tokenizer, cfg.max_steps - start, seconds, tokens_total, last)
