@@ -27,14 +27,13 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from procsup.data.io import read_jsonl
 from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.data.trajectory import Trajectory
 from procsup.models.action_head import ActionHeadModel, pad_prompts
 from procsup.models.factory import load_model
-from procsup.trainers.pal import TrainResult, global_batch
+from procsup.trainers.pal import TrainResult, global_batch, make_optimizer
 
 
 @dataclass
@@ -138,13 +137,7 @@ def train_action_head(
 
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    decay = [p for p in policy.parameters() if p.ndim >= 2]
-    no_decay = [p for p in policy.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-    )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+    optimizer, scheduler = make_optimizer(policy, cfg)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     policy.train()
 

@@ -184,6 +184,18 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+def make_optimizer(model, cfg) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (weight decay on matrices only) and linear warm-up then cosine decay to 0. ``cfg`` has
+    learning_rate, weight_decay, warmup_steps and max_steps."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+
+
 def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, step: int) -> None:
     """Write checkpoint-<step> atomically (to a temporary folder, then renamed) on the main process.
     ``cfg`` is a trainer config dataclass with output_dir, max_steps and save_total_limit."""
@@ -254,14 +266,7 @@ def train(
     per_proc = cfg.batch_size // world
 
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-    )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+    optimizer, scheduler = make_optimizer(model, cfg)
     start = load_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else 0
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()

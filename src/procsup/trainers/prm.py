@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+from transformers import AutoTokenizer
 
 from procsup.data.batch import collate
 from procsup.data.io import read_jsonl
@@ -30,7 +30,7 @@ from procsup.data.tokenize import StepFormat, tokenize_many
 from procsup.data.trajectory import Trajectory, TrajectoryError
 from procsup.models.prm import build_prm
 from procsup.objectives.prm import label_tensors, prm_loss
-from procsup.trainers.pal import TrainResult, global_batch, load_checkpoint, save_checkpoint
+from procsup.trainers.pal import TrainResult, global_batch, load_checkpoint, make_optimizer, save_checkpoint
 
 
 @dataclass
@@ -131,12 +131,7 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
     per_proc = cfg.batch_size // world
 
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate
-    )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
+    optimizer, scheduler = make_optimizer(model, cfg)
     start = load_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else 0
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()

@@ -1,0 +1,532 @@
+"""``procsup bench paper``: the synthetic rows of the PAL paper's Table 1, with our tasks.
+
+Kartik & Shah (2025), sections 5.1 and 5.3 and Table 1. Every row trains the same tiny model (same
+budget of optimizer steps x rows) with PAL and with a baseline, and tests where the paper tests:
+
+* ``addition``: outcome-only vs PAL-history vs PAL-state, trained on 1-3 digits, tested at 5 digits
+  (paper: ~10% vs ~80%). The runs are :func:`procsup.bench.addition.run_one`.
+* ``grid``: trained on 3x3-4x4 grids, tested on 4x4, 6x6 (and 10x10, 20x20 when not quick). PAL in
+  state mode with the move as text (``pal-lm``) and with an action head (``pal-head``), each with the
+  ``local`` view (3x3 window + clipped offset) and the ``field`` view (the environment marks which moves
+  shorten the path: the planning is done by the executor). Baselines: whole-path imitation on the grid
+  text without per-step states (``text-history``: one move per step; ``text-outcome``: the move string
+  alone) and REINFORCE on the success reward given as many environment steps as the PAL demonstrations
+  contain (``reinforce``, action head, per view). Metrics: success, SPL, share optimal. Paper: PAL
+  generalizes 4x4 -> 6x6 "with minimal performance loss", the baseline "seldom reaches the goal".
+* ``logic``: outcome-only vs PAL-history vs PAL-state on chains of 2..5 letters, tested at 5 and at
+  twice that; exact match (the answer is ``<`` or ``>``: chance is 50%) and trace validity.
+* ``word_problems``: outcome-only vs PAL-history vs PAL-state on held-out 5-operation stories, clean and
+  with irrelevant sentences (paper: ~80% vs ~60%; accuracy lost to noise ~5% vs ~15%).
+* ``consistency``: PAL-history on addition with mu = 0 (the addition row's run) vs mu > 0 (hidden-state
+  consistency over steps with equal keys ``x+y+carry``), reported as it comes out (the paper gives no
+  figure).
+
+Every (task, method, seed) run is cached in ``<output_dir>/<task>/<method>-seed<k>/eval.json`` with the
+configuration it ran with; a re-run with the same settings reads it instead of training (resume).
+Writes ``results.json``, one PNG per task, and prints our figure beside the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from procsup.bench.addition import AdditionBenchConfig, run_one
+from procsup.evaluation.rollout import rollout, summarize
+from procsup.models.action_head import ActionHeadModel, rollout_action_head
+from procsup.models.factory import TinyModelConfig, build_tiny_model
+from procsup.rl.reinforce import ReinforceConfig, train_reinforce
+from procsup.tasks.addition import AdditionTask
+from procsup.tasks.grid import MOVES, VIEWS, GridTask, grid_metrics
+from procsup.tasks.logic import LogicTask
+from procsup.tasks.word_problems import WordProblemTask
+from procsup.trainers.action_head import ActionHeadConfig, train_action_head
+from procsup.trainers.pal import PALConfig, train
+
+TASKS = ("addition", "grid", "logic", "word_problems", "consistency")
+GRID_METHODS = ("pal-lm", "pal-head", "text-history", "text-outcome", "reinforce")
+#: Grid methods whose model sees a rendered state, so that they run once per view.
+VIEWED = ("pal-lm", "pal-head", "reinforce")
+LM_METHODS = ("outcome", "history", "state")
+
+#: What the paper reports (Kartik & Shah 2025, Table 1, sections 5.1 and 5.3); text where it gives no number.
+PAPER = {
+    "addition": {"outcome": "~10%", "history": "~80%", "state": "~80%"},
+    "grid": {"pal": "minimal loss 4x4 -> 6x6", "baseline": "seldom reaches the goal"},
+    "logic": {"pal": "generalizes to longer chains", "outcome": "cannot solve longer ones"},
+    "word_problems": {"outcome": ("~60%", "~15% lost"), "pal": ("~80%", "~5% lost")},  # (clean, noise gap)
+    "consistency": {"any": "no figure"},
+}
+
+# Budgets left at None are filled from one of these (quick: the whole benchmark in <= 15 min on 2 cores).
+QUICK = dict(hidden_size=64, steps=150, batch_size=32, test_size=100, addition_train_size=2000,
+             addition_test_digits=(3, 5), grid_train_size=500, grid_test_sizes=(4, 6), logic_train_size=2000,
+             word_train_size=2000, word_batch_size=16, word_max_value=100)
+FULL = dict(hidden_size=128, steps=500, batch_size=64, test_size=300, addition_train_size=20000,
+            addition_test_digits=(3, 5, 10, 20), grid_train_size=2000, grid_test_sizes=(4, 6, 10, 20),
+            logic_train_size=5000, word_train_size=5000, word_batch_size=32, word_max_value=1000)
+
+
+@dataclass
+class PaperBenchConfig:
+    """Table 1 of the PAL paper on our tasks: tasks x methods x seeds. Budgets left at None take the
+    ``quick`` or the full value (``QUICK``/``FULL`` in this module); a value set here wins."""
+
+    output_dir: str = "runs/bench-paper"
+    """Folder for per-run caches, results.json and one PNG per task."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """One run per (task, method, seed); model init, data and data order follow the seed."""
+    quick: bool = False
+    """Small budgets so that the whole benchmark fits in 15 minutes on 2 cores."""
+    tasks: tuple[str, ...] = TASKS
+    """Any of addition, grid, logic, word_problems, consistency."""
+    arch: str = "llama"
+    """Model family of every run: llama, qwen2 or gpt2."""
+    hidden_size: int | None = None
+    """Model width (quick 64, full 128)."""
+    num_layers: int = 2
+    """Transformer layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    steps: int | None = None
+    """Optimizer steps of every supervised run (quick 150, full 500)."""
+    batch_size: int | None = None
+    """Rows per optimizer step (a row is a trajectory, or a step in state mode) (quick 32, full 64)."""
+    learning_rate: float = 2e-3
+    """Peak learning rate of the supervised runs (cosine, warm-up 10% of the steps up to 50)."""
+    lam: float = 1.0
+    """PAL's lambda."""
+    test_size: int | None = None
+    """Fresh test problems per test size/condition (quick 100, full 300)."""
+    addition_train_size: int | None = None
+    """Addition training problems (1-3 digits, 30% carry-heavy) (quick 2000, full 20000)."""
+    addition_test_digits: tuple[int, ...] | None = None
+    """Addition test lengths (quick 3,5; full 3,5,10,20)."""
+    grid_train_size: int | None = None
+    """Grid training problems, sides 3..4 (quick 500, full 2000)."""
+    grid_test_sizes: tuple[int, ...] | None = None
+    """Grid test sides (quick 4,6; full 4,6,10,20)."""
+    grid_views: tuple[str, ...] = VIEWS
+    """State renderings for the state-based grid methods: field and/or local."""
+    grid_methods: tuple[str, ...] = GRID_METHODS
+    """Any of pal-lm, pal-head, text-history, text-outcome, reinforce."""
+    reinforce_learning_rate: float = 1e-4
+    """REINFORCE's (constant) learning rate (ReinforceConfig's default)."""
+    logic_train_size: int | None = None
+    """Logic training problems, chains of 2..5 letters (quick 2000, full 5000)."""
+    word_train_size: int | None = None
+    """Word-problem training problems, 2..5 operations (quick 2000, full 5000)."""
+    word_batch_size: int | None = None
+    """Rows per step on word problems, whose history rows are ~4x longer (quick 16, full 32)."""
+    word_max_value: int | None = None
+    """Every quantity of a story stays below this (quick 100: two-digit arithmetic a tiny model can learn in
+    the quick budget; full 1000, the task's default)."""
+    word_train_noise: tuple[int, ...] = (0, 1)
+    """Irrelevant sentences per training story: the training set is split evenly over these counts (a
+    state-mode model must have seen the ``skip`` action to skip anything)."""
+    word_test_noise: int = 2
+    """Irrelevant sentences per noisy test story (the clean test has none; same stories otherwise)."""
+    consistency_mu: float = 1.0
+    """mu of the consistency arm (the mu = 0 arm is the addition row's PAL-history run)."""
+    progress: bool = False
+    """Progress bars."""
+
+    def __post_init__(self) -> None:
+        for name, value in (QUICK if self.quick else FULL).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name in ("seeds", "tasks", "addition_test_digits", "grid_test_sizes", "grid_views", "grid_methods",
+                     "word_train_noise"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        for name, allowed in (("tasks", TASKS), ("grid_views", VIEWS), ("grid_methods", GRID_METHODS)):
+            value = getattr(self, name)
+            if not value or set(value) - set(allowed):
+                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {value}")
+        for name in ("hidden_size", "steps", "batch_size", "test_size", "addition_train_size", "grid_train_size",
+                     "logic_train_size", "word_train_size", "word_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if min(self.addition_test_digits) < 1 or min(self.grid_test_sizes) < 2:
+            raise ValueError("test digits must be >= 1 and grid sides >= 2")
+        if self.word_max_value < 30:
+            raise ValueError(f"word_max_value must be >= 30, got {self.word_max_value}")
+        if min(self.word_train_noise) < 0 or self.word_test_noise < 0:
+            raise ValueError("noise counts must be >= 0")
+        if self.consistency_mu <= 0:
+            raise ValueError(f"consistency_mu must be > 0 (the mu = 0 arm is always run), got {self.consistency_mu}")
+
+    @property
+    def model_config(self) -> TinyModelConfig:
+        return TinyModelConfig(arch=self.arch, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                               num_heads=self.num_heads)
+
+    def addition_config(self) -> AdditionBenchConfig:
+        return AdditionBenchConfig(
+            output_dir=str(Path(self.output_dir) / "addition"), seeds=self.seeds, train_size=self.addition_train_size,
+            test_digits=self.addition_test_digits, test_size=self.test_size, steps=self.steps,
+            batch_size=self.batch_size, learning_rate=self.learning_rate, lam=self.lam, arch=self.arch,
+            hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads, progress=self.progress,
+        )
+
+
+# --- one cached run ------------------------------------------------------------------------------------
+def _cached(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
+    """``fn(run_dir)`` once per key: a finished run with the same key is read back from ``eval.json``; a
+    stale or unfinished folder is cleared first (a checkpoint of other settings must not be resumed)."""
+    done = run_dir / "eval.json"
+    key = json.loads(json.dumps(key))
+    if done.is_file():
+        cached = json.loads(done.read_text())
+        if cached.get("key") == key:
+            return cached
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    out = {"key": key, **fn(run_dir), "seconds": time.perf_counter() - t0}
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(done)
+    return out
+
+
+def _pal(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int | None = None,
+         mu: float = 0.0):
+    """Train a fresh tiny LM with PAL (or outcome-only) on ``trajs``; returns (model, tokenizer, PALConfig, TrainResult)."""
+    model, tok = build_tiny_model(cfg.model_config, seed=seed)
+    pal = PALConfig(
+        output_dir=str(run_dir), mode=mode, lam=cfg.lam, mu=mu, learning_rate=cfg.learning_rate,
+        batch_size=batch_size or cfg.batch_size, max_steps=cfg.steps, warmup_steps=min(50, cfg.steps // 10),
+        seed=seed, progress=cfg.progress, save_total_limit=1,
+    )
+    result = train(pal, model=model, tokenizer=tok, trajectories=trajs)
+    return result.model, tok, pal, result
+
+
+def _budget_key(cfg: PaperBenchConfig, *names: str) -> dict:
+    shared = ("arch", "hidden_size", "num_layers", "num_heads", "steps", "batch_size", "learning_rate", "lam",
+              "test_size")
+    return {n: getattr(cfg, n) for n in (*shared, *names)}
+
+
+# --- addition ------------------------------------------------------------------------------------------
+def _addition_run(add: AdditionBenchConfig, method: str, seed: int) -> dict:
+    """:func:`procsup.bench.addition.run_one`, after clearing a run folder left by other settings: its
+    trainer resumes from any checkpoint there (``key.json`` records the settings a folder was started with)."""
+    run_dir = Path(add.output_dir) / f"{method}-seed{seed}"
+    key = json.loads(json.dumps(
+        {k: v for k, v in asdict(add).items() if k not in ("output_dir", "methods", "seeds", "progress")}))
+    done, marker = run_dir / "eval.json", run_dir / "key.json"
+    finished = done.is_file() and json.loads(done.read_text()).get("config") == key
+    if not finished and run_dir.exists() and not (marker.is_file() and json.loads(marker.read_text()) == key):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(key))
+    return run_one(add, method, seed)
+
+
+# --- grid ----------------------------------------------------------------------------------------------
+def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) -> dict:
+    """One grid method (``view`` for the state-based ones), trained on sides 3..4, tested at every side."""
+    name = f"{method}-{view}" if view else method
+    key = {"method": name, "seed": seed,
+           **_budget_key(cfg, "grid_train_size", "grid_test_sizes", "reinforce_learning_rate")}
+
+    def run(run_dir: Path) -> dict:
+        task = GridTask(view=view or "field")  # the text methods never render a state
+        problems = task.sample_range(seed, 4, cfg.grid_train_size, min_size=3)
+        trajs = [task.state_trajectory(p) for p in problems]
+        demo_steps = sum(len(t.steps) for t in trajs)
+        info: dict[str, Any] = {"demonstration_steps": demo_steps}
+        if method == "pal-lm":
+            model, tok, pal, res = _pal(cfg, run_dir, "state", seed, trajs)
+            act = lambda probs: rollout(model, tok, task, probs, "state", pal.step_format)  # noqa: E731
+        elif method in ("text-history", "text-outcome"):
+            mode = method.split("-")[1]
+            model, tok, pal, res = _pal(cfg, run_dir, mode, seed, trajs)
+            act = lambda probs: rollout(model, tok, task, probs, mode, pal.step_format)  # noqa: E731
+        elif method == "pal-head":
+            backbone, tok = build_tiny_model(cfg.model_config, seed=seed)
+            head = ActionHeadConfig(
+                output_dir=str(run_dir), actions=tuple(MOVES), lam=cfg.lam, learning_rate=cfg.learning_rate,
+                batch_size=cfg.batch_size, max_steps=cfg.steps, warmup_steps=min(50, cfg.steps // 10), seed=seed,
+                progress=cfg.progress,
+            )
+            res = train_action_head(head, model=backbone, tokenizer=tok, trajectories=trajs)
+            act = lambda probs: rollout_action_head(res.model, task, probs)  # noqa: E731
+        else:  # reinforce: the same policy class as pal-head, as many environment steps as PAL's demonstrations
+            backbone, tok = build_tiny_model(cfg.model_config, seed=seed)
+            policy = ActionHeadModel(backbone, tok, tuple(MOVES), seed=seed)
+            rl = ReinforceConfig(output_dir=str(run_dir), env_steps=demo_steps,
+                                 learning_rate=cfg.reinforce_learning_rate, seed=seed, progress=cfg.progress)
+            res = train_reinforce(rl, policy=policy, task=task, problems=problems)
+            info.update(env_steps=res.env_steps, updates=res.updates)
+            act = lambda probs: rollout_action_head(res.policy, task, probs)  # noqa: E731
+        info["final_train_metrics"] = res.final_metrics
+        seen = set(problems)
+        evals = {}
+        for size in cfg.grid_test_sizes:
+            probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
+            outs = act(probs)
+            per = [grid_metrics(r.problem, r.answer) for r in outs]
+            evals[str(size)] = {m: statistics.fmean(x[m] for x in per) for m in ("success", "spl", "optimal")}
+            evals[str(size)]["n"] = len(per)
+        return {"method": name, "seed": seed, "eval": evals, **info}
+
+    return _cached(Path(cfg.output_dir) / "grid" / f"{name}-seed{seed}", key, run)
+
+
+# --- logic -----------------------------------------------------------------------------------------------
+def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5) -> dict:
+    """Chains of 2..train_max letters in training; tested at train_max and 2 x train_max letters."""
+    key = {"method": method, "seed": seed, **_budget_key(cfg, "logic_train_size")}
+
+    def run(run_dir: Path) -> dict:
+        task = LogicTask()
+        problems = task.sample_range(seed, train_max, cfg.logic_train_size)
+        trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
+        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs)
+        seen, evals = set(problems), {}
+        for size in (train_max, 2 * train_max):
+            probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
+            evals[str(size)] = summarize(rollout(model, tok, task, probs, method, pal.step_format))
+        return {"method": method, "seed": seed, "eval": evals, "final_train_metrics": res.final_metrics}
+
+    return _cached(Path(cfg.output_dir) / "logic" / f"{method}-seed{seed}", key, run)
+
+
+# --- word problems ------------------------------------------------------------------------------------------
+def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5) -> dict:
+    """Stories of 2..train_ops operations in training; tested on fresh train_ops-operation stories, clean
+    and with ``word_test_noise`` irrelevant sentences (the same stories otherwise)."""
+    key = {"method": method, "seed": seed,
+           **_budget_key(cfg, "word_train_size", "word_batch_size", "word_max_value", "word_train_noise",
+                         "word_test_noise")}
+
+    def run(run_dir: Path) -> dict:
+        per_level = -(-cfg.word_train_size // len(cfg.word_train_noise))
+        problems = [p for i, n in enumerate(cfg.word_train_noise)
+                    for p in WordProblemTask(n, cfg.word_max_value).sample_range(seed * 100 + i, train_ops, per_level)]
+        task = WordProblemTask(max_value=cfg.word_max_value)
+        trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
+        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=cfg.word_batch_size)
+        evals = {}
+        for label, noise in (("clean", 0), ("noisy", cfg.word_test_noise)):
+            probs = task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise)
+            evals[label] = summarize(rollout(model, tok, task, probs, method, pal.step_format))
+        return {"method": method, "seed": seed, "eval": evals, "final_train_metrics": res.final_metrics}
+
+    return _cached(Path(cfg.output_dir) / "word_problems" / f"{method}-seed{seed}", key, run)
+
+
+# --- consistency ----------------------------------------------------------------------------------------------
+def consistency_run(cfg: PaperBenchConfig, seed: int) -> dict:
+    """PAL-history on addition with mu = consistency_mu: the addition benchmark's run with the consistency
+    loss on (run_one has no mu, so its few lines of data and evaluation are repeated here)."""
+    add = cfg.addition_config()
+    key = {"method": "history-mu", "seed": seed, "mu": cfg.consistency_mu,
+           **{k: v for k, v in asdict(add).items() if k not in ("output_dir", "methods", "seeds", "progress")}}
+
+    def run(run_dir: Path) -> dict:
+        task = AdditionTask(carry_heavy=add.carry_heavy)
+        problems = task.sample_range(seed, add.train_max_digits, add.train_size)
+        model, tok, pal, res = _pal(cfg, run_dir, "history", seed, [task.expert(p) for p in problems],
+                                    mu=cfg.consistency_mu)
+        seen, evals = {(p.a, p.b) for p in problems}, {}
+        for digits in add.test_digits:
+            probs = [p for p in task.sample(10_000 + seed, digits, 2 * add.test_size) if (p.a, p.b) not in seen]
+            probs = probs[: add.test_size]
+            evals[str(digits)] = summarize(rollout(model, tok, task, probs, "history", pal.step_format))
+        return {"method": f"history mu={cfg.consistency_mu:g}", "seed": seed, "eval": evals,
+                "final_train_metrics": res.final_metrics}
+
+    return _cached(Path(cfg.output_dir) / "consistency" / f"history-mu-seed{seed}", key, run)
+
+
+# --- aggregation, table, plots -------------------------------------------------------------------------------
+def stat(values: list[float | None]) -> dict | None:
+    """Mean, population std and per-seed values (None when no seed has the metric)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "per_seed": vals}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """``{method: {condition: {metric: stat}}}`` over the seeds of each method."""
+    table: dict = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method]
+        table[method] = {
+            cond: {m: stat([r["eval"][cond].get(m) for r in mine]) for m in mine[0]["eval"][cond] if m != "n"}
+            for cond in mine[0]["eval"]
+        }
+    return table
+
+
+def _pct(s: dict | None) -> str:
+    return "n/a" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+
+def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
+    """One line per (task, method, condition): ours (mean ± std over seeds, %) beside the paper's figure."""
+    rows = [["task", "method", "test", "metric", "ours (%)", "also", "paper"]]
+    add_paper = PAPER["addition"]
+    for method, conds in tables.get("addition", {}).items():
+        for cond, m in conds.items():
+            also = f"trace valid {_pct(m.get('trace_valid'))}" if m.get("trace_valid") else ""
+            paper = add_paper.get(method, "") if cond == "5" else ""
+            rows.append(["addition", method, f"{cond} digits", "exact", _pct(m["exact_match"]), also, paper])
+    for method, conds in tables.get("grid", {}).items():
+        for cond, m in conds.items():
+            paper = ""
+            if cond == "6":
+                paper = PAPER["grid"]["pal" if method.startswith("pal") else "baseline"]
+            rows.append(["grid", method, f"{cond}x{cond}", "success", _pct(m["success"]),
+                         f"SPL {_pct(m['spl'])}; optimal {_pct(m['optimal'])}", paper])
+    for method, conds in tables.get("logic", {}).items():
+        for cond, m in conds.items():
+            also = f"trace valid {_pct(m.get('trace_valid'))}" if m.get("trace_valid") else "chance 50"
+            paper = (PAPER["logic"]["outcome" if method == "outcome" else "pal"]) if cond == "10" else ""
+            rows.append(["logic", method, f"{cond} letters", "exact", _pct(m["exact_match"]), also, paper])
+    word = tables.get("word_problems", {})
+    for method, conds in word.items():
+        paper_clean, paper_gap = PAPER["word_problems"]["outcome" if method == "outcome" else "pal"]
+        for cond, m in conds.items():
+            also = f"trace valid {_pct(m.get('trace_valid'))}" if m.get("trace_valid") else ""
+            rows.append(["word_problems", method, f"5 ops, {cond}", "exact", _pct(m["exact_match"]), also,
+                         paper_clean if cond == "clean" else ""])
+        gap = tables["word_gaps"][method]
+        rows.append(["word_problems", method, f"noise gap ({cfg.word_test_noise} sentences)", "clean - noisy",
+                     _pct(gap), "points", paper_gap])
+    for method, conds in tables.get("consistency", {}).items():
+        for cond, m in conds.items():
+            rows.append(["consistency", method, f"{cond} digits", "exact", _pct(m["exact_match"]),
+                         f"trace valid {_pct(m.get('trace_valid'))}", "no figure"])
+    return rows
+
+
+def render(rows: list[list[str]], markdown: bool = False) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def _plot(path: Path, title: str, xlabels: list[str], series: dict[str, tuple[list[float], list[float]]],
+          ylabel: str, note: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, (means, stds)) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(xlabels))]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=label)
+    ax.set_xticks(range(len(xlabels)), xlabels)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 130)  # room for the legend above 100%
+    ax.set_title(title, fontsize=10)
+    if note:
+        ax.text(0.01, 0.97, note, transform=ax.transAxes, fontsize=7, va="top", color="grey")
+    ax.legend(fontsize=7, ncol=4, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_task(task: str, table: dict, cfg: PaperBenchConfig, path: Path) -> None:
+    metric = "success" if task == "grid" else "exact_match"
+    conds = list(next(iter(table.values())))
+    series = {
+        m: ([100 * table[m][c][metric]["mean"] for c in conds], [100 * table[m][c][metric]["std"] for c in conds])
+        for m in table
+    }
+    seeds = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}, mean ± std"
+    titles = {
+        "addition": ("Addition, trained on 1-3 digits", [f"{c} digits" for c in conds],
+                     "paper at 5 digits: outcome ~10%, PAL ~80%"),
+        "grid": ("Grid navigation, trained on 3x3-4x4 (success)", [f"{c}x{c}" for c in conds],
+                 "field view: the environment marks which moves shorten the path"),
+        "logic": ("Logic chains, trained on 2-5 letters", [f"{c} letters" for c in conds], "chance is 50%"),
+        "word_problems": ("Word problems, 5 operations", [f"{c}" for c in conds],
+                          f"noisy: {cfg.word_test_noise} irrelevant sentences; paper: PAL ~80%, baseline ~60%"),
+        "consistency": ("Consistency ablation: PAL-history on addition", [f"{c} digits" for c in conds], ""),
+    }
+    title, xlabels, note = titles[task]
+    _plot(path, f"{title} ({seeds})", xlabels, series, "success (%)" if task == "grid" else "exact match (%)", note)
+
+
+# --- main --------------------------------------------------------------------------------------------------
+def run_task(cfg: PaperBenchConfig, task: str) -> list[dict]:
+    """Every (method, seed) run of one task (cached)."""
+    if task == "addition":
+        add = cfg.addition_config()
+        return [_addition_run(add, m, s) for s in cfg.seeds for m in add.methods]
+    if task == "grid":
+        return [grid_run(cfg, m, v, s) for s in cfg.seeds for m in cfg.grid_methods
+                for v in (cfg.grid_views if m in VIEWED else (None,))]
+    if task == "logic":
+        return [logic_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
+    if task == "word_problems":
+        return [word_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
+    add = cfg.addition_config()  # consistency: mu = 0 is the addition row's history run (cached, shared)
+    base = [{**_addition_run(add, "history", s), "method": "history mu=0"} for s in cfg.seeds]
+    return base + [consistency_run(cfg, s) for s in cfg.seeds]
+
+
+def main(cfg: PaperBenchConfig) -> dict:
+    """Run (or read from the cache) every task of ``cfg.tasks``; write results.json and <task>.png; print
+    the table of our figures beside the paper's. Returns the results with ``rows`` (the printed table)."""
+    torch.set_num_threads(2)
+    if not cfg.progress:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # "Writing model shards" at every checkpoint
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tables, runs, seconds = {}, {}, {}
+    for task in cfg.tasks:
+        t_task = time.perf_counter()
+        runs[task] = run_task(cfg, task)
+        seconds[task] = time.perf_counter() - t_task
+        tables[task] = aggregate(runs[task])
+        plot_task(task, tables[task], cfg, out / f"{task}.png")
+    if "word_problems" in tables:
+        tables["word_gaps"] = {
+            m: stat([r["eval"]["clean"]["exact_match"] - r["eval"]["noisy"]["exact_match"]
+                     for r in runs["word_problems"] if r["method"] == m])
+            for m in LM_METHODS
+        }
+    rows = format_rows(tables, cfg)
+    result = {
+        "config": asdict(cfg), "tables": tables, "runs": runs, "paper": PAPER, "task_seconds": seconds,
+        "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows,
+    }
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out / "results.json")
+    print(render(rows))
+    if "grid" in tables and "field" in cfg.grid_views:
+        print("grid, field view: the environment computes the distance field and marks which moves shorten the "
+              "path (the executor plans); local view: 3x3 window + offset to the next waypoint.")
+    per_task = ", ".join(f"{t} {s:.0f}s" for t, s in seconds.items())
+    print(f"wall time {result['wall_seconds']:.0f}s ({per_task}); wrote {out}/results.json and one PNG per task")
+    return result
+
+
+__all__ = ["PaperBenchConfig", "main", "QUICK", "FULL", "PAPER", "TASKS", "GRID_METHODS", "render", "format_rows",
+           "grid_run", "logic_run", "word_run", "consistency_run", "run_task"]
