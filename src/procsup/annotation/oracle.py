@@ -1,0 +1,170 @@
+"""Oracle step labels on synthetic tasks: the task's exact checker is the annotator.
+
+Two sources of labelled traces for training or evaluating a process reward model:
+
+* :func:`sample_traces` samples history-mode traces from a policy (any Hugging Face causal LM) and
+  :func:`oracle_label` labels each generated step with ``task.check_steps``: the automatic labelling
+  that Math-Shepherd (Wang et al., 2024) approximates with rollouts, here exact;
+* :func:`inject_corruptions` corrupts steps of an expert trace and labels the result with the same
+  checker, so a corruption that happens to be valid keeps a True label.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from procsup.data.tokenize import StepFormat, parse_history, prompt_ids
+from procsup.data.trajectory import Step, Trajectory
+from procsup.evaluation.rollout import _history_budget
+from procsup.tasks.addition import AdditionTask
+
+Corruption = Callable[[str, random.Random], str]
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's global generator (which ``generate`` samples from) for the block, and restore it after,
+    so that sampling here neither depends on nor disturbs the caller's random state."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.inference_mode()
+def sample_generate(
+    model, tokenizer, prompts: Sequence[Sequence[int]], n: int, max_new_tokens: int, temperature: float,
+    *, stop_strings: Sequence[str] | None = None, batch_size: int = 64,
+) -> list[list[list[int]]]:
+    """``n`` sampled continuations of each token-id prompt (new tokens only, EOS and padding cut):
+    ``out[i][j]`` is sample j of prompt i. Generation of a row stops at EOS, after ``max_new_tokens``, or
+    once it contains one of ``stop_strings`` (HF ``stop_strings``; the stop string is kept).
+
+    Uses torch's global generator: wrap calls in :func:`seeded` for reproducible samples. Samples depend
+    on ``batch_size`` (the batch composition changes the random draws)."""
+    if n < 1 or temperature <= 0:
+        raise ValueError(f"need n >= 1 and temperature > 0, got n={n}, temperature={temperature}")
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    model.eval()
+    extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    per_batch = max(1, batch_size // n)  # prompts per call; each is repeated n times
+    out: list[list[list[int]]] = []
+    for start in range(0, len(prompts), per_batch):
+        chunk = [list(p) for p in prompts[start : start + per_batch]]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # left padding: generation starts at the right
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(chunk):
+            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+            do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=n,
+            eos_token_id=eos, pad_token_id=pad, **extra,
+        )[:, width:].tolist()  # (len(chunk) * n, new): the n samples of a prompt are adjacent
+        for row in range(len(chunk)):
+            out.append([_cut(toks, eos, pad) for toks in gen[row * n : (row + 1) * n]])
+    return out
+
+
+def _cut(toks: list[int], eos: int, pad: int) -> list[int]:
+    toks = toks[: toks.index(eos)] if eos in toks else toks
+    while toks and toks[-1] == pad:  # rows that stopped on a stop string are padded to the batch length
+        toks = toks[:-1]
+    return toks
+
+
+def sample_traces(
+    model, tokenizer, task, problems: Sequence[Any], fmt: StepFormat, n: int, temperature: float, seed: int,
+    max_new_tokens: int | None = None, *, batch_size: int = 64,
+) -> list[list[Trajectory]]:
+    """``n`` sampled history-mode traces per problem, parsed with :func:`parse_history`.
+
+    ``out[p][j]`` is ``Trajectory(x, answer or "", steps)`` with unlabelled steps and ``meta``: the
+    expert's meta (the problem's fields), ``answer`` (None if none was generated), ``correct``
+    (``task.check_answer``) and ``tokens`` (number of generated tokens). Label it with
+    :func:`oracle_label`. ``max_new_tokens`` defaults to 1.2x the longest expert trace.
+    """
+    experts = [task.expert(p) for p in problems]
+    budget = max_new_tokens or _history_budget(tokenizer, experts, fmt, "history")
+    prompts = [prompt_ids(tokenizer, e.input, fmt) for e in experts]
+    with seeded(seed, model.device):
+        samples = sample_generate(model, tokenizer, prompts, n, budget, temperature, batch_size=batch_size)
+    out = []
+    for p, expert, gens in zip(problems, experts, samples):
+        trajs = []
+        for toks in gens:
+            actions, answer = parse_history(tokenizer.decode(toks), fmt)
+            meta = {**expert.meta, "answer": answer, "correct": task.check_answer(p, answer), "tokens": len(toks)}
+            trajs.append(Trajectory(expert.input, answer or "", tuple(Step(a) for a in actions), meta))
+        out.append(trajs)
+    return out
+
+
+def oracle_label(task, problem: Any, traj: Trajectory) -> Trajectory:
+    """``traj`` with each step labelled by ``task.check_steps`` (a step beyond the expert's last is False)
+    and ``meta['correct'] = task.check_answer`` on its ``meta['answer']`` (or its target if absent).
+
+    ``check_steps`` also returns one False per *missing* step; those have no step to sit on, so they are
+    counted in ``meta['missing_steps']`` instead (a trace that stops short is not silently complete)."""
+    actions = [s.action for s in traj.steps]
+    ok = task.check_steps(problem, actions)
+    labels = ok[: len(actions)] + [False] * (len(actions) - len(ok))  # the checker's verdict, one per step
+    steps = tuple(replace(s, label=bool(lab)) for s, lab in zip(traj.steps, labels))
+    answer = traj.meta.get("answer", traj.target)
+    meta = {**traj.meta, "correct": task.check_answer(problem, answer), "missing_steps": max(0, len(ok) - len(actions))}
+    return Trajectory(traj.input, traj.target, steps, meta)
+
+
+_DIGIT = re.compile(r"[0-9]")
+
+
+def corrupt_digit(action: str, rng: random.Random) -> str:
+    """Replace one random digit of ``action`` by another digit; unchanged if it has no digit."""
+    spots = [m.start() for m in _DIGIT.finditer(action)]
+    return _swap_digit(action, rng.choice(spots), rng) if spots else action
+
+
+def corrupt_addition_result(action: str, rng: random.Random) -> str:
+    """Addition steps ``k:3+6+0=9,0>d``: replace one digit of the result (``9,0``, after ``=``) by
+    another digit. Falls back to :func:`corrupt_digit` on a step without ``=``."""
+    eq = action.find("=")
+    if eq < 0:
+        return corrupt_digit(action, rng)
+    end = action.find(">", eq)
+    spots = [eq + 1 + m.start() for m in _DIGIT.finditer(action[eq + 1 : end if end >= 0 else None])]
+    return _swap_digit(action, rng.choice(spots), rng) if spots else corrupt_digit(action, rng)
+
+
+def _swap_digit(text: str, i: int, rng: random.Random) -> str:
+    return text[:i] + rng.choice([d for d in "0123456789" if d != text[i]]) + text[i + 1 :]
+
+
+def inject_corruptions(
+    task, problem: Any, traj: Trajectory, rng: random.Random, rate: float, *, corrupt: Corruption | None = None,
+) -> Trajectory:
+    """Corrupt each step of ``traj`` (usually ``task.expert(problem)``) with probability ``rate``, then
+    label every step with the task's checker (:func:`oracle_label`).
+
+    ``corrupt`` defaults to :func:`corrupt_addition_result` for :class:`AdditionTask` and to
+    :func:`corrupt_digit` otherwise. Labels come from the checker, not from "was corrupted": a
+    corruption that is still valid stays True, and on tasks whose checker follows the trace (grid) a
+    corruption can also change later labels. ``meta['corrupted']`` lists the indices of changed steps.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], got {rate}")
+    corrupt = corrupt or (corrupt_addition_result if isinstance(task, AdditionTask) else corrupt_digit)
+    steps, changed = [], []
+    for t, s in enumerate(traj.steps):
+        action = corrupt(s.action, rng) if rng.random() < rate else s.action
+        if action != s.action:
+            changed.append(t)
+        steps.append(replace(s, action=action, label=None))
+    corrupted = Trajectory(traj.input, traj.target, tuple(steps), {**traj.meta, "corrupted": changed})
+    return oracle_label(task, problem, corrupted)

@@ -1,0 +1,122 @@
+"""Oracle step labels: the task's checker labels hand-made, corrupted and sampled traces."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from procsup.annotation.oracle import (
+    corrupt_addition_result, corrupt_digit, inject_corruptions, oracle_label, sample_traces,
+)
+from procsup.data.tokenize import StepFormat
+from procsup.data.trajectory import Step, Trajectory
+from procsup.tasks.addition import AdditionProblem, AdditionTask
+
+TASK = AdditionTask()
+PROBLEM = AdditionProblem(57, 68, hints=("k", "d"))  # 7+8=15 -> "5,1"; 5+6+1=12 -> "2,1"; answer 125
+RIGHT = ["k:7+8+0=5,1>d", "d:5+6+1=2,1>$"]
+
+
+def _trace(actions, answer):
+    return Trajectory("57+68 | k:7,8 d:5,6", answer or "", tuple(Step(a) for a in actions), {"answer": answer})
+
+
+def test_expert_steps_are_the_right_steps():
+    assert [s.action for s in TASK.expert(PROBLEM).steps] == RIGHT
+
+
+@pytest.mark.parametrize(
+    "actions, answer, labels, missing, correct",
+    [
+        (RIGHT, "125", [True, True], 0, True),
+        (["k:7+8+0=5,0>d", RIGHT[1]], "125", [False, True], 0, True),  # right answer, wrong step
+        (RIGHT[:1], None, [True], 1, False),  # stopped short: one missing step, no label to carry it
+        ([*RIGHT, "x:0+0+1=1,0>$"], "1125", [True, True, False], 0, False),  # a step beyond the expert's is wrong
+        ([], None, [], 2, False),
+    ],
+)
+def test_oracle_label_hand_made_traces(actions, answer, labels, missing, correct):
+    out = oracle_label(TASK, PROBLEM, _trace(actions, answer))
+    assert out.labels == labels
+    assert all(type(lab) is bool for lab in out.labels)
+    assert out.meta["missing_steps"] == missing
+    assert out.meta["correct"] is correct
+    assert [s.action for s in out.steps] == actions
+
+
+def test_oracle_label_without_answer_meta_checks_the_target():
+    traj = Trajectory("x", "125", tuple(Step(a) for a in RIGHT))
+    assert oracle_label(TASK, PROBLEM, traj).meta["correct"] is True
+
+
+def test_corrupt_addition_result_changes_one_result_digit_only():
+    rng = random.Random(0)
+    for _ in range(50):
+        out = corrupt_addition_result(RIGHT[0], rng)
+        assert out != RIGHT[0]
+        assert out[: out.index("=")] == "k:7+8+0" and out.endswith(">d")
+        assert sum(a != b for a, b in zip(out, RIGHT[0])) == 1
+
+
+def test_corrupt_digit_without_digits_is_unchanged():
+    assert corrupt_digit("U", random.Random(0)) == "U"
+
+
+@pytest.mark.parametrize("rate, expected", [(0.0, [True, True]), (1.0, [False, False])])
+def test_inject_corruptions_on_addition(rate, expected):
+    expert = TASK.expert(PROBLEM)
+    out = inject_corruptions(TASK, PROBLEM, expert, random.Random(1), rate)
+    assert out.labels == expected
+    assert out.meta["corrupted"] == ([] if rate == 0 else [0, 1])
+    assert out.labels == TASK.check_steps(PROBLEM, [s.action for s in out.steps])
+
+
+class EvenTask:
+    """A fake task whose steps are numbers and whose checker accepts any even one: many corruptions stay valid."""
+
+    def expert(self, problem):
+        return Trajectory("q", "0", (Step("12"), Step("34"), Step("56")))
+
+    def check_steps(self, problem, actions):
+        return [a.isdigit() and int(a) % 2 == 0 for a in actions] + [False] * (3 - len(actions))
+
+    def check_answer(self, problem, answer):
+        return answer == "0"
+
+
+def test_inject_corruptions_labels_are_the_checkers_so_valid_corruptions_stay_true():
+    task = EvenTask()
+    seen_valid_corruption = False
+    for seed in range(30):
+        out = inject_corruptions(task, None, task.expert(None), random.Random(seed), 0.7)
+        actions = [s.action for s in out.steps]
+        assert out.labels == task.check_steps(None, actions)
+        seen_valid_corruption |= any(out.labels[t] for t in out.meta["corrupted"])
+    assert seen_valid_corruption  # a changed tens digit keeps the number even
+
+
+def test_inject_corruptions_rejects_bad_rate():
+    with pytest.raises(ValueError, match="rate"):
+        inject_corruptions(TASK, PROBLEM, TASK.expert(PROBLEM), random.Random(0), 1.5)
+
+
+def test_sample_traces_shapes_and_seed(tiny_model):
+    model, tok = tiny_model
+    problems = TASK.sample(seed=0, size=2, count=2)
+    fmt = StepFormat()
+    state = torch.get_rng_state()
+    a = sample_traces(model, tok, TASK, problems, fmt, n=3, temperature=1.0, seed=7, max_new_tokens=10)
+    assert torch.equal(state, torch.get_rng_state())  # the caller's random state is untouched
+    b = sample_traces(model, tok, TASK, problems, fmt, n=3, temperature=1.0, seed=7, max_new_tokens=10)
+    c = sample_traces(model, tok, TASK, problems, fmt, n=3, temperature=1.0, seed=8, max_new_tokens=10)
+    assert [len(ts) for ts in a] == [3, 3]
+    assert [[t.to_dict() for t in ts] for ts in a] == [[t.to_dict() for t in ts] for ts in b]
+    assert [[t.to_dict() for t in ts] for ts in a] != [[t.to_dict() for t in ts] for ts in c]
+    for p, ts in zip(problems, a):
+        for t in ts:
+            assert t.input == TASK.expert(p).input
+            assert t.meta["a"] == p.a and t.meta["correct"] == TASK.check_answer(p, t.meta["answer"])
+            assert 0 < t.meta["tokens"] <= 10
+            assert oracle_label(TASK, p, t).labels == TASK.check_steps(p, [s.action for s in t.steps])[: len(t.steps)]
