@@ -21,7 +21,7 @@ import torch
 
 from procsup.data.tokenize import StepFormat, parse_history, prompt_ids
 from procsup.data.trajectory import Step, Trajectory
-from procsup.evaluation.rollout import _history_budget
+from procsup.evaluation.rollout import history_budget
 from procsup.tasks.addition import AdditionTask
 
 Corruption = Callable[[str, random.Random], str]
@@ -92,7 +92,7 @@ def sample_traces(
     :func:`oracle_label`. ``max_new_tokens`` defaults to 1.2x the longest expert trace.
     """
     experts = [task.expert(p) for p in problems]
-    budget = max_new_tokens or _history_budget(tokenizer, experts, fmt, "history")
+    budget = max_new_tokens or history_budget(tokenizer, experts, fmt, "history")
     prompts = [prompt_ids(tokenizer, e.input, fmt) for e in experts]
     with seeded(seed, model.device):
         samples = sample_generate(model, tokenizer, prompts, n, budget, temperature, batch_size=batch_size)

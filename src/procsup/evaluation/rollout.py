@@ -37,7 +37,7 @@ def rollout(
     if mode == "state":
         return _state_rollout(model, tokenizer, task, problems, fmt, batch_size, max_steps)
     experts = [task.expert(p) for p in problems]
-    budget = max_new_tokens or _history_budget(tokenizer, experts, fmt, mode)
+    budget = max_new_tokens or history_budget(tokenizer, experts, fmt, mode)
     prompts = [prompt_ids(tokenizer, e.input, fmt) for e in experts]
     texts = [tokenizer.decode(g) for g in greedy_generate(model, tokenizer, prompts, budget, batch_size)]
     out = []
@@ -51,7 +51,7 @@ def rollout(
     return out
 
 
-def _history_budget(tokenizer, experts, fmt: StepFormat, mode: Mode) -> int:
+def history_budget(tokenizer, experts, fmt: StepFormat, mode: Mode) -> int:
     """Enough new tokens for 1.2x the longest expert output: a right trace fits, a wrong one that runs on
     is cut (it is wrong either way), and generation time stays bounded on long problems."""
     def length(e) -> int:
