@@ -21,6 +21,7 @@ import torch
 
 from procsup.data.tokenize import StepFormat, parse_history, prompt_ids
 from procsup.data.trajectory import Step, Trajectory
+from procsup.evaluation.generation import left_pad
 from procsup.evaluation.rollout import history_budget
 from procsup.tasks.addition import AdditionTask
 
@@ -56,13 +57,9 @@ def sample_generate(
     per_batch = max(1, batch_size // n)  # prompts per call; each is repeated n times
     out: list[list[list[int]]] = []
     for start in range(0, len(prompts), per_batch):
-        chunk = [list(p) for p in prompts[start : start + per_batch]]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # left padding: generation starts at the right
-        mask = torch.zeros_like(ids)
-        for row, p in enumerate(chunk):
-            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[row, width - len(p) :] = 1
+        chunk = prompts[start : start + per_batch]
+        ids, mask = left_pad(chunk, pad)
+        width = ids.size(1)
         gen = model.generate(
             input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
             do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=n,
