@@ -37,6 +37,7 @@ def _setup_logging() -> None:
 
 
 from procsup.bench.addition import AdditionBenchConfig  # noqa: E402
+from procsup.bench.paper import PaperBenchConfig  # noqa: E402
 from procsup.trainers.pal import PALConfig  # noqa: E402
 from procsup.trainers.prm import PRMConfig  # noqa: E402
 
@@ -229,6 +230,18 @@ def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[
         table.add_row(*r)
     Console().print(table)
     typer.echo(f"wall time {result['wall_seconds']:.0f}s; wrote {cfg.output_dir}/results.json and accuracy.png")
+
+
+@bench_app.command("paper", epilog=_epilog(PaperBenchConfig))
+def bench_paper(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """The synthetic rows of the PAL paper's Table 1 with our tasks (addition, grid, logic, word problems,
+    consistency ablation), our figures beside the paper's, mean ± std over seeds.
+
+    Example: procsup bench paper quick=true
+    """
+    from procsup.bench.paper import main
+
+    main(_build(PaperBenchConfig, config, overrides))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ PAPER = {
 }
 
 # Budgets left at None are filled from one of these (quick: the whole benchmark in <= 15 min on 2 cores).
-QUICK = dict(hidden_size=64, steps=150, batch_size=32, test_size=100, addition_train_size=2000,
+QUICK = dict(hidden_size=64, steps=300, batch_size=32, test_size=100, addition_train_size=2000,
              addition_test_digits=(3, 5), grid_train_size=500, grid_test_sizes=(4, 6), logic_train_size=2000,
              word_train_size=2000, word_batch_size=16, word_max_value=100)
 FULL = dict(hidden_size=128, steps=500, batch_size=64, test_size=300, addition_train_size=20000,
@@ -96,7 +96,7 @@ class PaperBenchConfig:
     num_heads: int = 4
     """Attention heads."""
     steps: int | None = None
-    """Optimizer steps of every supervised run (quick 150, full 500)."""
+    """Optimizer steps of every supervised run (quick 300, full 500)."""
     batch_size: int | None = None
     """Rows per optimizer step (a row is a trajectory, or a step in state mode) (quick 32, full 64)."""
     learning_rate: float = 2e-3

@@ -1,0 +1,64 @@
+"""Smoke test of the paper benchmark (``procsup.bench.paper``): absurdly small budgets, one seed; checks
+the result structure, the files, and that a second call reads every run from the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import procsup.bench.addition as addition_bench
+import procsup.bench.paper as paper
+from procsup.bench.paper import TASKS, PaperBenchConfig, main
+
+
+def tiny_config(out) -> PaperBenchConfig:
+    return PaperBenchConfig(
+        output_dir=str(out), seeds=(0,), quick=True, hidden_size=16, num_layers=1, num_heads=2, steps=2, batch_size=4,
+        test_size=2, addition_train_size=8, addition_test_digits=(3,), grid_train_size=6, grid_test_sizes=(4,),
+        logic_train_size=6, word_train_size=6, word_batch_size=2,
+    )
+
+
+def test_quick_fills_budgets_and_explicit_values_win():
+    quick = PaperBenchConfig(quick=True, steps=7)
+    assert quick.steps == 7 and quick.hidden_size == paper.QUICK["hidden_size"]
+    assert PaperBenchConfig().grid_test_sizes == paper.FULL["grid_test_sizes"]
+    with pytest.raises(ValueError):
+        PaperBenchConfig(tasks=("nope",))
+    with pytest.raises(ValueError):
+        PaperBenchConfig(grid_views=("satellite",))
+
+
+def test_main_smoke_and_resume(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path)
+    result = main(cfg)
+
+    assert set(result["tables"]) == {*TASKS, "word_gaps"}
+    assert set(result["tables"]["addition"]) == {"outcome", "history", "state"}
+    grid = result["tables"]["grid"]
+    assert set(grid) == {"pal-lm-field", "pal-lm-local", "pal-head-field", "pal-head-local", "text-history",
+                         "text-outcome", "reinforce-field", "reinforce-local"}
+    for cell in grid["pal-head-local"]["4"].values():
+        assert 0.0 <= cell["mean"] <= 1.0 and len(cell["per_seed"]) == 1
+    assert set(result["tables"]["logic"]["state"]) == {"5", "10"}
+    assert set(result["tables"]["word_problems"]["history"]) == {"clean", "noisy"}
+    assert set(result["tables"]["consistency"]) == {"history mu=0", f"history mu={cfg.consistency_mu:g}"}
+    reinforce = next(r for r in result["runs"]["grid"] if r["method"] == "reinforce-local")
+    assert reinforce["env_steps"] == reinforce["demonstration_steps"]  # RL gets PAL's number of env steps
+    header, *rows = result["rows"]
+    assert header[-1] == "paper" and len(rows) > 20 and all(len(r) == len(header) for r in rows)
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["tables"]["logic"] == json.loads(json.dumps(result["tables"]["logic"]))
+    for task in TASKS:
+        assert (tmp_path / f"{task}.png").stat().st_size > 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    for module, name in ((paper, "train"), (paper, "train_action_head"), (paper, "train_reinforce"),
+                         (addition_bench, "train")):
+        monkeypatch.setattr(module, name, no_training)
+    again = main(cfg)
+    assert json.dumps(again["tables"]) == json.dumps(result["tables"])
