@@ -4,6 +4,7 @@ and ``key=value`` overrides) and calls the same ``main``/``train`` function the 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +33,16 @@ def _epilog(cls) -> str:
     return "Config fields:\n\n" + "\n\n".join(config_help(cls).splitlines())
 
 
+@contextmanager
+def _bad_input(*kinds: type[BaseException]):
+    """Turn the errors bad input raises (they name file, line and field) into one line and exit code 1."""
+    try:
+        yield
+    except kinds as e:
+        typer.echo(f"procsup: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -54,11 +65,8 @@ def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = O
 
     _setup_logging()
     cfg = _build(PALConfig, config, overrides)
-    try:
+    with _bad_input(TrajectoryError, FileNotFoundError, ValueError):
         result = run(cfg)
-    except (TrajectoryError, FileNotFoundError, ValueError) as e:
-        typer.echo(f"procsup: {e}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
     typer.echo(f"checkpoint: {Path(cfg.output_dir) / f'checkpoint-{cfg.max_steps}'}")
 
@@ -74,11 +82,8 @@ def train_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]]
 
     _setup_logging()
     cfg = _build(PRMConfig, config, overrides)
-    try:
+    with _bad_input(TrajectoryError, FileNotFoundError, ValueError):
         result = run(cfg)
-    except (TrajectoryError, FileNotFoundError, ValueError) as e:
-        typer.echo(f"procsup: {e}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
 
 
@@ -100,13 +105,10 @@ def score(
     from procsup.data.trajectory import TrajectoryError
     from procsup.models.prm import score as run
 
-    try:
+    with _bad_input(TrajectoryError, OSError, ValueError):
         trajs = read_jsonl(data)
         prm = AutoModelForTokenClassification.from_pretrained(model, use_safetensors=True, local_files_only=True)
         tok = AutoTokenizer.from_pretrained(model, local_files_only=True)
-    except (TrajectoryError, OSError, ValueError) as e:
-        typer.echo(f"procsup: {e}", err=True)
-        raise typer.Exit(1) from None
     sep = step_sep.encode().decode("unicode_escape")
     scores = run(prm, tok, trajs, StepFormat(step_sep=sep), batch_size=batch_size)
     write_jsonl([replace(t, meta={**t.meta, "step_scores": s}) for t, s in zip(trajs, scores)], out)
@@ -137,11 +139,8 @@ def validate(
     from procsup.data.io import read_jsonl
     from procsup.data.trajectory import TrajectoryError
 
-    try:
+    with _bad_input(TrajectoryError, FileNotFoundError):
         trajs = read_jsonl(path, rejects=rejects)
-    except (TrajectoryError, FileNotFoundError) as e:
-        typer.echo(f"procsup: {e}", err=True)
-        raise typer.Exit(1) from None
     labelled = sum(t.has_labels for t in trajs)
     typer.echo(f"{path}: {len(trajs)} valid trajectories, {sum(len(t.steps) for t in trajs)} steps, {labelled} fully labelled")
 
@@ -158,16 +157,13 @@ def convert(
     from procsup.data.io import read_jsonl, write_jsonl
     from procsup.data.trajectory import TrajectoryError
 
-    try:
+    if to not in ("stepwise", "procsup"):
+        raise typer.BadParameter("--to must be 'stepwise' or 'procsup'")
+    with _bad_input(TrajectoryError, FileNotFoundError):
         if to == "stepwise":
             write_stepwise_jsonl(read_jsonl(src, rejects=rejects), dst)
-        elif to == "procsup":
-            write_jsonl(read_stepwise_jsonl(src, rejects=rejects), dst)
         else:
-            raise typer.BadParameter("--to must be 'stepwise' or 'procsup'")
-    except (TrajectoryError, FileNotFoundError) as e:
-        typer.echo(f"procsup: {e}", err=True)
-        raise typer.Exit(1) from None
+            write_jsonl(read_stepwise_jsonl(src, rejects=rejects), dst)
     typer.echo(f"wrote {dst}")
 
 
@@ -199,11 +195,8 @@ def evaluate(
         raise typer.BadParameter(f"task must be one of {sorted(tasks)}")
     if mode not in MODES:
         raise typer.BadParameter(f"mode must be one of {MODES}")
-    try:
+    with _bad_input(FileNotFoundError, OSError, ValueError):
         lm, tok = load_model(model)
-    except (FileNotFoundError, OSError, ValueError) as e:
-        typer.echo(f"procsup: {e}", err=True)
-        raise typer.Exit(1) from None
     t = tasks[task]()
     metrics = summarize(rollout(lm, tok, t, t.sample(seed, size, count), mode, StepFormat()))
     typer.echo(json.dumps({"task": task, "size": size, "mode": mode, **metrics}))
