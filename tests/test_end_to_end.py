@@ -78,3 +78,21 @@ def test_cli_evaluate_a_checkpoint(tmp_path):
     assert metrics["n"] == 4 and 0.0 <= metrics["exact_match"] <= 1.0
     out = runner.invoke(app, ["evaluate", "addition", str(tmp_path / "missing")])
     assert out.exit_code == 1 and "missing" in out.output
+
+
+def test_bench_addition_retrains_when_settings_change(tmp_path):
+    """A run folder left by other settings is cleared, not resumed (the trainer resumes from checkpoints)."""
+    from dataclasses import replace
+
+    cfg = AdditionBenchConfig(
+        output_dir=str(tmp_path / "bench"), methods=("state",), seeds=(0,), train_size=32, test_size=4,
+        test_digits=(2,), steps=4, batch_size=8, hidden_size=32, num_layers=1, num_heads=2, progress=False,
+    )
+    main(cfg)
+    changed = replace(cfg, learning_rate=1e-3)
+    result = main(changed)
+    (run,) = result["runs"]
+    assert run["config"]["learning_rate"] == 1e-3
+    assert run["final_train_metrics"].get("step") == 4  # trained again: a resumed stale run logs no step
+    metrics = (tmp_path / "bench" / "state-seed0" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 1  # one fresh run of 4 steps (log_steps 10 -> a line at the end), not two

@@ -14,6 +14,7 @@ interrupted benchmark loses at most one run. Results: ``results.json``, ``accura
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -61,6 +62,8 @@ class AdditionBenchConfig:
     """Peak learning rate."""
     lam: float = 1.0
     """PAL's lambda."""
+    mu: float = 0.0
+    """Behavior consistency weight of the PAL runs (hidden states of steps with equal keys; 0: off)."""
     arch: str = "llama"
     """Model family: llama, qwen2 or gpt2."""
     hidden_size: int = 128
@@ -83,6 +86,8 @@ class AdditionBenchConfig:
             raise ValueError("digit counts must be >= 1")
         if self.max_columns > 26:
             raise ValueError("at most 26 columns: the column index hints are the 26 letters a..z")
+        if self.mu < 0:
+            raise ValueError(f"mu must be >= 0, got {self.mu}")
         for name in ("train_size", "test_size", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -102,17 +107,24 @@ def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
     run_dir = Path(cfg.output_dir) / f"{method}-seed{seed}"
     done = run_dir / "eval.json"
     key = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "methods", "seeds", "progress")}
+    key = json.loads(json.dumps(key))  # tuples -> lists, as read back from disk
     if done.is_file():
         cached = json.loads(done.read_text())
-        if cached.get("config") == json.loads(json.dumps(key)):
+        if cached.get("config") == key:
             return cached
+    # the trainer resumes from any checkpoint in run_dir: one left by other settings must not be resumed
+    marker = run_dir / "key.json"
+    if run_dir.exists() and not (marker.is_file() and json.loads(marker.read_text()) == key):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(key))
     task = AdditionTask(carry_heavy=cfg.carry_heavy)
     problems = task.sample_range(seed, cfg.train_max_digits, cfg.train_size)
     trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
     model, tok = build_tiny_model(cfg.model_config, seed=seed)
     pal = PALConfig(
         output_dir=str(run_dir), mode=method, lam=cfg.lam, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
-        max_steps=cfg.steps, warmup_steps=min(50, cfg.steps // 10), seed=seed, progress=cfg.progress,
+        max_steps=cfg.steps, warmup_steps=min(50, cfg.steps // 10), seed=seed, progress=cfg.progress, mu=cfg.mu,
         save_steps=max(cfg.steps // 4, 1), resume=True,
     )
     result = train(pal, model=model, tokenizer=tok, trajectories=trajs)

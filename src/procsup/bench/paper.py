@@ -32,7 +32,7 @@ import json
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,7 +43,6 @@ from procsup.evaluation.rollout import rollout, summarize
 from procsup.models.action_head import ActionHeadModel, rollout_action_head
 from procsup.models.factory import TinyModelConfig, build_tiny_model
 from procsup.rl.reinforce import ReinforceConfig, train_reinforce
-from procsup.tasks.addition import AdditionTask
 from procsup.tasks.grid import MOVES, VIEWS, GridTask, grid_metrics
 from procsup.tasks.logic import LogicTask
 from procsup.tasks.word_problems import WordProblemTask
@@ -218,21 +217,6 @@ def _budget_key(cfg: PaperBenchConfig, *names: str) -> dict:
 
 
 # --- addition ------------------------------------------------------------------------------------------
-def _addition_run(add: AdditionBenchConfig, method: str, seed: int) -> dict:
-    """:func:`procsup.bench.addition.run_one`, after clearing a run folder left by other settings: its
-    trainer resumes from any checkpoint there (``key.json`` records the settings a folder was started with)."""
-    run_dir = Path(add.output_dir) / f"{method}-seed{seed}"
-    key = json.loads(json.dumps(
-        {k: v for k, v in asdict(add).items() if k not in ("output_dir", "methods", "seeds", "progress")}))
-    done, marker = run_dir / "eval.json", run_dir / "key.json"
-    finished = done.is_file() and json.loads(done.read_text()).get("config") == key
-    if not finished and run_dir.exists() and not (marker.is_file() and json.loads(marker.read_text()) == key):
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(key))
-    return run_one(add, method, seed)
-
-
 # --- grid ----------------------------------------------------------------------------------------------
 def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) -> dict:
     """One grid method (``view`` for the state-based ones), trained on sides 3..4, tested at every side."""
@@ -329,26 +313,10 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5) 
 
 # --- consistency ----------------------------------------------------------------------------------------------
 def consistency_run(cfg: PaperBenchConfig, seed: int) -> dict:
-    """PAL-history on addition with mu = consistency_mu: the addition benchmark's run with the consistency
-    loss on (run_one has no mu, so its few lines of data and evaluation are repeated here)."""
-    add = cfg.addition_config()
-    key = {"method": "history-mu", "seed": seed, "mu": cfg.consistency_mu,
-           **{k: v for k, v in asdict(add).items() if k not in ("output_dir", "methods", "seeds", "progress")}}
-
-    def run(run_dir: Path) -> dict:
-        task = AdditionTask(carry_heavy=add.carry_heavy)
-        problems = task.sample_range(seed, add.train_max_digits, add.train_size)
-        model, tok, pal, res = _pal(cfg, run_dir, "history", seed, [task.expert(p) for p in problems],
-                                    mu=cfg.consistency_mu)
-        seen, evals = {(p.a, p.b) for p in problems}, {}
-        for digits in add.test_digits:
-            probs = [p for p in task.sample(10_000 + seed, digits, 2 * add.test_size) if (p.a, p.b) not in seen]
-            probs = probs[: add.test_size]
-            evals[str(digits)] = summarize(rollout(model, tok, task, probs, "history", pal.step_format))
-        return {"method": f"history mu={cfg.consistency_mu:g}", "seed": seed, "eval": evals,
-                "final_train_metrics": res.final_metrics}
-
-    return _cached(Path(cfg.output_dir) / "consistency" / f"history-mu-seed{seed}", key, run)
+    """PAL-history on addition with mu = consistency_mu: the addition row's run, everything equal but mu."""
+    add = replace(cfg.addition_config(), mu=cfg.consistency_mu, methods=("history",),
+                  output_dir=str(Path(cfg.output_dir) / "consistency"))
+    return {**run_one(add, "history", seed), "method": f"history mu={cfg.consistency_mu:g}"}
 
 
 # --- aggregation, table, plots -------------------------------------------------------------------------------
@@ -473,7 +441,7 @@ def run_task(cfg: PaperBenchConfig, task: str) -> list[dict]:
     """Every (method, seed) run of one task (cached)."""
     if task == "addition":
         add = cfg.addition_config()
-        return [_addition_run(add, m, s) for s in cfg.seeds for m in add.methods]
+        return [run_one(add, m, s) for s in cfg.seeds for m in add.methods]
     if task == "grid":
         return [grid_run(cfg, m, v, s) for s in cfg.seeds for m in cfg.grid_methods
                 for v in (cfg.grid_views if m in VIEWED else (None,))]
@@ -482,7 +450,7 @@ def run_task(cfg: PaperBenchConfig, task: str) -> list[dict]:
     if task == "word_problems":
         return [word_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
     add = cfg.addition_config()  # consistency: mu = 0 is the addition row's history run (cached, shared)
-    base = [{**_addition_run(add, "history", s), "method": "history mu=0"} for s in cfg.seeds]
+    base = [{**run_one(add, "history", s), "method": "history mu=0"} for s in cfg.seeds]
     return base + [consistency_run(cfg, s) for s in cfg.seeds]
 
 
