@@ -38,7 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from procsup.data.io import iter_records
+from procsup.data.io import iter_records, parse_items
 from procsup.data.trajectory import Label, Trajectory, TrajectoryError
 
 logger = logging.getLogger(__name__)
@@ -177,24 +177,8 @@ def _convert_items(
 ) -> Iterator[T]:
     """``parse`` each ``(index, record)`` of a parsed JSON file; errors and ``rejects`` as in ``iter_records``,
     with ``file:[index]`` instead of ``file:line`` (reject rows: ``{"index", "error", "raw"}``)."""
-    n_good = n_bad = 0
-    for index, raw in items:
-        try:
-            item = parse(raw)
-        except TrajectoryError as e:
-            located = e.located(f"{path}:{index}")
-            if rejects is None:
-                raise located from None
-            with Path(rejects).open("a", encoding="utf-8") as f:
-                row = {"index": index, "error": str(located), "raw": json.dumps(raw, ensure_ascii=False)}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n_bad += 1
-            continue
-        n_good += 1
-        yield item
-    if rejects is not None:
-        level = logging.WARNING if n_bad else logging.INFO
-        logger.log(level, "%s: kept %d record(s), rejected %d (written to %s)", path, n_good, n_bad, rejects)
+    located = ((index, lambda r=record: r, lambda r=record: json.dumps(r, ensure_ascii=False)) for index, record in items)
+    return parse_items(path, located, parse, rejects=rejects, location_key="index")
 
 
 def _json_array_items(path: Path) -> Iterator[tuple[str, Any]]:

@@ -41,10 +41,42 @@ def _decode_line(raw: bytes, lineno: int) -> Any:
         raise TrajectoryError("invalid JSON: nested too deeply") from None
 
 
-def _append_reject(rejects: Path, lineno: int, error: TrajectoryError, raw: bytes) -> None:
-    text = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
-    with rejects.open("a", encoding="utf-8") as f:
-        f.write(json.dumps({"line": lineno, "error": str(error), "raw": text}, ensure_ascii=False) + "\n")
+Item = tuple[Any, Callable[[], Any], Callable[[], str]]
+"""A record to parse: its location (a line number, an index), a loader of its JSON value (may raise
+:class:`TrajectoryError`), and its original text for the reject file."""
+
+
+def parse_items(
+    path: Path, items: Iterable[Item], parse: Callable[[Any], T], *, rejects: str | Path | None, location_key: str
+) -> Iterator[T]:
+    """Yield ``parse(load())`` for each item. A :class:`TrajectoryError` gets ``file:location`` and is
+    raised, or, with ``rejects``, appended there as ``{location_key, "error", "raw"}`` and skipped; then a
+    one-line count is logged at the end. The one reading loop behind every reader of procsup."""
+    n_good = n_bad = 0
+    for location, load, raw in items:
+        try:
+            item = parse(load())
+        except TrajectoryError as e:
+            located = e.located(f"{path}:{location}")
+            if rejects is None:
+                raise located from None
+            row = {location_key: location, "error": str(located), "raw": raw()}
+            with Path(rejects).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n_bad += 1
+            continue
+        n_good += 1
+        yield item
+    if rejects is not None:
+        level = logging.WARNING if n_bad else logging.INFO
+        logger.log(level, "%s: kept %d record(s), rejected %d (written to %s)", path, n_good, n_bad, rejects)
+
+
+def _jsonl_items(f) -> Iterator[Item]:
+    for lineno, raw in enumerate(f, start=1):
+        if raw.strip():
+            yield (lineno, lambda raw=raw, n=lineno: _decode_line(raw, n),
+                   lambda raw=raw: raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n"))
 
 
 def iter_records(
@@ -57,25 +89,8 @@ def iter_records(
     record is appended to ``rejects`` and skipped, and a one-line count is logged at the end.
     """
     path = Path(path)
-    n_good = n_bad = 0
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                item = parse(_decode_line(raw, lineno))
-            except TrajectoryError as e:
-                located = e.located(f"{path}:{lineno}")
-                if rejects is None:
-                    raise located from None
-                _append_reject(Path(rejects), lineno, located, raw)
-                n_bad += 1
-                continue
-            n_good += 1
-            yield item
-    if rejects is not None:
-        level = logging.WARNING if n_bad else logging.INFO
-        logger.log(level, "%s: kept %d record(s), rejected %d (written to %s)", path, n_good, n_bad, rejects)
+        yield from parse_items(path, _jsonl_items(f), parse, rejects=rejects, location_key="line")
 
 
 def iter_jsonl(path: str | Path, *, rejects: str | Path | None = None) -> Iterator[Trajectory]:
