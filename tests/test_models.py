@@ -74,3 +74,15 @@ def test_char_tokenizer_unknown_characters(char_tok):
 def test_tiny_model_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TinyModelConfig(**kwargs)
+
+
+def test_text_that_reads_like_a_special_token_stays_text(char_tok, tmp_path):
+    """Found by the round-trip property: data containing "<eos>" must not end a sequence."""
+    for tok in (char_tok, None):
+        if tok is None:  # and after save/load
+            char_tok.save_pretrained(tmp_path)
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(tmp_path)
+        ids = tok("<eos><pad><unk>", add_special_tokens=False)["input_ids"]
+        assert len(ids) == 15 and not {tok.eos_token_id, tok.pad_token_id, tok.unk_token_id} & set(ids)

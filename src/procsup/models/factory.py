@@ -37,8 +37,11 @@ def char_tokenizer(charset: str = DEFAULT_CHARSET) -> PreTrainedTokenizerFast:
     # "[\s\S]", not ".": "." skips newlines, so "\n\n" stayed one piece and became a single <unk>
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    # split_special_tokens: text that happens to read "<eos>" is five characters, not the EOS token (data
+    # must never be able to end or pad a sequence); procsup inserts special tokens by id.
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, clean_up_tokenization_spaces=False
+        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
+        clean_up_tokenization_spaces=False, split_special_tokens=True,
     )
 
 
