@@ -139,3 +139,22 @@ def test_beam_search_rejects_empty_budgets(tiny_model, tiny_prm, char_tok):
     model, tok = tiny_model
     with pytest.raises(ValueError, match="beam_width"):
         beam_search(model, tok, tiny_prm, char_tok, TASK, [], FMT, beam_width=0, expand=1, max_steps=1)
+
+
+def test_best_of_n_score_answer_scores_the_answer_as_a_last_step(tiny_model, tiny_prm, char_tok, monkeypatch):
+    model, tok = tiny_model
+    problems = TASK.sample(seed=0, size=2, count=2)
+    seen = []
+
+    def fake_score(prm, prm_tok, trajectories, fmt):  # every step 1.0 but the answer step, which scores 0.25
+        seen.extend(trajectories)
+        return [[1.0] * (len(t.steps) - 1) + [0.25] for t in trajectories]
+
+    monkeypatch.setattr(prm_models, "score", fake_score)
+    out = best_of_n(model, tok, tiny_prm, char_tok, TASK, problems, FMT, n=3, how="min", seed=1, max_new_tokens=8,
+                    score_answer=True)
+    assert len(seen) == 6
+    for t in seen:
+        assert t.steps[-1].action == FMT.answer_prefix + (t.meta["answer"] or "")
+    for r in out.results:
+        assert all(c.score == 0.25 and len(c.step_scores) == len(c.trajectory.steps) + 1 for c in r.candidates)

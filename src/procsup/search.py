@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import procsup.models.prm as prm_models
-from procsup.annotation.oracle import sample_generate, sample_traces, seeded
+from procsup.annotation.oracle import sample_generate, sample_traces, seeded, with_answer_step
 from procsup.data.tokenize import StepFormat, tokenize_many
 from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation import prm_metrics
@@ -101,15 +101,18 @@ def _prm_scores(prm, prm_tokenizer, trajectories: Sequence[Trajectory], fmt: Ste
 def best_of_n(
     policy, tokenizer, prm, prm_tokenizer, task, problems: Sequence[Any], fmt: StepFormat, n: int,
     how: Aggregation = "min", temperature: float = 1.0, seed: int = 0, *, prm_fmt: StepFormat | None = None,
-    max_new_tokens: int | None = None,
+    max_new_tokens: int | None = None, score_answer: bool = False,
 ) -> BestOfN:
     """Sample ``n`` traces per problem (:func:`~procsup.annotation.oracle.sample_traces`), score them with
     the PRM, and choose the highest ``aggregate(step_scores, how)``; ties go to the first sample, as in
     :func:`prm_metrics.best_of_n`, which computes ``accuracy``. ``prm_fmt`` (default ``fmt``) is the
-    PRM's own step format, when its separator differs from the policy's."""
+    PRM's own step format, when its separator differs from the policy's. With ``score_answer`` the PRM also
+    scores the answer line, as one more step (:func:`~procsup.annotation.oracle.with_answer_step`); the
+    candidates' step scores then end with the answer's."""
     traces = sample_traces(policy, tokenizer, task, problems, fmt, n, temperature, seed, max_new_tokens)
     flat = [t for ts in traces for t in ts]
-    flat_scores = iter(_prm_scores(prm, prm_tokenizer, flat, prm_fmt or fmt))
+    scored = [with_answer_step(t, prm_fmt or fmt) for t in flat] if score_answer else flat
+    flat_scores = iter(_prm_scores(prm, prm_tokenizer, scored, prm_fmt or fmt))
     results = []
     for p, ts in zip(problems, traces):
         cands = [Candidate(t, *solution_score(next(flat_scores), how)) for t in ts]

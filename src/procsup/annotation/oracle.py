@@ -119,6 +119,19 @@ def oracle_label(task, problem: Any, traj: Trajectory) -> Trajectory:
     return Trajectory(traj.input, traj.target, steps, meta)
 
 
+def with_answer_step(traj: Trajectory, fmt: StepFormat, label: bool | None = None) -> Trajectory:
+    """``traj`` with its final answer appended as one more step, ``answer_prefix + answer`` (``meta['answer']``,
+    or the target if absent; an empty answer when none was generated), labelled ``label``.
+
+    The ``steps`` layout that a PRM reads has no answer: a trace whose steps are right but whose answer
+    was copied wrong would look perfect. With the answer as the last step (as PRM800K's last step holds
+    the answer), a PRM judges it too, and an outcome reward model (ORM) is a PRM whose only label sits on
+    that step."""
+    answer = traj.meta.get("answer", traj.target)
+    step = Step(fmt.answer_prefix + (answer or ""), label=label)
+    return Trajectory(traj.input, traj.target, (*traj.steps, step), traj.meta)
+
+
 _DIGIT = re.compile(r"[0-9]")
 
 
