@@ -39,7 +39,7 @@ def test_expert_steps_are_the_operations_and_reach_the_answer(size, noise):
         for step, op in zip(traj.steps, [o for o in p.ops if o]):
             a, got_op, b, r = parse_step(step.action)
             assert (a, got_op, b) == (q, *op) and str(b) in step.state  # the operand is in the sentence read
-            assert step.state == step.key and step.state.startswith(f"{p.person} has {q} {p.item}. ")
+            assert step.key == f"{q}{op[0]}{op[1]}" and step.state.startswith(f"{p.person} has {q} {p.item}. ")
             q = r
             assert 2 <= q < task.max_value
         assert str(q) == traj.target
@@ -163,3 +163,15 @@ def test_trajectories_tokenize_with_the_char_tokenizer(char_tok, mode):
     assert all(char_tok.unk_token_id not in r.input_ids for r in rows)
     steps = {"history": rows[0].num_steps, "state": len(rows), "outcome": rows[0].num_steps}[mode]
     assert steps == (0 if mode == "outcome" else len(traj.steps))
+
+
+def test_step_keys_name_the_sub_problem_not_the_wording():
+    """Consistency keys: equal for the same arithmetic in differently worded stories, None for noise."""
+    task = WordProblemTask()
+    a = WordProblem("Tom", "apples", 8, ("Tom has 8 apples.", "Tom buys 3 apples."), (("+", 3),))
+    b = WordProblem("Sue", "coins", 8, ("Sue has 8 coins.", "Sue's mum is 40.", "Ana gives Sue 3 coins."),
+                    (None, ("+", 3)))
+    ka, kb = ([s.key for s in task.state_trajectory(p).steps] for p in (a, b))
+    assert ka == ["8+3"] and kb == [None, "8+3"]
+    assert [s.key for s in task.expert(b).steps] == ["8+3"]
+    assert task.state_trajectory(a).steps[0].state != task.state_trajectory(b).steps[1].state

@@ -208,10 +208,19 @@ class WordProblemTask:
                 q = nxt
         return out
 
+    @staticmethod
+    def key(state: WordState) -> str | None:
+        """The sub-problem a step solves, ``{quantity}{op}{operand}`` (``"8-2"``), whatever the story's
+        wording; None for an irrelevant sentence. Steps of different stories with equal keys are the
+        "identical sub-states" of the consistency loss (the rendered state, with its names and items,
+        almost never repeats within a batch)."""
+        op = state.problem.ops[state.index - 1]
+        return None if op is None else f"{state.quantity}{op[0]}{op[1]}"
+
     def expert(self, p: WordProblem) -> Trajectory:
-        """One step per operation; each step's ``state``/``key`` is the state-mode rendering."""
+        """One step per operation; each step's ``state`` is the state-mode rendering, its ``key`` :meth:`key`."""
         steps = [
-            Step(action=action, state=self.render_state(s), key=self.render_state(s))
+            Step(action=action, state=self.render_state(s), key=self.key(s))
             for s, action in self._walk(p) if action != SKIP
         ]
         return Trajectory(
@@ -224,7 +233,7 @@ class WordProblemTask:
 
     def state_trajectory(self, p: WordProblem) -> Trajectory:
         """One step per sentence after the first: the operation's step, or ``skip`` for noise."""
-        steps = [Step(action=a, state=self.render_state(s), key=self.render_state(s)) for s, a in self._walk(p)]
+        steps = [Step(action=a, state=self.render_state(s), key=self.key(s)) for s, a in self._walk(p)]
         traj = self.expert(p)
         return Trajectory(traj.input, traj.target, tuple(steps), traj.meta)
 
