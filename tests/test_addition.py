@@ -150,3 +150,16 @@ def test_summarize_by_hand():
 def test_summarize_outcome_only_has_no_trace_metrics():
     rollouts = [Rollout(None, [], "5", True, None), Rollout(None, [], "3", False, None)]
     assert summarize(rollouts) == {"exact_match": 0.5, "trace_valid": None, "right_answer_wrong_steps": None, "n": 2}
+
+
+def test_without_index_hints_the_same_problems_have_letterless_steps():
+    plain, hinted = AdditionTask(index_hints=False), AdditionTask()
+    p, q = plain.sample(3, 3, 5), hinted.sample(3, 3, 5)
+    assert [(x.a, x.b) for x in p] == [(x.a, x.b) for x in q]  # the same seed gives the same operands
+    e = plain.expert(AdditionProblem(798, 713))
+    assert e.input == "798+713 | 8,3 9,1 7,7"
+    assert [s.action for s in e.steps] == ["8+3+0=1,1", "9+1+1=1,1", "7+7+1=5,1"] and e.target == "1511"
+    assert plain.check_steps(AdditionProblem(798, 713), ["8+3+0=1,1", "9+1+1=2,1", "7+7+1=5,1"]) == [True, False, True]
+    assert plain.problem_of(e) == AdditionProblem(798, 713)
+    with pytest.raises(ValueError, match="index_hints"):
+        AdditionTask(shuffle_columns=True, index_hints=False)

@@ -17,6 +17,10 @@ Renderings (state mode, ``3+6+1`` -> ``0,1`` means 3+6+1 = 10: write 0, carry 1)
 
   The letters are random per problem, so every letter is seen in training even with 3 columns, and
   finding "the column after k" is a content lookup, not a position lookup.
+
+  With ``index_hints=False`` the letters are left out (``x = "123+456 | 3,6 2,5 1,4"``, step 1 =
+  ``"3+6+0=9,0"``): a model must find column t by position, which works within the trained lengths
+  only. The PRM benchmark uses it, so that a weak policy's step errors are arithmetic, not letters.
 """
 
 from __future__ import annotations
@@ -91,14 +95,18 @@ class AdditionTask:
 
     name = "addition"
 
-    def __init__(self, carry_heavy: float = 0.0, shuffle_columns: bool = False):
+    def __init__(self, carry_heavy: float = 0.0, shuffle_columns: bool = False, index_hints: bool = True):
         if not 0.0 <= carry_heavy <= 1.0:
             raise ValueError(f"carry_heavy must be in [0, 1], got {carry_heavy}")
         self.carry_heavy = carry_heavy
         """Share of problems sampled so that every column carries."""
+        if shuffle_columns and not index_hints:
+            raise ValueError("shuffle_columns needs index_hints: shuffled columns are found by their letters")
         self.shuffle_columns = shuffle_columns
         """List the hinted columns of the input in random order, each naming its successor
         (``k>d:3,6``), so that a history-mode model can only find the next column by its letter."""
+        self.index_hints = index_hints
+        """Tag each column of the history-mode input and steps with a letter (see the module docstring)."""
 
     # --- problems -------------------------------------------------------------------------------
     def make(self, rng: random.Random, digits_a: int, digits_b: int) -> AdditionProblem:
@@ -108,7 +116,8 @@ class AdditionTask:
             a, b = _number(rng, digits_a, 0.0), _number(rng, digits_b, 0.0)
         n = max(digits_a, digits_b)
         order = tuple(rng.sample(range(n), n)) if self.shuffle_columns else ()
-        return AdditionProblem(a, b, tuple(rng.sample(LETTERS, n)), order)
+        hints = tuple(rng.sample(LETTERS, n))  # drawn either way: the same seed gives the same a, b
+        return AdditionProblem(a, b, hints if self.index_hints else (), order)
 
     def sample(self, seed: int, size: int, count: int) -> list[AdditionProblem]:
         """``count`` problems whose operands both have ``size`` digits."""
@@ -127,8 +136,10 @@ class AdditionTask:
         if p.order:
             nxt = [*p.hints[1:], END]
             cols = " ".join(f"{p.hints[t]}>{nxt[t]}:{p.column(t)[0]},{p.column(t)[1]}" for t in p.order)
-        else:
+        elif p.hints:
             cols = " ".join(f"{h}:{x},{y}" for h, (x, y) in zip(p.hints, (p.column(t) for t in range(p.columns))))
+        else:
+            cols = " ".join(f"{x},{y}" for x, y in (p.column(t) for t in range(p.columns)))
         return f"{p.a}+{p.b} | {cols}"
 
     def render_state(self, state: AdditionState) -> str:
@@ -143,6 +154,8 @@ class AdditionTask:
     def _history_step(self, p: AdditionProblem, t: int, carry: int) -> str:
         x, y = p.column(t)
         total = x + y + carry
+        if not p.hints:
+            return f"{x}+{y}+{carry}={total % 10},{total // 10}"
         nxt = p.hints[t + 1] if t + 1 < p.columns else END
         return f"{p.hints[t]}:{x}+{y}+{carry}={total % 10},{total // 10}>{nxt}"
 
