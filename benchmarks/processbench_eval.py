@@ -26,39 +26,54 @@ from pathlib import Path
 import torch
 
 from procsup.data.converters import read_processbench, read_prmbench
+from procsup.data.trajectory import Trajectory
 from procsup.evaluation.prm_metrics import choose_threshold, first_error, processbench_scores, step_auroc
 from procsup.models.factory import TinyModelConfig, build_tiny_model, save_model
 from procsup.models.prm import score
+from procsup.trainers.pal import TrainResult
 from procsup.trainers.prm import PRMConfig, train_prm
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--subset", default="gsm8k", help="ProcessBench subset: gsm8k, math, olympiadbench, omnimath")
+def add_tiny_prm_args(p: argparse.ArgumentParser, *, threads: int) -> None:
+    """The flags of :func:`train_tiny_prm`, shared with ``prmbench_eval.py``."""
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-chars", type=int, default=1500, help="training solutions longer than this are skipped")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=threads)
+
+
+def train_tiny_prm(args: argparse.Namespace, workdir: Path) -> tuple[TrainResult, PRMConfig, list[Trajectory]]:
+    """A character-level llama token classifier trained as a PRM on PRMBench's training files
+    (``prm800k_train_p1_first400_*``; records whose ``error_steps`` point past the last step are
+    rejected), solutions over ``args.max_chars`` characters skipped. Returns the training result, its
+    config (for ``step_format``) and the training solutions."""
+    train = []
+    for f in sorted(glob.glob(str(SHARED / "prmbench" / "prm800k_train_p1_first400_*.jsonl"))):
+        train += read_prmbench(f, rejects=workdir / "rejects.jsonl")
+    train = [t for t in train if len(t.input) + sum(len(s.action) + 1 for s in t.steps) <= args.max_chars]
+    model, tok = build_tiny_model(TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, max_positions=4096))
+    save_model(model, tok, workdir / "backbone")
+    cfg = PRMConfig(output_dir=str(workdir / "prm"), model=str(workdir / "backbone"), max_steps=args.steps,
+                    batch_size=args.batch, learning_rate=1e-3, warmup_steps=20, log_steps=25)
+    return train_prm(cfg, trajectories=train), cfg, train
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--subset", default="gsm8k", help="ProcessBench subset: gsm8k, math, olympiadbench, omnimath")
+    add_tiny_prm_args(p, threads=2)
     p.add_argument("--out", default="benchmarks/results/processbench_eval.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        train = []
-        for f in sorted(glob.glob(str(SHARED / "prmbench" / "prm800k_train_p1_first400_*.jsonl"))):
-            train += read_prmbench(f, rejects=Path(tmp) / "rejects.jsonl")
-        train = [t for t in train if len(t.input) + sum(len(s.action) + 1 for s in t.steps) <= args.max_chars]
-        model, tok = build_tiny_model(TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, max_positions=4096))
-        save_model(model, tok, Path(tmp) / "backbone")
-        cfg = PRMConfig(output_dir=str(Path(tmp) / "prm"), model=str(Path(tmp) / "backbone"), max_steps=args.steps,
-                        batch_size=args.batch, learning_rate=1e-3, warmup_steps=20, log_steps=25)
-        result = train_prm(cfg, trajectories=train)
+        result, cfg, train = train_tiny_prm(args, Path(tmp))
         bench = read_processbench(SHARED / "processbench" / f"{args.subset}.json", keep_after_error=True)
-        scores = score(result.model, tok, bench, cfg.step_format, batch_size=8)
+        scores = score(result.model, result.tokenizer, bench, cfg.step_format, batch_size=8)
     labels = [t.meta["first_error"] for t in bench]
     # the file lists erroneous samples first: split by parity so both halves hold both kinds
     calib, test = slice(0, None, 2), slice(1, None, 2)

@@ -1,6 +1,6 @@
-"""PRM metrics against numbers worked out by hand (in the comments), plus two invariants checked
-against brute force: the fast threshold search equals first_error + processbench_scores, and the
-rank-based AUROC equals the pairwise definition."""
+"""PRM metrics against numbers worked out by hand (in the comments), plus invariants checked
+against brute force: the fast threshold search equals first_error + processbench_scores, the
+rank-based AUROC equals the pairwise definition, and PRMBench's F1s equal the official formula."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from procsup.evaluation.prm_metrics import (
     choose_threshold,
     first_error,
     majority_vote,
+    prmbench_predictions,
+    prmbench_scores,
     processbench_scores,
     step_accuracy,
     step_auroc,
@@ -155,6 +157,118 @@ def test_choose_threshold_rejects_bad_input():
         choose_threshold([[0.5], [0.3]], [0, -1], grid=[])
     with pytest.raises(ValueError, match="no erroneous"):
         choose_threshold([[0.5], [0.3]], [-1, -1])
+
+
+# ---------------------------------------------------------------------------------------------
+# PRMBench
+
+
+def test_prmbench_predictions_tie_is_an_error():
+    # official rule: correct iff score > 0.5, so 0.5 itself is predicted wrong (unlike first_error)
+    assert prmbench_predictions([0.5, 0.51, 0.2]) == [False, True, False]
+    assert prmbench_predictions([0.5, 0.51, 0.2], threshold=0.1) == [True, True, True]
+
+
+def test_prmbench_scores_hand_computed():
+    labels = [[1, 0, 0, 1], [1, 1, 0], [1, 1]]
+    preds = [[1, 1, 0, 0], [1, 1, 0], [1, 0]]
+    out = prmbench_scores(preds, labels, ["circular", "confidence", "multi_solutions"])
+    per = out["per_class"]
+    # circular: TP 1 (step 1), FP 1 (step 2), TN 1 (step 3), FN 1 (step 4): both F1 = 2/(2+1+1)
+    assert (per["circular"]["tp"], per["circular"]["fp"], per["circular"]["tn"], per["circular"]["fn"]) == (1, 1, 1, 1)
+    assert per["circular"]["prmscore"] == pytest.approx(0.5)
+    assert per["confidence"]["prmscore"] == 1.0
+    # multi_solutions: TP 1, FN 1 -> F1 = 2/3; no wrong step, so PRMScore is that F1 (the leaderboard's MS)
+    ms = per["multi_solutions"]
+    assert ms["f1"] == pytest.approx(2 / 3) and ms["negative_f1"] == 0.0 and ms["prmscore"] == pytest.approx(2 / 3)
+    assert ms["negative_recall"] is None
+    # overall pools every step: TP 4, FP 1, TN 2, FN 2
+    o = out["overall"]
+    assert (o["tp"], o["fp"], o["tn"], o["fn"], o["n_solutions"], o["n_steps"]) == (4, 1, 2, 2, 3, 9)
+    assert o["precision"] == pytest.approx(4 / 5) and o["recall"] == pytest.approx(4 / 6)
+    assert o["negative_precision"] == pytest.approx(2 / 4) and o["negative_recall"] == pytest.approx(2 / 3)
+    assert o["f1"] == pytest.approx(8 / 11)  # = 2PR/(P+R) = 2(4/5)(2/3)/(4/5 + 2/3)
+    assert o["negative_f1"] == pytest.approx(4 / 7)  # = 2(1/2)(2/3)/(1/2 + 2/3)
+    assert o["prmscore"] == pytest.approx((8 / 11 + 4 / 7) / 2)
+    assert list(per) == ["circular", "confidence", "multi_solutions"]
+
+
+def test_prmbench_trivial_predictors():
+    labels = [[1, 1, 0, 1], [1, 0, 1, 1], [1, 1, 1]]  # 6 of 8 steps correct in the error class; 9 of 11 overall
+    classes = ["deception", "deception", "multi_solutions"]
+    oracle = prmbench_scores(labels, labels, classes)
+    assert oracle["overall"]["prmscore"] == 1.0
+    assert all(g["prmscore"] == 1.0 for g in oracle["per_class"].values())
+    # always "correct": F1 = 2p/(1+p) with p the share of correct steps, negative F1 = 0 -> PRMScore p/(1+p)
+    always = prmbench_scores([[1] * len(x) for x in labels], labels, classes)
+    assert always["per_class"]["deception"]["prmscore"] == pytest.approx(0.75 / 1.75)
+    assert always["overall"]["prmscore"] == pytest.approx((9 / 11) / (1 + 9 / 11))
+    assert always["overall"]["negative_f1"] == 0.0 and always["overall"]["negative_precision"] is None
+    assert always["per_class"]["multi_solutions"]["prmscore"] == 1.0
+    # always "wrong": the mirror image, on the wrong steps (q = 2/11 -> negative F1 = 2q/(1+q))
+    never = prmbench_scores([[0] * len(x) for x in labels], labels, classes)
+    assert never["overall"]["f1"] == 0.0 and never["overall"]["negative_f1"] == pytest.approx(4 / 13)
+    assert never["per_class"]["multi_solutions"]["prmscore"] == 0.0
+
+
+def test_prmbench_counts_steps_after_the_first_error():
+    from procsup.data.converters import from_prmbench
+
+    record = {"modified_question": "q", "modified_process": ["1. a", "2. b", "3. c", "4. d"], "error_steps": [2]}
+    traj = from_prmbench(record)
+    assert traj.labels == [True, False, True, True]  # step 3 follows the error and is still correct
+    out = prmbench_scores([[True] * 4], [traj.labels], ["circular"])["overall"]
+    assert (out["tp"], out["fp"], out["tn"], out["fn"]) == (3, 1, 0, 0)
+
+
+def _official_f1s(tp, fp, tn, fn):
+    """Transcribed from ssmisya/PRMBench mr_eval/tasks/prmtest_classified/task.py, evaluate_function."""
+    precision = tp / (tp + fp) if (tp + fp) != 0 else -1
+    recall = tp / (tp + fn) if (tp + fn) != 0 else -1
+    f1 = 2 * precision * recall / (precision + recall) if (precision + recall) != 0 else -1
+    negative_precision = tn / (tn + fn) if (tn + fn) != 0 else -1
+    negative_recall = tn / (tn + fp) if (tn + fp) != 0 else -1
+    negative_f1 = (
+        2 * negative_precision * negative_recall / (negative_precision + negative_recall)
+        if (negative_precision + negative_recall) != 0
+        else -1
+    )
+    return f1, negative_f1
+
+
+def test_prmbench_f1_matches_official_formula():
+    rng = random.Random(0)
+    for _ in range(2000):
+        tp, fp, tn, fn = (rng.choice([0, 0, 1, 2, 3, 7]) for _ in range(4))
+        if tp + fp + tn + fn == 0:
+            continue
+        labels = [1] * (tp + fn) + [0] * (tn + fp)
+        preds = [1] * tp + [0] * fn + [0] * tn + [1] * fp
+        got = prmbench_scores([preds], [labels], ["x"])["overall"]
+        for ours, theirs, (hits, miss_a, miss_b) in zip(
+            (got["f1"], got["negative_f1"]), _official_f1s(tp, fp, tn, fn), ((tp, fp, fn), (tn, fn, fp))
+        ):
+            if hits:  # precision and recall defined, not both 0: the same number
+                assert ours == pytest.approx(theirs)
+            elif miss_a and miss_b:  # the documented difference: precision = recall = 0 gives -1 upstream
+                assert (ours, theirs) == (0.0, -1)
+            elif miss_a or miss_b:  # one of them undefined (-1), the other 0: upstream -0.0
+                assert ours == 0.0 and theirs == 0.0
+            else:  # nothing to score: undefined on both sides
+                assert ours is None and theirs == -1
+
+
+def test_prmbench_scores_rejects_bad_input():
+    with pytest.raises(ValueError, match="predictions and labels are empty"):
+        prmbench_scores([], [], [])
+    with pytest.raises(ValueError, match="3 predictions for 2 step labels"):
+        prmbench_scores([[1, 1, 1]], [[1, 0]], ["a"])
+    with pytest.raises(ValueError, match=r"labels\[0\]\[1\] must be 0/1"):
+        prmbench_scores([[1, 1]], [[1, -100]], ["a"])
+    with pytest.raises(ValueError, match="but classes has 2"):
+        prmbench_scores([[1]], [[1]], ["a", "b"])
+    with pytest.raises(ValueError, match=r"step_scores\[0\] must be finite"):
+        prmbench_predictions([math.nan])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,12 +7,15 @@ better). From those scores this module computes:
 * ProcessBench (Zheng et al., 2024, "ProcessBench: Identifying Process Errors in Mathematical
   Reasoning", arXiv 2412.06559): :func:`first_error`, :func:`processbench_scores`,
   :func:`choose_threshold`;
+* PRMBench (Song et al., 2025, "PRMBench: A Fine-grained and Challenging Benchmark for Process-Level
+  Reward Models", arXiv 2501.03124): :func:`prmbench_predictions`, :func:`prmbench_scores`;
 * step classification: :func:`step_auroc`, :func:`step_accuracy`;
 * reranking N sampled solutions: :func:`best_of_n`, :func:`majority_vote`,
   :func:`weighted_majority_vote`, :func:`best_of_n_curve`.
 
 Conventions, used everywhere here: a step is flagged as wrong when its score is ``< threshold`` (so a
-score equal to the threshold passes); step labels are 1/True for a correct step, 0/False for a wrong
+score equal to the threshold passes; the one exception is :func:`prmbench_predictions`, which keeps
+PRMBench's official ``score > threshold``); step labels are 1/True for a correct step, 0/False for a wrong
 one, and anything else (notably the -100 ignore index) is rejected rather than cast to bool.
 
 Plain Python on purpose: numpy is not a declared dependency of procsup, and these are a few thousand
@@ -208,6 +211,118 @@ def choose_threshold(
         if f1 > best_f1:
             best_t, best_f1 = t, f1
     return best_t, best_f1
+
+
+# --------------------------------------------------------------------------------------------------
+# PRMBench
+
+PRMBENCH_THRESHOLD = 0.5
+"""PRMBench's default ``validity_threshold`` (official ``mr_eval/models/abstract_model.py``)."""
+
+
+def prmbench_predictions(step_scores: Sequence[float], threshold: float = PRMBENCH_THRESHOLD) -> list[bool]:
+    """PRMBench's per-step prediction: a step is predicted correct iff its score is ``> threshold``.
+
+    The official rule (``step_level_validity_labels = [item > self.validity_threshold ...]`` in the PRM
+    wrappers of ssmisya/PRMBench, e.g. ``mr_eval/models/math_shepherd.py``, and in ``docs/document.md``;
+    threshold 0.5 by default), so, unlike :func:`first_error`, a score equal to the threshold counts as
+    a predicted error here.
+    """
+    return [s > threshold for s in _scores(step_scores, "step_scores")]
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _f1(hits: int, false_pos: int, false_neg: int) -> float | None:
+    # 2PR/(P+R) written with counts; None when the class is neither present nor predicted
+    den = 2 * hits + false_pos + false_neg
+    return 2 * hits / den if den else None
+
+
+def _prmbench_group(tp: int, fp: int, tn: int, fn: int, n_solutions: int) -> dict[str, float | int | None]:
+    """PRMBench's numbers for one pool of steps; "positive" = a correct step, as in the official code."""
+    f1 = _f1(tp, fp, fn)
+    negative_f1 = _f1(tn, fn, fp)
+    # the F1 of each kind of step the pool holds: both kinds -> their mean (PRMScore); only correct
+    # steps (multi_solutions) -> the positive F1, the number the official leaderboard prints as MS.
+    present = [v for v, n in ((f1, tp + fn), (negative_f1, tn + fp)) if n]
+    return {
+        "prmscore": sum(present) / len(present) if present else None,
+        "f1": f1,
+        "negative_f1": negative_f1,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "negative_precision": _ratio(tn, tn + fn),
+        "negative_recall": _ratio(tn, tn + fp),
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "n_solutions": n_solutions,
+        "n_steps": tp + fp + tn + fn,
+    }
+
+
+def prmbench_scores(
+    predictions: Sequence[Sequence[bool | int]], labels: Sequence[Sequence[bool | int]], classes: Sequence[str]
+) -> dict[str, dict]:
+    """PRMBench's PRMScore (Song et al., 2025), overall and per error class, from per-step binary
+    predictions.
+
+    Followed: ssmisya/PRMBench ``mr_eval/tasks/prmtest_classified/task.py`` (commit cc7db59;
+    ``evaluate_function`` and ``eval_on_hallucination_step``) for the counts and F1s, and
+    ``mr_visualize/eval_res_view/draw_tabs/form_excel_strs.ipynb`` (commit f260a05) for
+    ``PRMScore = 0.5 * f1 + 0.5 * negative_f1``, from which the README's leaderboard is made. In detail:
+
+    * ``predictions[i][k]`` says whether step k of solution i is predicted correct (see
+      :func:`prmbench_predictions`); ``labels[i][k]`` whether it is correct (False iff k + 1 is in the
+      record's ``error_steps``). *Every* step counts, those after the first error too: PRMBench marks
+      all erroneous steps, so a step after an error can be correct.
+    * A correct step is the positive class: TP = correct step predicted correct, FP = wrong step
+      predicted correct, TN = wrong step predicted wrong, FN = correct step predicted wrong. Counts are
+      pooled over the steps of all solutions of a group (micro-averaged), then ``f1`` = F1 of the
+      positive class and ``negative_f1`` = F1 of the negative class; ``prmscore`` is their mean.
+    * ``overall`` pools every solution given, ``multi_solutions`` included (the official total pools
+      every class except the "correct" originals, below); ``per_class[c]`` pools the solutions of
+      class ``c``.
+    * ``multi_solutions`` solutions have no wrong step, so its ``negative_f1`` is 0 or undefined; for a
+      group with only correct steps ``prmscore`` is ``f1``, which is what the official leaderboard
+      prints in its MS column (the task code's 0.5 * f1 + 0.5 * (-1 or 0) there is not reported).
+      Symmetrically, a group with only wrong steps gets ``negative_f1``.
+
+    Where the official code divides by zero it writes -1 and computes on with it; here an undefined
+    ratio is ``None``, and F1 is ``2TP / (2TP + FP + FN)``. The two agree wherever precision and
+    recall are defined and not both 0; the official F1 is -1, not 0, when TP = 0 with FP, FN > 0.
+    Not covered, as they concern other inputs: the official task also scores the original (all-correct)
+    process of each ``redundency`` record as a class "correct", left out of the total and of the
+    leaderboard; and for models that emit a separate redundancy score (ReasonEval) it judges the
+    ``redundency`` and ``circular`` classes on that score instead of the validity one. Scores are
+    fractions in [0, 1]; the leaderboard prints them times 100.
+
+    Returns ``{"overall": group, "per_class": {class: group}}`` (classes sorted), each group holding
+    ``prmscore``, ``f1``, ``negative_f1``, ``precision``, ``recall``, ``negative_precision``,
+    ``negative_recall``, ``tp``, ``fp``, ``tn``, ``fn``, ``n_solutions``, ``n_steps``.
+    """
+    _same_length(predictions, labels, "predictions", "labels")
+    _same_length(predictions, classes, "predictions", "classes")
+    keys = ("tp", "fp", "tn", "fn", "n_solutions")
+    counts: dict[str, dict[str, int]] = {}
+    for i, (pred, lab, cls) in enumerate(zip(predictions, labels, classes)):
+        if len(pred) != len(lab) or len(pred) == 0:
+            raise ValueError(f"solution {i}: {len(pred)} predictions for {len(lab)} step labels; need as many, and at least one")
+        if not isinstance(cls, str):
+            raise ValueError(f"classes[{i}] must be a string, got {cls!r}")
+        c = counts.setdefault(cls, dict.fromkeys(keys, 0))
+        for predicted_correct, correct in zip(_binary(pred, f"predictions[{i}]"), _binary(lab, f"labels[{i}]")):
+            if correct:
+                c["tp" if predicted_correct else "fn"] += 1
+            else:
+                c["fp" if predicted_correct else "tn"] += 1
+        c["n_solutions"] += 1
+    total = {k: sum(c[k] for c in counts.values()) for k in keys}
+    return {
+        "overall": _prmbench_group(**total),
+        "per_class": {cls: _prmbench_group(**counts[cls]) for cls in sorted(counts)},
+    }
 
 
 # --------------------------------------------------------------------------------------------------
