@@ -49,6 +49,7 @@ def _setup_logging() -> None:
 
 from procsup.bench.addition import AdditionBenchConfig  # noqa: E402
 from procsup.bench.paper import PaperBenchConfig  # noqa: E402
+from procsup.bench.prm import PRMBenchConfig  # noqa: E402
 from procsup.trainers.pal import PALConfig  # noqa: E402
 from procsup.trainers.prm import PRMConfig  # noqa: E402
 
@@ -235,6 +236,18 @@ def bench_paper(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str
     from procsup.bench.paper import main
 
     main(_build(PaperBenchConfig, config, overrides))
+
+
+@bench_app.command("prm", epilog=_epilog(PRMBenchConfig))
+def bench_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Best-of-N with a PRM (each aggregation) vs an ORM vs majority vote, step AUROC against oracle
+    labels, and PRM beam search at equal policy samples, on addition with a weak policy.
+
+    Example: procsup bench prm seeds=0 test_size=100
+    """
+    from procsup.bench.prm import main
+
+    main(_build(PRMBenchConfig, config, overrides))
 
 
 if __name__ == "__main__":

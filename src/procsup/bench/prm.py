@@ -1,0 +1,347 @@
+"""``procsup bench prm``: does a process reward model choose better solutions than an outcome reward
+model or a majority vote? (Lightman et al., 2023, "Let's Verify Step by Step", figure 3; Uesato et al.,
+2022), measured on a synthetic task whose every step has an exact checker.
+
+Per seed, everything from scratch:
+
+1. **Policy**: a tiny LM trained with PAL-history on addition with 1..3-digit operands, without the
+   column letters (``index_hints=False``: a weak policy's errors are then arithmetic, which the labels
+   can see, rather than wrong letters on every step), for few steps on purpose: a *weak* policy whose
+   samples are often wrong (natural errors).
+2. **Labels**: ``label_samples`` policy samples on each of ``label_problems`` fresh training problems;
+   every step is labelled by the task's checker, and the final answer, appended as one more step
+   (:func:`~procsup.annotation.oracle.with_answer_step`), by the answer checker. Nothing is injected.
+3. **PRM and ORM**: the policy's weights with a new 2-class head, the same traces and the same budget.
+   The PRM learns every step's label; the ORM only the answer step's (an outcome reward model).
+4. **Test**: ``n`` samples per fresh test problem. Best-of-N accuracy against N for the PRM (aggregations
+   min, product, mean, last), the ORM (its answer-step score), majority vote, PRM-weighted majority, and
+   pass@N (some sample is right: the ceiling of any reranker); random subsets, averaged. Step AUROC and
+   accuracy of both reward models against the oracle labels of the test samples.
+5. **Beam search** with the PRM (min over steps) at about the policy samples best-of-N spends
+   (samples = generated steps, the answer counting as one), beside best-of-N at each N.
+
+Each seed's run is cached in ``<output_dir>/seed<k>/eval.json`` with its settings; results.json, a plot
+(accuracy against N) and a table are written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import procsup.models.prm as prm_models
+from procsup.annotation.oracle import oracle_label, sample_traces, with_answer_step
+from procsup.bench.cache import cached_run
+from procsup.data.trajectory import Step, Trajectory
+from procsup.evaluation import prm_metrics
+from procsup.models.factory import TinyModelConfig, build_tiny_model
+from procsup.search import beam_search
+from procsup.tasks.addition import AdditionTask
+from procsup.trainers.pal import PALConfig, train
+from procsup.trainers.prm import PRMConfig, train_prm
+
+AGGREGATIONS = ("min", "product", "mean", "last")
+
+
+@dataclass
+class PRMBenchConfig:
+    """Best-of-N with a PRM vs an ORM vs majority vote, and beam search, on addition with a weak policy."""
+
+    output_dir: str = "runs/bench-prm"
+    """Folder for per-seed runs, results.json and bon.png."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """One run per seed: policy, labels, reward models and test problems all follow it."""
+    arch: str = "llama"
+    """Model family of the policy (and of the reward models, which start from its weights)."""
+    hidden_size: int = 128
+    """Model width."""
+    num_layers: int = 2
+    """Transformer layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    policy_train_size: int = 20000
+    """Policy training problems (1..3-digit operands, 30% carry-heavy)."""
+    policy_steps: int = 250
+    """Policy optimizer steps (64 rows each): few, so that the policy is weak."""
+    temperature: float = 1.0
+    """Sampling temperature of the policy (labels, best-of-N and beam search)."""
+    label_problems: int = 1000
+    """Fresh training problems whose policy samples are labelled for the reward models."""
+    label_samples: int = 4
+    """Policy samples per labelled problem."""
+    rm_steps: int = 400
+    """Optimizer steps of the PRM and of the ORM."""
+    rm_batch_size: int = 32
+    """Traces per reward-model step."""
+    rm_learning_rate: float = 1e-3
+    """Peak learning rate of the reward models."""
+    test_digits: int = 3
+    """Test problems have two operands of this many digits."""
+    test_size: int = 200
+    """Fresh test problems."""
+    n: int = 16
+    """Samples per test problem (best-of-N is reported for N = 1, 2, 4, ... up to n)."""
+    beams: tuple[tuple[int, int], ...] = ((2, 4), (4, 4))
+    """Beam-search settings (beam width, samples per beam and round)."""
+    progress: bool = False
+    """Progress bars."""
+
+    def __post_init__(self) -> None:
+        self.seeds = tuple(self.seeds)
+        self.beams = tuple(tuple(b) for b in self.beams)
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        for name in ("hidden_size", "policy_train_size", "policy_steps", "label_problems", "label_samples",
+                     "rm_steps", "rm_batch_size", "test_digits", "test_size", "n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if any(len(b) != 2 or min(b) < 1 for b in self.beams):
+            raise ValueError(f"beams must be (width, expand) pairs of ints >= 1, got {self.beams}")
+
+    @property
+    def ns(self) -> tuple[int, ...]:
+        return tuple(sorted({*(2**i for i in range(self.n.bit_length()) if 2**i <= self.n), self.n}))
+
+
+def _key(cfg: PRMBenchConfig, seed: int) -> dict:
+    return {**{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "seeds", "progress")}, "seed": seed}
+
+
+def orm_labels(traj: Trajectory) -> Trajectory:
+    """The ORM's view of a labelled trace: only the last step (the answer step) keeps its label."""
+    steps = tuple(Step(s.action, s.state, None if t < len(traj.steps) - 1 else s.label, s.key)
+                  for t, s in enumerate(traj.steps))
+    return Trajectory(traj.input, traj.target, steps, traj.meta)
+
+
+def label_traces(policy, tok, task, problems, fmt, samples: int, temperature: float, seed: int) -> list[list[Trajectory]]:
+    """Policy samples with oracle labels on every step and on the appended answer step."""
+    traces = sample_traces(policy, tok, task, problems, fmt, samples, temperature, seed)
+    return [[with_answer_step(lab := oracle_label(task, p, t), fmt, label=bool(lab.meta["correct"])) for t in ts]
+            for p, ts in zip(problems, traces)]
+
+
+def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
+    def run(run_dir: Path) -> dict:
+        task = AdditionTask(carry_heavy=0.3, index_hints=False)
+        model_cfg = TinyModelConfig(arch=cfg.arch, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                                    num_heads=cfg.num_heads)
+        timings = {}
+        # 1. the weak policy
+        t0 = time.perf_counter()
+        train_problems = task.sample_range(seed, 3, cfg.policy_train_size)
+        policy, tok = build_tiny_model(model_cfg, seed=seed)
+        pal = PALConfig(output_dir=str(run_dir / "policy-run"), mode="history", max_steps=cfg.policy_steps,
+                        batch_size=64, learning_rate=2e-3, warmup_steps=min(50, cfg.policy_steps // 10), seed=seed,
+                        progress=cfg.progress, save_total_limit=1)
+        policy = train(pal, model=policy, tokenizer=tok, trajectories=[task.expert(p) for p in train_problems]).model
+        fmt = pal.step_format
+        policy_dir = run_dir / "policy"
+        policy.save_pretrained(policy_dir)
+        tok.save_pretrained(policy_dir)
+        timings["policy"] = time.perf_counter() - t0
+
+        # 2. oracle labels on the policy's own samples (fresh problems from the training range)
+        t0 = time.perf_counter()
+        seen = {(p.a, p.b) for p in train_problems}
+        label_problems = [p for p in task.sample_range(1000 + seed, 3, 2 * cfg.label_problems) if (p.a, p.b) not in seen]
+        label_problems = label_problems[: cfg.label_problems]
+        labelled = [t for ts in label_traces(policy, tok, task, label_problems, fmt, cfg.label_samples,
+                                             cfg.temperature, seed) for t in ts]
+        timings["labels"] = time.perf_counter() - t0
+        step_labels = [s.label for t in labelled for s in t.steps]
+
+        # 3. PRM and ORM: the policy's weights, a new head, the same traces and budget
+        rms, rm_train = {}, {}
+        for name, data in (("prm", labelled), ("orm", [orm_labels(t) for t in labelled])):
+            t0 = time.perf_counter()
+            model = prm_models.build_prm(policy_dir)
+            rc = PRMConfig(output_dir=str(run_dir / name), learning_rate=cfg.rm_learning_rate,
+                           batch_size=cfg.rm_batch_size, max_steps=cfg.rm_steps,
+                           warmup_steps=min(50, cfg.rm_steps // 10), seed=seed, progress=cfg.progress,
+                           save_total_limit=1, input_sep=fmt.input_sep, step_sep=fmt.step_sep)
+            res = train_prm(rc, model=model, tokenizer=tok, trajectories=data)
+            rms[name], rm_train[name] = res.model, res.final_metrics
+            timings[name] = time.perf_counter() - t0
+
+        # 4. best-of-N on fresh test problems
+        t0 = time.perf_counter()
+        test = [p for p in task.sample(10_000 + seed, cfg.test_digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
+        test = test[: cfg.test_size]
+        cands = label_traces(policy, tok, task, test, fmt, cfg.n, cfg.temperature, seed + 1)
+        flat = [t for ts in cands for t in ts]
+        scores = {name: prm_models.score(m, tok, flat, fmt) for name, m in rms.items()}
+        correct = [[bool(t.meta["correct"]) for t in ts] for ts in cands]
+        answers = [[t.meta["answer"] for t in ts] for ts in cands]
+        samples = [[len(t.steps) for t in ts] for ts in cands]  # generated steps + the answer (the appended step)
+
+        def per_problem(values):
+            it = iter(values)
+            return [[next(it) for _ in ts] for ts in cands]
+
+        prm_s, orm_s = per_problem(scores["prm"]), per_problem(scores["orm"])
+        curves = {f"prm-{how}": prm_metrics.best_of_n_curve(prm_s, correct, how, candidates_answers=answers,
+                                                             ns=cfg.ns, seed=seed) for how in AGGREGATIONS}
+        orm_curve = prm_metrics.best_of_n_curve(orm_s, correct, "last", candidates_answers=answers, ns=cfg.ns, seed=seed)
+        curves["orm"] = orm_curve
+        bon = {str(n): {
+            **{f"prm-{how}": curves[f"prm-{how}"][n]["best_of_n"] for how in AGGREGATIONS},
+            "prm-weighted-majority": curves["prm-min"][n]["weighted_majority_vote"],
+            "orm": orm_curve[n]["best_of_n"], "orm-weighted-majority": orm_curve[n]["weighted_majority_vote"],
+            "majority": orm_curve[n]["majority_vote"], "pass": orm_curve[n]["oracle"],
+            "samples": n * statistics.fmean(s for row in samples for s in row),
+        } for n in cfg.ns}
+        labels = [s.label for t in flat for s in t.steps]
+        is_answer = [i == len(t.steps) - 1 for t in flat for i in range(len(t.steps))]
+        step_eval = {}
+        for name in rms:
+            all_scores = [x for row in scores[name] for x in row]
+            proc = [(x, y) for x, y, a in zip(all_scores, labels, is_answer) if not a]
+            step_eval[name] = {
+                "auroc_all_steps": _auroc(all_scores, labels),
+                "auroc_process_steps": _auroc(*zip(*proc)) if proc else None,
+                "accuracy_all_steps": prm_metrics.step_accuracy(all_scores, labels),
+            }
+        timings["best_of_n"] = time.perf_counter() - t0
+
+        # 5. beam search with the PRM, at about the same policy samples
+        beams = {}
+        for width, expand in cfg.beams:
+            t0 = time.perf_counter()
+            res = beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
+                              max_steps=cfg.test_digits + 2, how="min", temperature=cfg.temperature, seed=seed + 2)
+            beams[f"{width}x{expand}"] = {"accuracy": statistics.fmean(r.chosen.correct for r in res),
+                                          "samples": statistics.fmean(r.samples for r in res)}
+            timings[f"beam {width}x{expand}"] = time.perf_counter() - t0
+        return {
+            "seed": seed, "best_of_n": bon, "step_eval": step_eval, "beam_search": beams,
+            "policy": {"sample_accuracy": statistics.fmean(c for row in correct for c in row),
+                       "label_traces": len(labelled), "label_steps": len(step_labels),
+                       "label_steps_correct": statistics.fmean(step_labels),
+                       "test_steps_correct": statistics.fmean(labels)},
+            "rm_train": rm_train, "timings": timings,
+        }
+
+    return cached_run(Path(cfg.output_dir) / f"seed{seed}", _key(cfg, seed), run)
+
+
+def _auroc(scores, labels) -> float | None:
+    """Step AUROC, or None where it is undefined (every step right, or every step wrong)."""
+    return prm_metrics.step_auroc(scores, labels) if 0 < sum(labels) < len(labels) else None
+
+
+def _stat(values: list[float | None]) -> dict | None:
+    """Mean ± population std over the seeds that have the value (None if none has it)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "per_seed": values}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Mean ± std over seeds of every best-of-N entry, step metric and beam result."""
+    ns = list(runs[0]["best_of_n"])
+    return {
+        "best_of_n": {n: {k: _stat([r["best_of_n"][n][k] for r in runs]) for k in runs[0]["best_of_n"][n]} for n in ns},
+        "step_eval": {m: {k: _stat([r["step_eval"][m][k] for r in runs]) for k in runs[0]["step_eval"][m]}
+                      for m in runs[0]["step_eval"]},
+        "beam_search": {b: {k: _stat([r["beam_search"][b][k] for r in runs]) for k in runs[0]["beam_search"][b]}
+                        for b in runs[0]["beam_search"]},
+        "policy_sample_accuracy": _stat([r["policy"]["sample_accuracy"] for r in runs]),
+    }
+
+
+def _pct(s: dict | None) -> str:
+    return "n/a" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+
+def _num(s: dict | None) -> str:
+    return "n/a" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+
+def format_tables(table: dict) -> dict[str, list[list[str]]]:
+    """Three tables: best-of-N against N; step metrics; beam search beside best-of-N at equal samples."""
+    methods = ["prm-min", "prm-product", "prm-mean", "prm-last", "prm-weighted-majority", "orm", "majority", "pass"]
+    bon = [["N", "samples", *methods]]
+    for n, row in table["best_of_n"].items():
+        bon.append([n, f"{row['samples']['mean']:.0f}", *[_pct(row[m]) for m in methods]])
+    steps = [["reward model", "step AUROC (all)", "step AUROC (process steps)", "step accuracy (all)"]]
+    for m, row in table["step_eval"].items():
+        steps.append([m, _num(row["auroc_all_steps"]), _num(row["auroc_process_steps"]),
+                      _pct(row["accuracy_all_steps"])])
+    search = [["search", "policy samples / problem", "accuracy (%)"]]
+    for n, row in table["best_of_n"].items():
+        search.append([f"best-of-{n}, PRM min", f"{row['samples']['mean']:.0f}", _pct(row["prm-min"])])
+    for b, row in table["beam_search"].items():
+        search.append([f"beam {b} (width x samples per beam), PRM min", f"{row['samples']['mean']:.0f}",
+                       _pct(row["accuracy"])])
+    return {"best_of_n": bon, "step_eval": steps, "search": search}
+
+
+def plot(table: dict, cfg: PRMBenchConfig, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [int(n) for n in table["best_of_n"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, label in (("prm-min", "PRM (min)"), ("prm-weighted-majority", "PRM-weighted majority"),
+                     ("orm", "ORM"), ("majority", "majority vote"), ("pass", "pass@N (ceiling)")):
+        means = [100 * table["best_of_n"][str(n)][m]["mean"] for n in ns]
+        stds = [100 * table["best_of_n"][str(n)][m]["std"] for n in ns]
+        ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=label, ls="--" if m == "pass" else "-")
+    for b, row in table["beam_search"].items():
+        n_equiv = row["samples"]["mean"] / (table["best_of_n"]["1"]["samples"]["mean"])
+        ax.plot([n_equiv], [100 * row["accuracy"]["mean"]], marker="*", ms=12, ls="none", label=f"beam {b} (PRM)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("N (samples per problem; beams placed at equal policy samples)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Best-of-N, {cfg.test_digits}-digit addition, weak policy ({len(cfg.seeds)} seeds)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+
+def main(cfg: PRMBenchConfig) -> dict:
+    """Run (or read back) every seed, write results.json and bon.png, print the tables."""
+    torch.set_num_threads(2)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()  # the reward models' new head is reported on every load
+    if not cfg.progress:
+        transformers.utils.logging.disable_progress_bar()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = [run_seed(cfg, s) for s in cfg.seeds]
+    table = aggregate(runs)
+    tables = format_tables(table)
+    result = {"config": asdict(cfg), "table": table, "runs": runs, "tables": tables,
+              "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out / "results.json")
+    plot(table, cfg, out / "bon.png")
+    for name, rows in tables.items():
+        print(f"\n{name}\n{render(rows)}")
+    print(f"\nwall time {result['wall_seconds']:.0f}s; wrote {out}/results.json and bon.png")
+    return result
+
+
+__all__ = ["PRMBenchConfig", "main", "run_seed", "orm_labels", "label_traces", "aggregate", "format_tables"]

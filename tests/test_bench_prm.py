@@ -1,0 +1,76 @@
+"""The PRM benchmark (``procsup.bench.prm``): the ORM's labels, the answer step, and a smoke run with
+absurdly small budgets that checks the result structure, the files and the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import procsup.bench.prm as bench
+from procsup.annotation.oracle import oracle_label, with_answer_step
+from procsup.bench.prm import PRMBenchConfig, orm_labels
+from procsup.data.tokenize import StepFormat
+from procsup.data.trajectory import Step, Trajectory
+from procsup.tasks.addition import AdditionTask
+
+TASK = AdditionTask()
+FMT = StepFormat()
+
+
+def test_answer_step_and_orm_labels_on_a_labelled_trace():
+    p = TASK.sample(seed=0, size=2, count=1)[0]
+    expert = TASK.expert(p)
+    wrong = Trajectory(expert.input, "", expert.steps, {**expert.meta, "answer": str(p.a + p.b + 1)})
+    lab = oracle_label(TASK, p, wrong)
+    assert [s.label for s in lab.steps] == [True, True] and lab.meta["correct"] is False
+    full = with_answer_step(lab, FMT, label=lab.meta["correct"])
+    assert full.steps[-1] == Step(f"A:{p.a + p.b + 1}", label=False) and full.steps[:-1] == lab.steps
+    orm = orm_labels(full)
+    assert orm.labels == [None, None, False] and [s.action for s in orm.steps] == [s.action for s in full.steps]
+    no_answer = Trajectory(expert.input, "", expert.steps[:1], {**expert.meta, "answer": None})
+    assert with_answer_step(no_answer, FMT).steps[-1].action == "A:"
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="temperature"):
+        PRMBenchConfig(temperature=0)
+    with pytest.raises(ValueError, match="beams"):
+        PRMBenchConfig(beams=((0, 2),))
+    assert PRMBenchConfig(n=16).ns == (1, 2, 4, 8, 16) and PRMBenchConfig(n=6).ns == (1, 2, 4, 6)
+
+
+def test_main_smoke_and_cache(tmp_path, monkeypatch):
+    cfg = PRMBenchConfig(output_dir=str(tmp_path), seeds=(0,), hidden_size=16, num_layers=1, num_heads=2,
+                         policy_train_size=16, policy_steps=2, label_problems=3, label_samples=2, rm_steps=2,
+                         rm_batch_size=4, test_digits=2, test_size=3, n=4, beams=((2, 2),))
+    result = bench.main(cfg)
+    table = result["table"]
+    assert set(table["best_of_n"]) == {"1", "2", "4"}
+    row = table["best_of_n"]["4"]
+    assert {"prm-min", "prm-last", "orm", "majority", "pass", "prm-weighted-majority"} <= set(row)
+    for n, r in table["best_of_n"].items():  # no reranker beats pass@N
+        assert all(r[m]["mean"] <= r["pass"]["mean"] + 1e-9 for m in r if m not in ("samples", "pass"))
+    assert set(table["beam_search"]) == {"2x2"} and table["beam_search"]["2x2"]["samples"]["mean"] > 0
+    assert set(table["step_eval"]) == {"prm", "orm"}
+    assert (tmp_path / "bon.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["tables"]["search"][0] == ["search", "policy samples / problem", "accuracy (%)"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(bench, "train", no_training)
+    monkeypatch.setattr(bench, "train_prm", no_training)
+    assert bench.main(cfg)["table"] == json.loads(json.dumps(table))
+
+
+def test_cli_bench_prm_rejects_a_bad_field_and_lists_the_fields():
+    from typer.testing import CliRunner
+
+    from procsup.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["bench", "prm", "temperature=0"])
+    assert out.exit_code == 2 and "temperature" in out.output
+    assert "label_samples" in runner.invoke(app, ["bench", "prm", "--help"]).output
