@@ -16,7 +16,9 @@ def tiny_config(out) -> PaperBenchConfig:
     return PaperBenchConfig(
         output_dir=str(out), seeds=(0,), quick=True, hidden_size=16, num_layers=1, num_heads=2, steps=2, batch_size=4,
         test_size=2, addition_train_size=8, addition_test_digits=(3,), grid_train_size=6, grid_test_sizes=(4,),
-        logic_train_size=6, word_train_size=6, word_batch_size=2,
+        logic_train_size=6, logic_steps=2, logic_hidden_size=16, word_train_size=6, word_batch_size=2, word_steps=2,
+        word_hidden_size=16,
+        consistency_kinds=("hidden", "action"),
     )
 
 
@@ -28,6 +30,10 @@ def test_quick_fills_budgets_and_explicit_values_win():
         PaperBenchConfig(tasks=("nope",))
     with pytest.raises(ValueError):
         PaperBenchConfig(grid_views=("satellite",))
+    with pytest.raises(ValueError):
+        PaperBenchConfig(consistency_kinds=("logits",))
+    with pytest.raises(ValueError):
+        PaperBenchConfig(word_steps=0)
 
 
 def test_main_smoke_and_resume(tmp_path, monkeypatch):
@@ -43,7 +49,13 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
         assert 0.0 <= cell["mean"] <= 1.0 and len(cell["per_seed"]) == 1
     assert set(result["tables"]["logic"]["state"]) == {"5", "10"}
     assert set(result["tables"]["word_problems"]["history"]) == {"clean", "noisy"}
-    assert set(result["tables"]["consistency"]) == {"history mu=0", f"history mu={cfg.consistency_mu:g}"}
+    mu = f"{cfg.consistency_mu:g}"
+    assert set(result["tables"]["consistency"]) == {"state mu=0", f"state mu={mu} hidden", f"state mu={mu} action"}
+    words = {r["method"]: r for r in result["runs"]["word_problems"]}
+    # the same stories per optimizer step: a state-mode row is one step of a story
+    assert words["history"]["batch_size"] == 2 and words["state"]["batch_size"] > 2
+    arm = next(r for r in result["runs"]["consistency"] if r["method"] == f"state mu={mu} hidden")
+    assert arm["key"]["mu"] == cfg.consistency_mu and arm["key"]["word_steps"] == 2
     reinforce = next(r for r in result["runs"]["grid"] if r["method"] == "reinforce-local")
     assert reinforce["env_steps"] == reinforce["demonstration_steps"]  # RL gets PAL's number of env steps
     header, *rows = result["rows"]

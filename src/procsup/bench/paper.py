@@ -14,12 +14,17 @@ budget of optimizer steps x rows) with PAL and with a baseline, and tests where 
   contain (``reinforce``, action head, per view). Metrics: success, SPL, share optimal. Paper: PAL
   generalizes 4x4 -> 6x6 "with minimal performance loss", the baseline "seldom reaches the goal".
 * ``logic``: outcome-only vs PAL-history vs PAL-state on chains of 2..5 letters, tested at 5 and at
-  twice that; exact match (the answer is ``<`` or ``>``: chance is 50%) and trace validity.
-* ``word_problems``: outcome-only vs PAL-history vs PAL-state on held-out 5-operation stories, clean and
-  with irrelevant sentences (paper: ~80% vs ~60%; accuracy lost to noise ~5% vs ~15%).
-* ``consistency``: PAL-history on addition with mu = 0 (the addition row's run) vs mu > 0 (hidden-state
-  consistency over steps with equal keys ``x+y+carry``), reported as it comes out (the paper gives no
-  figure).
+  twice that; exact match (the answer is ``<`` or ``>``: chance is 50%) and trace validity. Its own
+  budget: ``logic_steps``, ``logic_hidden_size``.
+* ``word_problems``: outcome-only vs PAL-history vs PAL-state trained on stories of 2..5 operations
+  (every quantity below ``word_max_value``), tested on held-out 5-operation stories, clean and with
+  ``word_test_noise`` irrelevant sentences (paper: ~80% vs ~60%; accuracy lost to noise ~5% vs ~15%).
+  Its own budget: ``word_steps``, ``word_hidden_size`` and ``word_batch_size`` stories per step in every
+  method (state mode takes the rows of those stories' steps, ~4 per story).
+* ``consistency``: the word-problem row's PAL-state run with mu = 0 vs the same run with mu > 0, one arm
+  per ``consistency_kinds`` (hidden: squared L2 of hidden states; action: symmetric KL of next-token
+  distributions) over steps with equal keys ``q op n`` (the same sub-problem in differently worded
+  stories), reported as it comes out (the paper gives no figure).
 
 Every (task, method, seed) run is cached in ``<output_dir>/<task>/<method>-seed<k>/eval.json`` with the
 configuration it ran with; a re-run with the same settings reads it instead of training (resume).
@@ -67,10 +72,12 @@ PAPER = {
 # Budgets left at None are filled from one of these (quick: the whole benchmark in <= 15 min on 2 cores).
 QUICK = dict(hidden_size=64, steps=300, batch_size=32, test_size=100, addition_train_size=2000,
              addition_test_digits=(3, 5), grid_train_size=500, grid_test_sizes=(4, 6), logic_train_size=2000,
-             word_train_size=2000, word_batch_size=16, word_max_value=100)
+             logic_steps=300, logic_hidden_size=64, word_train_size=2000, word_batch_size=8, word_steps=300,
+             word_hidden_size=64, word_max_value=100)
 FULL = dict(hidden_size=128, steps=500, batch_size=64, test_size=300, addition_train_size=20000,
             addition_test_digits=(3, 5, 10, 20), grid_train_size=2000, grid_test_sizes=(4, 6, 10, 20),
-            logic_train_size=5000, word_train_size=5000, word_batch_size=32, word_max_value=1000)
+            logic_train_size=5000, logic_steps=1000, logic_hidden_size=64, word_train_size=5000, word_batch_size=8,
+            word_steps=1000, word_hidden_size=64, word_max_value=100)
 
 
 @dataclass
@@ -120,20 +127,33 @@ class PaperBenchConfig:
     """REINFORCE's (constant) learning rate (ReinforceConfig's default)."""
     logic_train_size: int | None = None
     """Logic training problems, chains of 2..5 letters (quick 2000, full 5000)."""
+    logic_steps: int | None = None
+    """Optimizer steps of the logic runs (quick 300, full 1000)."""
+    logic_hidden_size: int | None = None
+    """Model width of the logic runs (quick 64, full 64: what the recorded logic numbers used)."""
     word_train_size: int | None = None
     """Word-problem training problems, 2..5 operations (quick 2000, full 5000)."""
     word_batch_size: int | None = None
-    """Rows per step on word problems, whose history rows are ~4x longer (quick 16, full 32)."""
+    """Stories per optimizer step on word problems, in every method: a history or outcome row is a story;
+    state mode takes as many rows as those stories have steps (~4 per story: one per sentence after the
+    first), so that every method sees the same stories per step (quick 8, full 8)."""
+    word_steps: int | None = None
+    """Optimizer steps of the word-problem runs and of the consistency arms (quick 300, full 1000)."""
+    word_hidden_size: int | None = None
+    """Model width of the word-problem runs and of the consistency arms (quick 64, full 64)."""
     word_max_value: int | None = None
-    """Every quantity of a story stays below this (quick 100: two-digit arithmetic a tiny model can learn in
-    the quick budget; full 1000, the task's default)."""
+    """Every quantity of a story stays below this (quick and full 100: two-digit arithmetic; the task's own
+    default is 1000, whose three-digit results the full budget's tiny model does not learn)."""
     word_train_noise: tuple[int, ...] = (0, 1)
     """Irrelevant sentences per training story: the training set is split evenly over these counts (a
     state-mode model must have seen the ``skip`` action to skip anything)."""
     word_test_noise: int = 2
     """Irrelevant sentences per noisy test story (the clean test has none; same stories otherwise)."""
     consistency_mu: float = 1.0
-    """mu of the consistency arm (the mu = 0 arm is the addition row's PAL-history run)."""
+    """mu of the consistency arms (the mu = 0 arm is the word-problem row's PAL-state run)."""
+    consistency_kinds: tuple[str, ...] = ("hidden",)
+    """Consistency losses to ablate, one arm each: hidden (squared L2 of hidden states) and/or action
+    (symmetric KL of next-token distributions), on word-problem steps with equal ``q op n`` keys."""
     progress: bool = False
     """Progress bars."""
 
@@ -142,16 +162,18 @@ class PaperBenchConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         for name in ("seeds", "tasks", "addition_test_digits", "grid_test_sizes", "grid_views", "grid_methods",
-                     "word_train_noise"):
+                     "word_train_noise", "consistency_kinds"):
             setattr(self, name, tuple(getattr(self, name)))
         if not self.seeds:
             raise ValueError("seeds must not be empty")
-        for name, allowed in (("tasks", TASKS), ("grid_views", VIEWS), ("grid_methods", GRID_METHODS)):
+        for name, allowed in (("tasks", TASKS), ("grid_views", VIEWS), ("grid_methods", GRID_METHODS),
+                              ("consistency_kinds", ("hidden", "action"))):
             value = getattr(self, name)
             if not value or set(value) - set(allowed):
                 raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {value}")
         for name in ("hidden_size", "steps", "batch_size", "test_size", "addition_train_size", "grid_train_size",
-                     "logic_train_size", "word_train_size", "word_batch_size"):
+                     "logic_train_size", "logic_steps", "logic_hidden_size", "word_train_size", "word_batch_size",
+                     "word_steps", "word_hidden_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if min(self.addition_test_digits) < 1 or min(self.grid_test_sizes) < 2:
@@ -198,13 +220,14 @@ def _cached(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
 
 
 def _pal(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int | None = None,
-         mu: float = 0.0):
+         steps: int | None = None, hidden_size: int | None = None, mu: float = 0.0, consistency: str = "hidden"):
     """Train a fresh tiny LM with PAL (or outcome-only) on ``trajs``; returns (model, tokenizer, PALConfig, TrainResult)."""
-    model, tok = build_tiny_model(cfg.model_config, seed=seed)
+    model, tok = build_tiny_model(replace(cfg.model_config, hidden_size=hidden_size or cfg.hidden_size), seed=seed)
+    steps = steps or cfg.steps
     pal = PALConfig(
-        output_dir=str(run_dir), mode=mode, lam=cfg.lam, mu=mu, learning_rate=cfg.learning_rate,
-        batch_size=batch_size or cfg.batch_size, max_steps=cfg.steps, warmup_steps=min(50, cfg.steps // 10),
-        seed=seed, progress=cfg.progress, save_total_limit=1,
+        output_dir=str(run_dir), mode=mode, lam=cfg.lam, mu=mu, consistency=consistency,
+        learning_rate=cfg.learning_rate, batch_size=batch_size or cfg.batch_size, max_steps=steps,
+        warmup_steps=min(50, steps // 10), seed=seed, progress=cfg.progress, save_total_limit=1,
     )
     result = train(pal, model=model, tokenizer=tok, trajectories=trajs)
     return result.model, tok, pal, result
@@ -271,13 +294,15 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
 # --- logic -----------------------------------------------------------------------------------------------
 def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5) -> dict:
     """Chains of 2..train_max letters in training; tested at train_max and 2 x train_max letters."""
-    key = {"method": method, "seed": seed, **_budget_key(cfg, "logic_train_size")}
+    key = {"method": method, "seed": seed, **_budget_key(cfg, "logic_train_size", "logic_steps"),
+           "hidden_size": cfg.logic_hidden_size}
 
     def run(run_dir: Path) -> dict:
         task = LogicTask()
         problems = task.sample_range(seed, train_max, cfg.logic_train_size)
         trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
-        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs)
+        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, steps=cfg.logic_steps,
+                                    hidden_size=cfg.logic_hidden_size)
         seen, evals = set(problems), {}
         for size in (train_max, 2 * train_max):
             probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
@@ -288,12 +313,18 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5)
 
 
 # --- word problems ------------------------------------------------------------------------------------------
-def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5) -> dict:
+def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, mu: float = 0.0,
+             consistency: str = "hidden") -> dict:
     """Stories of 2..train_ops operations in training; tested on fresh train_ops-operation stories, clean
-    and with ``word_test_noise`` irrelevant sentences (the same stories otherwise)."""
+    and with ``word_test_noise`` irrelevant sentences (the same stories otherwise). ``mu > 0``: the
+    consistency arm, cached under ``consistency/``."""
     key = {"method": method, "seed": seed,
-           **_budget_key(cfg, "word_train_size", "word_batch_size", "word_max_value", "word_train_noise",
-                         "word_test_noise")}
+           **_budget_key(cfg, "word_train_size", "word_batch_size", "word_steps", "word_max_value",
+                         "word_train_noise", "word_test_noise"), "hidden_size": cfg.word_hidden_size}
+    name, folder = method, "word_problems"
+    if mu > 0:
+        key.update(mu=mu, consistency=consistency)
+        name, folder = f"{method} mu={mu:g} {consistency}", "consistency"
 
     def run(run_dir: Path) -> dict:
         per_level = -(-cfg.word_train_size // len(cfg.word_train_noise))
@@ -301,22 +332,29 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5) 
                     for p in WordProblemTask(n, cfg.word_max_value).sample_range(seed * 100 + i, train_ops, per_level)]
         task = WordProblemTask(max_value=cfg.word_max_value)
         trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
-        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=cfg.word_batch_size)
+        # the same stories per optimizer step in every method: a state-mode row is one step of a story
+        rows_per_story = sum(len(t.steps) for t in trajs) / len(trajs) if method == "state" else 1
+        batch = max(1, round(cfg.word_batch_size * rows_per_story))
+        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=batch,
+                                    steps=cfg.word_steps, hidden_size=cfg.word_hidden_size, mu=mu,
+                                    consistency=consistency)
         evals = {}
         for label, noise in (("clean", 0), ("noisy", cfg.word_test_noise)):
             probs = task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise)
             evals[label] = summarize(rollout(model, tok, task, probs, method, pal.step_format))
-        return {"method": method, "seed": seed, "eval": evals, "final_train_metrics": res.final_metrics}
+        return {"method": name, "seed": seed, "eval": evals, "batch_size": pal.batch_size,
+                "final_train_metrics": res.final_metrics}
 
-    return _cached(Path(cfg.output_dir) / "word_problems" / f"{method}-seed{seed}", key, run)
+    return _cached(Path(cfg.output_dir) / folder / f"{name.replace(' ', '-')}-seed{seed}", key, run)
 
 
 # --- consistency ----------------------------------------------------------------------------------------------
-def consistency_run(cfg: PaperBenchConfig, seed: int) -> dict:
-    """PAL-history on addition with mu = consistency_mu: the addition row's run, everything equal but mu."""
-    add = replace(cfg.addition_config(), mu=cfg.consistency_mu, methods=("history",),
-                  output_dir=str(Path(cfg.output_dir) / "consistency"))
-    return {**run_one(add, "history", seed), "method": f"history mu={cfg.consistency_mu:g}"}
+def consistency_run(cfg: PaperBenchConfig, kind: str, seed: int) -> dict:
+    """PAL-state on word problems with mu = consistency_mu and the ``kind`` loss over steps with equal
+    ``q op n`` keys (the same sub-problem in differently worded stories): the word-problem row's PAL-state
+    run, everything equal but mu. (A state's own rendering would be a useless key in state mode: rows
+    with equal states are equal inputs, so their hidden states are already equal.)"""
+    return word_run(cfg, "state", seed, mu=cfg.consistency_mu, consistency=kind)
 
 
 # --- aggregation, table, plots -------------------------------------------------------------------------------
@@ -377,7 +415,7 @@ def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
                      _pct(gap), "points", paper_gap])
     for method, conds in tables.get("consistency", {}).items():
         for cond, m in conds.items():
-            rows.append(["consistency", method, f"{cond} digits", "exact", _pct(m["exact_match"]),
+            rows.append(["consistency", method, f"word 5 ops, {cond}", "exact", _pct(m["exact_match"]),
                          f"trace valid {_pct(m.get('trace_valid'))}", "no figure"])
     return rows
 
@@ -430,7 +468,8 @@ def plot_task(task: str, table: dict, cfg: PaperBenchConfig, path: Path) -> None
         "logic": ("Logic chains, trained on 2-5 letters", [f"{c} letters" for c in conds], "chance is 50%"),
         "word_problems": ("Word problems, 5 operations", [f"{c}" for c in conds],
                           f"noisy: {cfg.word_test_noise} irrelevant sentences; paper: PAL ~80%, baseline ~60%"),
-        "consistency": ("Consistency ablation: PAL-history on addition", [f"{c} digits" for c in conds], ""),
+        "consistency": ("Consistency ablation: PAL-state on word problems, 5 ops", [f"{c}" for c in conds],
+                        "mu = 0 vs mu > 0 over steps with equal q op n"),
     }
     title, xlabels, note = titles[task]
     _plot(path, f"{title} ({seeds})", xlabels, series, "success (%)" if task == "grid" else "exact match (%)", note)
@@ -449,9 +488,9 @@ def run_task(cfg: PaperBenchConfig, task: str) -> list[dict]:
         return [logic_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
     if task == "word_problems":
         return [word_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
-    add = cfg.addition_config()  # consistency: mu = 0 is the addition row's history run (cached, shared)
-    base = [{**run_one(add, "history", s), "method": "history mu=0"} for s in cfg.seeds]
-    return base + [consistency_run(cfg, s) for s in cfg.seeds]
+    # consistency: mu = 0 is the word-problem row's PAL-state run (cached, shared)
+    base = [{**word_run(cfg, "state", s), "method": "state mu=0"} for s in cfg.seeds]
+    return base + [consistency_run(cfg, k, s) for k in cfg.consistency_kinds for s in cfg.seeds]
 
 
 def main(cfg: PaperBenchConfig) -> dict:
