@@ -14,7 +14,7 @@ records are read as the official task reads them: one per (classification, idx),
 ``error_steps`` entries past the last step ignored (the official loop runs over the steps only); the
 two records with an empty step are left out (our trajectory format rejects empty actions).
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/prmbench_eval.py    # ~15 min on 1 thread
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/prmbench_eval.py    # ~23 min on 1 busy thread
 """
 
 from __future__ import annotations
