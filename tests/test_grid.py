@@ -1,12 +1,23 @@
-"""The grid task: expert paths are shortest and pass every checker, the checkers find exactly the wrong
-move (but accept any shortest-path move), the executor reproduces the expert, the state -> action map is
-deterministic in the default view, metrics on hand-made paths, and generation is deterministic."""
+"""The grid task: expert paths are shortest and pass every checker (in every view), the checkers find
+exactly the wrong move (but accept any shortest-path move), the executor reproduces the expert, the state ->
+action map is deterministic in the default view, the trail view's rendering and memory on hand-made
+walks, metrics on hand-made paths, and generation is deterministic."""
 
 from __future__ import annotations
 
 import pytest
 
-from procsup.tasks.grid import MOVES, GridTask, grid_metrics, parse_grid, render_grid, state_ambiguity
+from procsup.tasks.grid import (
+    MOVES,
+    TRAIL,
+    VIEWS,
+    GridTask,
+    grid_metrics,
+    parse_grid,
+    render_grid,
+    state_ambiguity,
+    toward_first,
+)
 
 SIZES = {3: 40, 4: 60, 6: 40, 10: 20, 20: 8}  # grid side -> problems per test
 
@@ -18,8 +29,9 @@ def problems(task: GridTask, seed: int = 0):
     return [p for size, n in SIZES.items() for p in task.sample(seed, size, n)]
 
 
-def test_expert_paths_are_shortest_and_pass_the_checkers():
-    task = GridTask()
+@pytest.mark.parametrize("view", VIEWS)
+def test_expert_paths_are_shortest_and_pass_the_checkers(view):
+    task = GridTask(view=view)
     for p in problems(task):
         traj = task.expert(p)
         actions = [s.action for s in traj.steps]
@@ -29,8 +41,9 @@ def test_expert_paths_are_shortest_and_pass_the_checkers():
         assert traj.input == render_grid(p) and task.problem_of(traj) == p
 
 
-def test_check_steps_finds_exactly_the_corrupted_step():
-    task = GridTask()
+@pytest.mark.parametrize("view", ["field", "trail"])  # the trail view's expert breaks ties differently
+def test_check_steps_finds_exactly_the_corrupted_step(view):
+    task = GridTask(view=view)
     for p in problems(task, seed=1)[::3]:
         actions = [s.action for s in task.expert(p).steps]
         state = task.initial_state(p)
@@ -62,7 +75,7 @@ def test_missing_and_extra_moves_are_wrong():
 
 
 def test_executor_driven_by_the_expert_reproduces_it():
-    for view in ("field", "local"):
+    for view in VIEWS:
         task = GridTask(view=view)
         for p in problems(task, seed=2):
             traj = task.state_trajectory(p)
@@ -100,6 +113,51 @@ def test_field_state_determines_the_expert_action():
             assert list(marks) == list(MOVES) and step.action == next(m for m, v in marks.items() if v == "+")
     # the local view cannot see around walls: the same window and offset can call for different moves
     assert state_ambiguity(GridTask(view="local"), ps) > 0.01
+
+
+def test_trail_view_on_a_hand_made_walk():
+    """Each move with the cell it leads to (# blocked, . open, o visited since the last waypoint, * the next
+    waypoint), the four diagonal cells, then the offset."""
+    task = GridTask(view="trail")
+    p = parse_grid(HAND)  # S.1 / .#. / ..2
+    s = task.initial_state(p)
+    assert GridTask(view="local").render_state(s) == "###/#@./#.# +2,+0"
+    assert task.render_state(s) == "U# D. L# R. #### +2,+0"  # the same window, laid out by action
+    assert task.render_state(task.execute(s, "R")) == "U# D# Lo R* ##.. +1,+0"  # local: ###/o@*/.#.
+    leg2 = task.execute(task.execute(s, "R"), "R")  # waypoint 1 reached: a new leg, the memory starts afresh
+    assert task.render_state(leg2) == "U# D. L. R# #### +0,+2"
+    assert [st.action for st in task.expert(p).steps] == list("RRDD")
+
+    # a detour into the bottom-left corner: D, D, R, then back L
+    walk = s
+    for move in "DDR":
+        walk = task.execute(walk, move)
+    assert task.render_state(walk) == "U# D# Lo R. o.## +1,-2"  # the open cell to the right is new: trail shown
+    walk = task.execute(walk, "L")  # boxed in: both open neighbours visited; the way back (up) is shown open
+    assert task.render_state(walk) == "U. D# L# Ro #### +2,-2"
+    walk = task.execute(walk, "U")  # boxed in again: the way back is the start, above
+    assert task.render_state(walk) == "U. Do L# R# #.#o +2,-1"
+    walk = task.execute(walk, "U")  # at the start: the free cell to the right was never visited
+    assert task.render_state(walk) == "U# Do L# R. #### +2,+0"
+
+
+def test_trail_expert_never_steps_on_its_trail_and_breaks_ties_toward_the_waypoint():
+    """In the trail view the expert never moves onto an 'o' cell and is never boxed in (a shortest path does not
+    revisit a cell within a leg), it takes the first shortest-path move of toward_first, and the memory makes
+    the view much less ambiguous than the local one."""
+    task, local = GridTask(view="trail"), GridTask(view="local")
+    ps = [p for size in (4, 6) for p in task.sample(5, size, 150)]
+    for p in ps:
+        state = task.initial_state(p)
+        for step in task.state_trajectory(p).steps:
+            near = dict(mark for mark in step.state.split()[:4])  # "Lo" -> ("L", "o")
+            assert list(near) == list(MOVES) and near[step.action] in ".*"
+            ok = [m for m in toward_first(state.pos, p.waypoints[state.target]) if task.check_state_step(state, m)]
+            assert step.action == ok[0]
+            state = task.execute(state, step.action)
+    assert toward_first((0, 0), (3, 1)) == ["D", "R", "U", "L"] and toward_first((2, 2), (2, 0)) == ["L", "U", "D", "R"]
+    assert state_ambiguity(task, ps) < state_ambiguity(local, ps) / 2
+    assert TRAIL not in {ch for p in ps for s in local.expert(p).steps for ch in s.state}
 
 
 def test_state_rendering_is_size_independent():
