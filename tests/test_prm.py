@@ -119,3 +119,14 @@ def test_build_prm_loads_a_local_causal_lm(tmp_path, tiny_model):
     loaded = prm.state_dict()
     assert all(torch.equal(v, loaded[k]) for k, v in base.items())
     assert build_prm(tmp_path, soft=True).config.num_labels == 1
+
+
+def test_build_prm_turns_head_dropout_off_so_training_is_reproducible(tmp_path, tiny_model):
+    model, _ = tiny_model
+    model.save_pretrained(tmp_path)
+    prm = build_prm(tmp_path)
+    assert prm.dropout.p == 0.0
+    prm.train()
+    x = torch.randint(0, 10, (2, 7))
+    assert torch.equal(prm(input_ids=x).logits, prm(input_ids=x).logits)  # train mode, no randomness left
+    assert build_prm(tmp_path, classifier_dropout=0.3).dropout.p == 0.3

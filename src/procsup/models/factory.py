@@ -84,6 +84,7 @@ def tiny_hf_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
+        classifier_dropout=0.0,  # read by the token-classification head of a PRM built on this config
     )
     inter = cfg.intermediate_size or 4 * cfg.hidden_size
     if cfg.arch == "gpt2":

@@ -12,19 +12,25 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForTokenClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForTokenClassification, PreTrainedModel
 
 from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.data.batch import collate
 
 
-def build_prm(backbone: str | Path, *, soft: bool = False, trust_remote_code: bool = False) -> PreTrainedModel:
+def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: float = 0.0,
+              trust_remote_code: bool = False) -> PreTrainedModel:
     """A PRM on a local backbone directory: a 2-class head (hard labels) or a 1-logit head (soft labels).
-    The head is new (randomly initialised); the backbone's weights are loaded (safetensors only)."""
+    The head is new (randomly initialised); the backbone's weights are loaded (safetensors only).
+
+    Dropout before the head is off by default (transformers' token-classification heads default to
+    0.1): with it, two runs of the same seed drift apart, and TRL's PRMTrainer turns it off too."""
+    config = AutoConfig.from_pretrained(backbone, local_files_only=True, trust_remote_code=trust_remote_code)
+    config.num_labels = 1 if soft else 2
+    config.classifier_dropout = classifier_dropout
     return AutoModelForTokenClassification.from_pretrained(
-        backbone, num_labels=1 if soft else 2, use_safetensors=True, local_files_only=True,
-        trust_remote_code=trust_remote_code,
+        backbone, config=config, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code,
     )
 
 
