@@ -26,6 +26,7 @@ def test_quick_fills_budgets_and_explicit_values_win():
     quick = PaperBenchConfig(quick=True, steps=7)
     assert quick.steps == 7 and quick.hidden_size == paper.QUICK["hidden_size"]
     assert PaperBenchConfig().grid_test_sizes == paper.FULL["grid_test_sizes"]
+    assert PaperBenchConfig().grid_views == ("trail", "local", "field") and quick.grid_views == ("trail", "field")
     with pytest.raises(ValueError):
         PaperBenchConfig(tasks=("nope",))
     with pytest.raises(ValueError):
@@ -43,9 +44,9 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
     assert set(result["tables"]) == {*TASKS, "word_gaps"}
     assert set(result["tables"]["addition"]) == {"outcome", "history", "state"}
     grid = result["tables"]["grid"]
-    assert set(grid) == {"pal-lm-field", "pal-lm-local", "pal-head-field", "pal-head-local", "text-history",
-                         "text-outcome", "reinforce-field", "reinforce-local"}
-    for cell in grid["pal-head-local"]["4"].values():
+    assert set(grid) == {"pal-lm-field", "pal-lm-trail", "pal-head-field", "pal-head-trail", "text-history",
+                         "text-outcome", "reinforce-field", "reinforce-trail"}  # quick: no local view
+    for cell in grid["pal-head-trail"]["4"].values():
         assert 0.0 <= cell["mean"] <= 1.0 and len(cell["per_seed"]) == 1
     assert set(result["tables"]["logic"]["state"]) == {"5", "10"}
     assert set(result["tables"]["word_problems"]["history"]) == {"clean", "noisy"}
@@ -56,7 +57,7 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
     assert words["history"]["batch_size"] == 2 and words["state"]["batch_size"] > 2
     arm = next(r for r in result["runs"]["consistency"] if r["method"] == f"state mu={mu} hidden")
     assert arm["key"]["mu"] == cfg.consistency_mu and arm["key"]["word_steps"] == 2
-    reinforce = next(r for r in result["runs"]["grid"] if r["method"] == "reinforce-local")
+    reinforce = next(r for r in result["runs"]["grid"] if r["method"] == "reinforce-trail")
     assert reinforce["env_steps"] == reinforce["demonstration_steps"]  # RL gets PAL's number of env steps
     header, *rows = result["rows"]
     assert header[-1] == "paper" and len(rows) > 20 and all(len(r) == len(header) for r in rows)

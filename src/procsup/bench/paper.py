@@ -7,8 +7,10 @@ budget of optimizer steps x rows) with PAL and with a baseline, and tests where 
   (paper: ~10% vs ~80%). The runs are :func:`procsup.bench.addition.run_one`.
 * ``grid``: trained on 3x3-4x4 grids, tested on 4x4, 6x6 (and 10x10, 20x20 when not quick). PAL in
   state mode with the move as text (``pal-lm``) and with an action head (``pal-head``), each with the
-  ``local`` view (3x3 window + clipped offset) and the ``field`` view (the environment marks which moves
-  shorten the path: the planning is done by the executor). Baselines: whole-path imitation on the grid
+  ``trail`` view (3x3 window + clipped offset + the cells the agent visited since its last waypoint: what
+  it sees and remembers), the ``field`` view (the environment marks which moves shorten the path: the
+  planning is done by the executor) and, when not quick, the ``local`` view (the trail view without the
+  memory). Baselines: whole-path imitation on the grid
   text without per-step states (``text-history``: one move per step; ``text-outcome``: the move string
   alone) and REINFORCE on the success reward given as many environment steps as the PAL demonstrations
   contain (``reinforce``, action head, per view). Metrics: success, SPL, share optimal. Paper: PAL
@@ -119,8 +121,9 @@ class PaperBenchConfig:
     """Grid training problems, sides 3..4 (quick 500, full 2000)."""
     grid_test_sizes: tuple[int, ...] | None = None
     """Grid test sides (quick 4,6; full 4,6,10,20)."""
-    grid_views: tuple[str, ...] = VIEWS
-    """State renderings for the state-based grid methods: field and/or local."""
+    grid_views: tuple[str, ...] | None = None
+    """State renderings for the state-based grid methods, any of trail, local, field (quick: trail, field;
+    full: trail, local, field; the local ablation is left out of quick for time)."""
     grid_methods: tuple[str, ...] = GRID_METHODS
     """Any of pal-lm, pal-head, text-history, text-outcome, reinforce."""
     reinforce_learning_rate: float = 1e-4
@@ -158,6 +161,8 @@ class PaperBenchConfig:
     """Progress bars."""
 
     def __post_init__(self) -> None:
+        if self.grid_views is None:
+            self.grid_views = ("trail", "field") if self.quick else ("trail", "local", "field")
         for name, value in (QUICK if self.quick else FULL).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -464,7 +469,7 @@ def plot_task(task: str, table: dict, cfg: PaperBenchConfig, path: Path) -> None
         "addition": ("Addition, trained on 1-3 digits", [f"{c} digits" for c in conds],
                      "paper at 5 digits: outcome ~10%, PAL ~80%"),
         "grid": ("Grid navigation, trained on 3x3-4x4 (success)", [f"{c}x{c}" for c in conds],
-                 "field view: the environment marks which moves shorten the path"),
+                 "trail: window + offset + own trail; field: the environment marks which moves shorten the path"),
         "logic": ("Logic chains, trained on 2-5 letters", [f"{c} letters" for c in conds], "chance is 50%"),
         "word_problems": ("Word problems, 5 operations", [f"{c}" for c in conds],
                           f"noisy: {cfg.word_test_noise} irrelevant sentences; paper: PAL ~80%, baseline ~60%"),
@@ -527,9 +532,10 @@ def main(cfg: PaperBenchConfig) -> dict:
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out / "results.json")
     print(render(rows))
-    if "grid" in tables and "field" in cfg.grid_views:
-        print("grid, field view: the environment computes the distance field and marks which moves shorten the "
-              "path (the executor plans); local view: 3x3 window + offset to the next waypoint.")
+    if "grid" in tables:
+        print("grid views: trail = 3x3 window + offset to the next waypoint + the cells visited since the last "
+              "waypoint (what the agent sees and remembers); local = the same without the memory; field = the "
+              "environment computes the distance field and marks which moves shorten the path (the executor plans).")
     per_task = ", ".join(f"{t} {s:.0f}s" for t, s in seconds.items())
     print(f"wall time {result['wall_seconds']:.0f}s ({per_task}); wrote {out}/results.json and one PNG per task")
     return result
