@@ -14,7 +14,8 @@ Per seed, everything from scratch:
 3. **PRM and ORM**: the policy's weights with a new 2-class head, the same traces and the same budget.
    The PRM learns every step's label; the ORM only the answer step's (an outcome reward model).
 4. **Test**: ``n`` samples per fresh test problem. Best-of-N accuracy against N for the PRM (aggregations
-   min, product, mean, last), the ORM (its answer-step score), majority vote, PRM-weighted majority, and
+   min, product, mean, last; and min over the process steps alone, ``prm-min-steps``), the ORM (its
+   answer-step score), majority vote, PRM-weighted majority, and
    pass@N (some sample is right: the ceiling of any reranker); random subsets, averaged. Step AUROC and
    accuracy of both reward models against the oracle labels of the test samples.
 5. **Beam search** with the PRM (min over steps) at about the policy samples best-of-N spends
@@ -66,7 +67,7 @@ class PRMBenchConfig:
     """Attention heads."""
     policy_train_size: int = 20000
     """Policy training problems (1..3-digit operands, 30% carry-heavy)."""
-    policy_steps: int = 250
+    policy_steps: int = 300
     """Policy optimizer steps (64 rows each): few, so that the policy is weak."""
     temperature: float = 1.0
     """Sampling temperature of the policy (labels, best-of-N and beam search)."""
@@ -74,11 +75,11 @@ class PRMBenchConfig:
     """Fresh training problems whose policy samples are labelled for the reward models."""
     label_samples: int = 4
     """Policy samples per labelled problem."""
-    rm_steps: int = 400
+    rm_steps: int = 1200
     """Optimizer steps of the PRM and of the ORM."""
     rm_batch_size: int = 32
     """Traces per reward-model step."""
-    rm_learning_rate: float = 1e-3
+    rm_learning_rate: float = 3e-4
     """Peak learning rate of the reward models."""
     test_digits: int = 3
     """Test problems have two operands of this many digits."""
@@ -189,10 +190,14 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         prm_s, orm_s = per_problem(scores["prm"]), per_problem(scores["orm"])
         curves = {f"prm-{how}": prm_metrics.best_of_n_curve(prm_s, correct, how, candidates_answers=answers,
                                                              ns=cfg.ns, seed=seed) for how in AGGREGATIONS}
+        # the PRM's min over the process steps alone, its answer-step score left out
+        steps_only = [[row[:-1] or row for row in rows] for rows in prm_s]
+        curves["prm-min-steps"] = prm_metrics.best_of_n_curve(steps_only, correct, "min", ns=cfg.ns, seed=seed)
         orm_curve = prm_metrics.best_of_n_curve(orm_s, correct, "last", candidates_answers=answers, ns=cfg.ns, seed=seed)
         curves["orm"] = orm_curve
         bon = {str(n): {
             **{f"prm-{how}": curves[f"prm-{how}"][n]["best_of_n"] for how in AGGREGATIONS},
+            "prm-min-steps": curves["prm-min-steps"][n]["best_of_n"],
             "prm-weighted-majority": curves["prm-min"][n]["weighted_majority_vote"],
             "orm": orm_curve[n]["best_of_n"], "orm-weighted-majority": orm_curve[n]["weighted_majority_vote"],
             "majority": orm_curve[n]["majority_vote"], "pass": orm_curve[n]["oracle"],
@@ -268,7 +273,8 @@ def _num(s: dict | None) -> str:
 
 def format_tables(table: dict) -> dict[str, list[list[str]]]:
     """Three tables: best-of-N against N; step metrics; beam search beside best-of-N at equal samples."""
-    methods = ["prm-min", "prm-product", "prm-mean", "prm-last", "prm-weighted-majority", "orm", "majority", "pass"]
+    methods = ["prm-min", "prm-min-steps", "prm-product", "prm-mean", "prm-last", "prm-weighted-majority", "orm",
+               "majority", "pass"]
     bon = [["N", "samples", *methods]]
     for n, row in table["best_of_n"].items():
         bon.append([n, f"{row['samples']['mean']:.0f}", *[_pct(row[m]) for m in methods]])
