@@ -36,16 +36,16 @@ Writes ``results.json``, one PNG per task, and prints our figure beside the pape
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from procsup.bench.addition import AdditionBenchConfig, run_one
+from procsup.bench.cache import cached_run
 from procsup.evaluation.rollout import rollout, summarize
 from procsup.models.action_head import ActionHeadModel, rollout_action_head
 from procsup.models.factory import TinyModelConfig, build_tiny_model
@@ -204,26 +204,7 @@ class PaperBenchConfig:
         )
 
 
-# --- one cached run ------------------------------------------------------------------------------------
-def _cached(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
-    """``fn(run_dir)`` once per key: a finished run with the same key is read back from ``eval.json``; a
-    stale or unfinished folder is cleared first (a checkpoint of other settings must not be resumed)."""
-    done = run_dir / "eval.json"
-    key = json.loads(json.dumps(key))
-    if done.is_file():
-        cached = json.loads(done.read_text())
-        if cached.get("key") == key:
-            return cached
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    t0 = time.perf_counter()
-    out = {"key": key, **fn(run_dir), "seconds": time.perf_counter() - t0}
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(done)
-    return out
-
-
+# --- one PAL training run ---------------------------------------------------------------------------
 def _pal(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int | None = None,
          steps: int | None = None, hidden_size: int | None = None, mu: float = 0.0, consistency: str = "hidden"):
     """Train a fresh tiny LM with PAL (or outcome-only) on ``trajs``; returns (model, tokenizer, PALConfig, TrainResult)."""
@@ -293,7 +274,7 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
             evals[str(size)]["n"] = len(per)
         return {"method": name, "seed": seed, "eval": evals, **info}
 
-    return _cached(Path(cfg.output_dir) / "grid" / f"{name}-seed{seed}", key, run)
+    return cached_run(Path(cfg.output_dir) / "grid" / f"{name}-seed{seed}", key, run)
 
 
 # --- logic -----------------------------------------------------------------------------------------------
@@ -314,7 +295,7 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5)
             evals[str(size)] = summarize(rollout(model, tok, task, probs, method, pal.step_format))
         return {"method": method, "seed": seed, "eval": evals, "final_train_metrics": res.final_metrics}
 
-    return _cached(Path(cfg.output_dir) / "logic" / f"{method}-seed{seed}", key, run)
+    return cached_run(Path(cfg.output_dir) / "logic" / f"{method}-seed{seed}", key, run)
 
 
 # --- word problems ------------------------------------------------------------------------------------------
@@ -350,7 +331,7 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
         return {"method": name, "seed": seed, "eval": evals, "batch_size": pal.batch_size,
                 "final_train_metrics": res.final_metrics}
 
-    return _cached(Path(cfg.output_dir) / folder / f"{name.replace(' ', '-')}-seed{seed}", key, run)
+    return cached_run(Path(cfg.output_dir) / folder / f"{name.replace(' ', '-')}-seed{seed}", key, run)
 
 
 # --- consistency ----------------------------------------------------------------------------------------------
