@@ -15,7 +15,8 @@ from procsup.bench.paper import TASKS, PaperBenchConfig, main
 def tiny_config(out) -> PaperBenchConfig:
     return PaperBenchConfig(
         output_dir=str(out), seeds=(0,), quick=True, hidden_size=16, num_layers=1, num_heads=2, steps=2, batch_size=4,
-        test_size=2, addition_train_size=8, addition_test_digits=(3,), grid_train_size=6, grid_test_sizes=(4,),
+        test_size=2, addition_train_size=8, addition_test_digits=(3,), grid_train_size=6, grid_test_sizes=(4,), grid_steps=2,
+        grid_batch_size=4, grid_hidden_size=16,
         logic_train_size=6, logic_steps=2, logic_hidden_size=16, word_train_size=6, word_batch_size=2, word_steps=2,
         word_hidden_size=16,
         consistency_kinds=("hidden", "action"),
@@ -75,3 +76,11 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
         monkeypatch.setattr(module, name, no_training)
     again = main(cfg)
     assert json.dumps(again["tables"]) == json.dumps(result["tables"])
+
+
+def test_grid_row_has_its_own_budget():
+    full = PaperBenchConfig()
+    assert (full.grid_steps, full.grid_batch_size, full.grid_hidden_size) == (1500, 32, 64)
+    assert PaperBenchConfig(quick=True).grid_steps == paper.QUICK["grid_steps"]
+    with pytest.raises(ValueError, match="grid_steps"):
+        PaperBenchConfig(grid_steps=0)

@@ -13,7 +13,8 @@ budget of optimizer steps x rows) with PAL and with a baseline, and tests where 
   memory). Baselines: whole-path imitation on the grid
   text without per-step states (``text-history``: one move per step; ``text-outcome``: the move string
   alone) and REINFORCE on the success reward given as many environment steps as the PAL demonstrations
-  contain (``reinforce``, action head, per view). Metrics: success, SPL, share optimal. Paper: PAL
+  contain (``reinforce``, action head, per view). Its own budget: ``grid_steps``, ``grid_batch_size``,
+  ``grid_hidden_size`` (full: 1500 x 32 rows, width 64). Metrics: success, SPL, share optimal. Paper: PAL
   generalizes 4x4 -> 6x6 "with minimal performance loss", the baseline "seldom reaches the goal".
 * ``logic``: outcome-only vs PAL-history vs PAL-state on chains of 2..5 letters, tested at 5 and at
   twice that; exact match (the answer is ``<`` or ``>``: chance is 50%) and trace validity. Its own
@@ -73,11 +74,13 @@ PAPER = {
 
 # Budgets left at None are filled from one of these (quick: the whole benchmark in <= 15 min on 2 cores).
 QUICK = dict(hidden_size=64, steps=300, batch_size=32, test_size=100, addition_train_size=2000,
-             addition_test_digits=(3, 5), grid_train_size=500, grid_test_sizes=(4, 6), logic_train_size=2000,
+             addition_test_digits=(3, 5), grid_train_size=500, grid_test_sizes=(4, 6), grid_steps=300,
+             grid_batch_size=32, grid_hidden_size=64, logic_train_size=2000,
              logic_steps=300, logic_hidden_size=64, word_train_size=2000, word_batch_size=8, word_steps=300,
              word_hidden_size=64, word_max_value=100)
 FULL = dict(hidden_size=128, steps=500, batch_size=64, test_size=300, addition_train_size=20000,
             addition_test_digits=(3, 5, 10, 20), grid_train_size=2000, grid_test_sizes=(4, 6, 10, 20),
+            grid_steps=1500, grid_batch_size=32, grid_hidden_size=64,
             logic_train_size=5000, logic_steps=1000, logic_hidden_size=64, word_train_size=5000, word_batch_size=8,
             word_steps=1000, word_hidden_size=64, word_max_value=100)
 
@@ -121,6 +124,13 @@ class PaperBenchConfig:
     """Grid training problems, sides 3..4 (quick 500, full 2000)."""
     grid_test_sizes: tuple[int, ...] | None = None
     """Grid test sides (quick 4,6; full 4,6,10,20)."""
+    grid_steps: int | None = None
+    """Optimizer steps of the supervised grid runs (quick 300, full 1500: where the trail view reaches ~95%
+    on 6x6, docs/results/grid_views.md)."""
+    grid_batch_size: int | None = None
+    """Rows (states, or whole paths for the text methods) per grid step (quick 32, full 32)."""
+    grid_hidden_size: int | None = None
+    """Model width of every grid run, REINFORCE's included (quick 64, full 64)."""
     grid_views: tuple[str, ...] | None = None
     """State renderings for the state-based grid methods, any of trail, local, field (quick: trail, field;
     full: trail, local, field; the local ablation is left out of quick for time)."""
@@ -177,6 +187,7 @@ class PaperBenchConfig:
             if not value or set(value) - set(allowed):
                 raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {value}")
         for name in ("hidden_size", "steps", "batch_size", "test_size", "addition_train_size", "grid_train_size",
+                     "grid_steps", "grid_batch_size", "grid_hidden_size",
                      "logic_train_size", "logic_steps", "logic_hidden_size", "word_train_size", "word_batch_size",
                      "word_steps", "word_hidden_size"):
             if getattr(self, name) < 1:
@@ -231,7 +242,10 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
     """One grid method (``view`` for the state-based ones), trained on sides 3..4, tested at every side."""
     name = f"{method}-{view}" if view else method
     key = {"method": name, "seed": seed,
-           **_budget_key(cfg, "grid_train_size", "grid_test_sizes", "reinforce_learning_rate")}
+           **_budget_key(cfg, "grid_train_size", "grid_test_sizes", "grid_steps", "grid_batch_size", "grid_hidden_size",
+                         "reinforce_learning_rate")}
+    budget = dict(steps=cfg.grid_steps, batch_size=cfg.grid_batch_size, hidden_size=cfg.grid_hidden_size)
+    model_config = replace(cfg.model_config, hidden_size=cfg.grid_hidden_size)
 
     def run(run_dir: Path) -> dict:
         task = GridTask(view=view or "field")  # the text methods never render a state
@@ -240,23 +254,23 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
         demo_steps = sum(len(t.steps) for t in trajs)
         info: dict[str, Any] = {"demonstration_steps": demo_steps}
         if method == "pal-lm":
-            model, tok, pal, res = _pal(cfg, run_dir, "state", seed, trajs)
+            model, tok, pal, res = _pal(cfg, run_dir, "state", seed, trajs, **budget)
             act = lambda probs: rollout(model, tok, task, probs, "state", pal.step_format)  # noqa: E731
         elif method in ("text-history", "text-outcome"):
             mode = method.split("-")[1]
-            model, tok, pal, res = _pal(cfg, run_dir, mode, seed, trajs)
+            model, tok, pal, res = _pal(cfg, run_dir, mode, seed, trajs, **budget)
             act = lambda probs: rollout(model, tok, task, probs, mode, pal.step_format)  # noqa: E731
         elif method == "pal-head":
-            backbone, tok = build_tiny_model(cfg.model_config, seed=seed)
+            backbone, tok = build_tiny_model(model_config, seed=seed)
             head = ActionHeadConfig(
                 output_dir=str(run_dir), actions=tuple(MOVES), lam=cfg.lam, learning_rate=cfg.learning_rate,
-                batch_size=cfg.batch_size, max_steps=cfg.steps, warmup_steps=min(50, cfg.steps // 10), seed=seed,
-                progress=cfg.progress,
+                batch_size=cfg.grid_batch_size, max_steps=cfg.grid_steps, warmup_steps=min(50, cfg.grid_steps // 10),
+                seed=seed, progress=cfg.progress,
             )
             res = train_action_head(head, model=backbone, tokenizer=tok, trajectories=trajs)
             act = lambda probs: rollout_action_head(res.model, task, probs)  # noqa: E731
         else:  # reinforce: the same policy class as pal-head, as many environment steps as PAL's demonstrations
-            backbone, tok = build_tiny_model(cfg.model_config, seed=seed)
+            backbone, tok = build_tiny_model(model_config, seed=seed)
             policy = ActionHeadModel(backbone, tok, tuple(MOVES), seed=seed)
             rl = ReinforceConfig(output_dir=str(run_dir), env_steps=demo_steps,
                                  learning_rate=cfg.reinforce_learning_rate, seed=seed, progress=cfg.progress)
