@@ -52,7 +52,7 @@ def test_main_smoke_and_cache(tmp_path, monkeypatch):
     for n, r in table["best_of_n"].items():  # no reranker beats pass@N
         assert all(r[m]["mean"] <= r["pass"]["mean"] + 1e-9 for m in r if m not in ("samples", "pass"))
     assert set(table["beam_search"]) == {"2x2"} and table["beam_search"]["2x2"]["samples"]["mean"] > 0
-    assert set(table["step_eval"]) == {"prm", "orm"}
+    assert set(table["step_eval"]) == {"prm", "orm"} and "within_problem_auroc" in table["step_eval"]["prm"]
     assert (tmp_path / "bon.png").stat().st_size > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["tables"]["search"][0] == ["search", "policy samples / problem", "accuracy (%)"]

@@ -426,3 +426,17 @@ def test_best_of_n_curve_rejects_bad_input():
         best_of_n_curve(CURVE_SCORES, CURVE_CORRECT, "last", seed=0, draws=0)
     with pytest.raises(ValueError, match="problem 1: candidates_scores has 4 candidates but candidates_answers has 3"):
         best_of_n_curve(CURVE_SCORES, CURVE_CORRECT, "last", candidates_answers=[["a"] * 4, ["x"] * 3])
+
+
+def test_within_problem_auroc_ignores_between_problem_difficulty():
+    from procsup.evaluation.prm_metrics import within_problem_auroc
+
+    # problem 0: the right candidate scores lowest; problem 1: highest; problem 2 has no wrong candidate.
+    scores = [[0.9, 0.8, 0.1], [0.2, 0.3, 0.4], [0.5, 0.5]]
+    correct = [[False, False, True], [False, False, True], [True, True]]
+    assert within_problem_auroc(scores, correct) == (0.5, 2)
+    # a scorer that only knows which problem is easy: pooled AUROC 0.83, within-problem chance
+    easy = [[0.9, 0.9], [0.1, 0.1]]
+    ok = [[True, False], [False, False]]
+    assert within_problem_auroc(easy, ok) == (0.5, 1)
+    assert within_problem_auroc([[0.3]], [[True]]) == (None, 0)

@@ -206,6 +206,8 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         labels = [s.label for t in flat for s in t.steps]
         is_answer = [i == len(t.steps) - 1 for t in flat for i in range(len(t.steps))]
         step_eval = {}
+        solution = {"prm": [[prm_metrics.aggregate(c, "min") for c in row] for row in prm_s],
+                    "orm": [[c[-1] for c in row] for row in orm_s]}
         for name in rms:
             all_scores = [x for row in scores[name] for x in row]
             proc = [(x, y) for x, y, a in zip(all_scores, labels, is_answer) if not a]
@@ -213,6 +215,8 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
                 "auroc_all_steps": _auroc(all_scores, labels),
                 "auroc_process_steps": _auroc(*zip(*proc)) if proc else None,
                 "accuracy_all_steps": prm_metrics.step_accuracy(all_scores, labels),
+                # ranking one problem's samples (PRM: min; ORM: its answer-step score), what best-of-N needs
+                "within_problem_auroc": prm_metrics.within_problem_auroc(solution[name], correct)[0],
             }
         timings["best_of_n"] = time.perf_counter() - t0
 
@@ -255,7 +259,7 @@ def aggregate(runs: list[dict]) -> dict:
     ns = list(runs[0]["best_of_n"])
     return {
         "best_of_n": {n: {k: _stat([r["best_of_n"][n][k] for r in runs]) for k in runs[0]["best_of_n"][n]} for n in ns},
-        "step_eval": {m: {k: _stat([r["step_eval"][m][k] for r in runs]) for k in runs[0]["step_eval"][m]}
+        "step_eval": {m: {k: _stat([r["step_eval"][m].get(k) for r in runs]) for k in runs[0]["step_eval"][m]}
                       for m in runs[0]["step_eval"]},
         "beam_search": {b: {k: _stat([r["beam_search"][b][k] for r in runs]) for k in runs[0]["beam_search"][b]}
                         for b in runs[0]["beam_search"]},
@@ -278,10 +282,11 @@ def format_tables(table: dict) -> dict[str, list[list[str]]]:
     bon = [["N", "samples", *methods]]
     for n, row in table["best_of_n"].items():
         bon.append([n, f"{row['samples']['mean']:.0f}", *[_pct(row[m]) for m in methods]])
-    steps = [["reward model", "step AUROC (all)", "step AUROC (process steps)", "step accuracy (all)"]]
+    steps = [["reward model", "step AUROC (all)", "step AUROC (process steps)", "step accuracy (all)",
+              "within-problem AUROC"]]
     for m, row in table["step_eval"].items():
         steps.append([m, _num(row["auroc_all_steps"]), _num(row["auroc_process_steps"]),
-                      _pct(row["accuracy_all_steps"])])
+                      _pct(row["accuracy_all_steps"]), _num(row.get("within_problem_auroc"))])
     search = [["search", "policy samples / problem", "accuracy (%)"]]
     for n, row in table["best_of_n"].items():
         search.append([f"best-of-{n}, PRM min", f"{row['samples']['mean']:.0f}", _pct(row["prm-min"])])

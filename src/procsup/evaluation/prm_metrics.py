@@ -435,6 +435,21 @@ def weighted_majority_vote(
     return hits / len(answers)
 
 
+def within_problem_auroc(
+    solution_scores: Sequence[Sequence[float]], candidates_correct: Sequence[Sequence[bool]]
+) -> tuple[float | None, int]:
+    """How well a reward model ranks one problem's candidates: for every problem with both a correct and a
+    wrong candidate, the AUROC of its candidates' solution scores (:func:`step_auroc` on that problem
+    alone), averaged over those problems. Returns ``(mean, number of such problems)``; ``(None, 0)`` when
+    no problem has both.
+
+    This is what best-of-N needs. A pooled AUROC over all problems' candidates also rewards telling easy
+    problems from hard ones, which does not help to choose among one problem's samples."""
+    _check_candidates(solution_scores, candidates_correct, "solution_scores", "candidates_correct")
+    per = [step_auroc(s, c) for s, c in zip(solution_scores, candidates_correct) if 0 < sum(map(bool, c)) < len(c)]
+    return (sum(per) / len(per) if per else None), len(per)
+
+
 def majority_vote(
     candidates_answers: Sequence[Sequence[Hashable | None]], candidates_correct: Sequence[Sequence[bool]]
 ) -> float:
