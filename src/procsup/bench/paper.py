@@ -47,6 +47,8 @@ import torch
 
 from procsup.bench.addition import AdditionBenchConfig, run_one
 from procsup.bench.cache import cached_run
+from procsup.bench.report import pct as _pct
+from procsup.bench.report import render, stat
 from procsup.evaluation.rollout import rollout, summarize
 from procsup.models.action_head import ActionHeadModel, rollout_action_head
 from procsup.models.factory import TinyModelConfig, build_tiny_model
@@ -358,14 +360,6 @@ def consistency_run(cfg: PaperBenchConfig, kind: str, seed: int) -> dict:
 
 
 # --- aggregation, table, plots -------------------------------------------------------------------------------
-def stat(values: list[float | None]) -> dict | None:
-    """Mean, population std and per-seed values (None when no seed has the metric)."""
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    return {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "per_seed": vals}
-
-
 def aggregate(runs: list[dict]) -> dict:
     """``{method: {condition: {metric: stat}}}`` over the seeds of each method."""
     table: dict = {}
@@ -376,10 +370,6 @@ def aggregate(runs: list[dict]) -> dict:
             for cond in mine[0]["eval"]
         }
     return table
-
-
-def _pct(s: dict | None) -> str:
-    return "n/a" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
 def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
@@ -418,14 +408,6 @@ def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
             rows.append(["consistency", method, f"word 5 ops, {cond}", "exact", _pct(m["exact_match"]),
                          f"trace valid {_pct(m.get('trace_valid'))}", "no figure"])
     return rows
-
-
-def render(rows: list[list[str]], markdown: bool = False) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def _plot(path: Path, title: str, xlabels: list[str], series: dict[str, tuple[list[float], list[float]]],

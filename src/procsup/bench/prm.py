@@ -38,6 +38,7 @@ import torch
 import procsup.models.prm as prm_models
 from procsup.annotation.oracle import oracle_label, sample_traces, with_answer_step
 from procsup.bench.cache import cached_run
+from procsup.bench.report import pct, render, stat
 from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import TinyModelConfig, build_tiny_model
@@ -246,29 +247,17 @@ def _auroc(scores, labels) -> float | None:
     return prm_metrics.step_auroc(scores, labels) if 0 < sum(labels) < len(labels) else None
 
 
-def _stat(values: list[float | None]) -> dict | None:
-    """Mean ± population std over the seeds that have the value (None if none has it)."""
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    return {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "per_seed": values}
-
-
 def aggregate(runs: list[dict]) -> dict:
     """Mean ± std over seeds of every best-of-N entry, step metric and beam result."""
     ns = list(runs[0]["best_of_n"])
     return {
-        "best_of_n": {n: {k: _stat([r["best_of_n"][n][k] for r in runs]) for k in runs[0]["best_of_n"][n]} for n in ns},
-        "step_eval": {m: {k: _stat([r["step_eval"][m].get(k) for r in runs]) for k in runs[0]["step_eval"][m]}
+        "best_of_n": {n: {k: stat([r["best_of_n"][n][k] for r in runs]) for k in runs[0]["best_of_n"][n]} for n in ns},
+        "step_eval": {m: {k: stat([r["step_eval"][m].get(k) for r in runs]) for k in runs[0]["step_eval"][m]}
                       for m in runs[0]["step_eval"]},
-        "beam_search": {b: {k: _stat([r["beam_search"][b][k] for r in runs]) for k in runs[0]["beam_search"][b]}
+        "beam_search": {b: {k: stat([r["beam_search"][b][k] for r in runs]) for k in runs[0]["beam_search"][b]}
                         for b in runs[0]["beam_search"]},
-        "policy_sample_accuracy": _stat([r["policy"]["sample_accuracy"] for r in runs]),
+        "policy_sample_accuracy": stat([r["policy"]["sample_accuracy"] for r in runs]),
     }
-
-
-def _pct(s: dict | None) -> str:
-    return "n/a" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
 def _num(s: dict | None) -> str:
@@ -281,18 +270,18 @@ def format_tables(table: dict) -> dict[str, list[list[str]]]:
                "majority", "pass"]
     bon = [["N", "samples", *methods]]
     for n, row in table["best_of_n"].items():
-        bon.append([n, f"{row['samples']['mean']:.0f}", *[_pct(row[m]) for m in methods]])
+        bon.append([n, f"{row['samples']['mean']:.0f}", *[pct(row[m]) for m in methods]])
     steps = [["reward model", "step AUROC (all)", "step AUROC (process steps)", "step accuracy (all)",
               "within-problem AUROC"]]
     for m, row in table["step_eval"].items():
         steps.append([m, _num(row["auroc_all_steps"]), _num(row["auroc_process_steps"]),
-                      _pct(row["accuracy_all_steps"]), _num(row.get("within_problem_auroc"))])
+                      pct(row["accuracy_all_steps"]), _num(row.get("within_problem_auroc"))])
     search = [["search", "policy samples / problem", "accuracy (%)"]]
     for n, row in table["best_of_n"].items():
-        search.append([f"best-of-{n}, PRM min", f"{row['samples']['mean']:.0f}", _pct(row["prm-min"])])
+        search.append([f"best-of-{n}, PRM min", f"{row['samples']['mean']:.0f}", pct(row["prm-min"])])
     for b, row in table["beam_search"].items():
         search.append([f"beam {b} (width x samples per beam), PRM min", f"{row['samples']['mean']:.0f}",
-                       _pct(row["accuracy"])])
+                       pct(row["accuracy"])])
     return {"best_of_n": bon, "step_eval": steps, "search": search}
 
 
@@ -323,11 +312,6 @@ def plot(table: dict, cfg: PRMBenchConfig, path: Path) -> None:
     plt.close(fig)
 
 
-def render(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
-
-
 def main(cfg: PRMBenchConfig) -> dict:
     """Run (or read back) every seed, write results.json and bon.png, print the tables."""
     torch.set_num_threads(2)
@@ -350,7 +334,7 @@ def main(cfg: PRMBenchConfig) -> dict:
     tmp.replace(out / "results.json")
     plot(table, cfg, out / "bon.png")
     for name, rows in tables.items():
-        print(f"\n{name}\n{render(rows)}")
+        print(f"\n{name}\n{render(rows, markdown=True)}")
     print(f"\nwall time {result['wall_seconds']:.0f}s; wrote {out}/results.json and bon.png")
     return result
 
