@@ -171,6 +171,8 @@ class PaperBenchConfig:
     (symmetric KL of next-token distributions), on word-problem steps with equal ``q op n`` keys."""
     progress: bool = False
     """Progress bars."""
+    threads: int = 2
+    """Torch threads (results of one seed can differ between thread counts: float sums are reordered)."""
 
     def __post_init__(self) -> None:
         if self.grid_views is None:
@@ -478,7 +480,7 @@ def run_task(cfg: PaperBenchConfig, task: str) -> list[dict]:
 def main(cfg: PaperBenchConfig) -> dict:
     """Run (or read from the cache) every task of ``cfg.tasks``; write results.json and <task>.png; print
     the table of our figures beside the paper's. Returns the results with ``rows`` (the printed table)."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(cfg.threads)
     if not cfg.progress:
         import transformers
 

@@ -92,6 +92,8 @@ class PRMBenchConfig:
     """Beam-search settings (beam width, samples per beam and round)."""
     progress: bool = False
     """Progress bars."""
+    threads: int = 2
+    """Torch threads (results of one seed can differ between thread counts: float sums are reordered)."""
 
     def __post_init__(self) -> None:
         self.seeds = tuple(self.seeds)
@@ -113,7 +115,7 @@ class PRMBenchConfig:
 
 
 def _key(cfg: PRMBenchConfig, seed: int) -> dict:
-    return {**{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "seeds", "progress")}, "seed": seed}
+    return {**{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "seeds", "progress", "threads")}, "seed": seed}
 
 
 def orm_labels(traj: Trajectory) -> Trajectory:
@@ -314,7 +316,7 @@ def plot(table: dict, cfg: PRMBenchConfig, path: Path) -> None:
 
 def main(cfg: PRMBenchConfig) -> dict:
     """Run (or read back) every seed, write results.json and bon.png, print the tables."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(cfg.threads)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()  # the reward models' new head is reported on every load
