@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
+import procsup.annotation.oracle as oracle
 from procsup.annotation.oracle import (
-    corrupt_addition_result, corrupt_digit, inject_corruptions, oracle_label, sample_traces,
+    corrupt_addition_result, corrupt_digit, inject_corruptions, oracle_label, sample_state_traces, sample_traces,
 )
 from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
@@ -120,3 +121,45 @@ def test_sample_traces_shapes_and_seed(tiny_model):
             assert t.meta["a"] == p.a and t.meta["correct"] == TASK.check_answer(p, t.meta["answer"])
             assert 0 < t.meta["tokens"] <= 10
             assert oracle_label(TASK, p, t).labels == TASK.check_steps(p, [s.action for s in t.steps])[: len(t.steps)]
+
+
+def _scripted_actions(monkeypatch, script):
+    """Replace the policy: each prompt (a rendered state) gets the next action of ``script[state]``."""
+    queues = {k: iter(v) for k, v in script.items()}
+
+    def fake_generate(model, tokenizer, prompts, n, budget, temperature, *, batch_size):
+        assert n == 1
+        states = [tokenizer.decode(list(p), skip_special_tokens=True).strip() for p in prompts]
+        return [[tokenizer(next(queues[s]), add_special_tokens=False)["input_ids"]] for s in states]
+
+    monkeypatch.setattr(oracle, "sample_generate", fake_generate)
+
+
+def test_sample_state_traces_hand_traced(tiny_model, monkeypatch):
+    # 27 + 15: column 0 is 7+5+0 (right: "2,1"), column 1 is 2+1+carry; answer 42
+    task = AdditionTask(index_hints=False)
+    problem = AdditionProblem(27, 15)
+    # sample 1: right, right -> 42; sample 2: wrong sum digit, then right for its state -> 43 (wrong);
+    # sample 3: an action the executor cannot apply -> no answer, the trace stops there
+    _scripted_actions(monkeypatch, {"7+5+0": ["2,1", "3,1", "x"], "2+1+1": ["4,0", "4,0"]})
+    model, tok = tiny_model
+    (ts,) = sample_state_traces(model, tok, task, [problem], StepFormat(), n=3, temperature=1.0, seed=0)
+    assert [[s.action for s in t.steps] for t in ts] == [
+        ["7+5+0 -> 2,1", "2+1+1 -> 4,0"], ["7+5+0 -> 3,1", "2+1+1 -> 4,0"], ["7+5+0 -> x"]]
+    assert [t.labels for t in ts] == [[True, True], [False, True], [False]]
+    assert [s.state for s in ts[0].steps] == ["7+5+0", "2+1+1"]
+    assert [(t.meta["answer"], t.meta["correct"]) for t in ts] == [("42", True), ("43", False), (None, False)]
+    assert all(t.input == task.expert(problem).input == "27+15 | 7,5 2,1" for t in ts)
+
+
+def test_sample_state_traces_with_a_real_policy_is_seeded(tiny_model):
+    model, tok = tiny_model
+    task = AdditionTask(index_hints=False)
+    problems = task.sample(seed=0, size=2, count=2)
+    a = sample_state_traces(model, tok, task, problems, StepFormat(), n=3, temperature=1.0, seed=7, max_new_tokens=4)
+    b = sample_state_traces(model, tok, task, problems, StepFormat(), n=3, temperature=1.0, seed=7, max_new_tokens=4)
+    assert [len(ts) for ts in a] == [3, 3]
+    assert [[t.to_dict() for t in ts] for ts in a] == [[t.to_dict() for t in ts] for ts in b]
+    for p, ts in zip(problems, a):
+        for t in ts:  # an untrained policy: its first action is almost surely not executable
+            assert 1 <= len(t.steps) <= 2 and t.meta["correct"] == task.check_answer(p, t.meta["answer"])

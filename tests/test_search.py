@@ -10,8 +10,8 @@ import procsup.search as search
 from procsup.data.tokenize import StepFormat
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import tiny_hf_config
-from procsup.search import beam_search, best_of_n, solution_score
-from procsup.tasks.addition import AdditionTask
+from procsup.search import beam_search, best_of_n, solution_score, state_beam_search
+from procsup.tasks.addition import AdditionProblem, AdditionTask
 from tests.conftest import TINY
 
 TASK = AdditionTask()
@@ -158,3 +158,61 @@ def test_best_of_n_score_answer_scores_the_answer_as_a_last_step(tiny_model, tin
         assert t.steps[-1].action == FMT.answer_prefix + (t.meta["answer"] or "")
     for r in out.results:
         assert all(c.score == 0.25 and len(c.step_scores) == len(c.trajectory.steps) + 1 for c in r.candidates)
+
+
+# 27 + 15 in state mode: the policy proposes actions for a rendered column state; the PRM scores step texts
+STATE_SCRIPT = {"7+5+0": ["2,1", "3,1"], "2+1+1": ["4,0", "4,0"]}
+STATE_SCORES = {"7+5+0 -> 2,1": 0.9, "7+5+0 -> 3,1": 0.4, "7+5+0 -> x": 0.95, "2+1+1 -> 4,0": 0.8}
+
+
+def _scripted_states(monkeypatch, script):
+    seen = []
+
+    def fake_generate(policy, tokenizer, prompts, n, budget, temperature, *, batch_size):
+        states = [tokenizer.decode(list(p), skip_special_tokens=True).strip() for p in prompts]
+        seen.extend(states)
+        return [[tokenizer(a, add_special_tokens=False)["input_ids"] for a in script[s][:n]] for s in states]
+
+    def fake_score(prm, prm_tok, trajectories, fmt):
+        return [[STATE_SCORES[s.action] for s in t.steps] for t in trajectories]
+
+    monkeypatch.setattr(search, "sample_generate", fake_generate)
+    monkeypatch.setattr(prm_models, "score", fake_score)
+    return seen
+
+
+def test_state_beam_search_hand_traced(tiny_model, tiny_prm, char_tok, monkeypatch):
+    seen = _scripted_states(monkeypatch, STATE_SCRIPT)
+    model, tok = tiny_model
+    task = AdditionTask(index_hints=False)
+    problem = AdditionProblem(27, 15)
+    (r,) = state_beam_search(model, tok, tiny_prm, char_tok, task, [problem], FMT, beam_width=2, expand=2)
+    # round 1: "2,1" (0.9) and "3,1" (0.4) both live; round 2: each proposes "4,0" twice (one proposal),
+    # both finish: 42 with min 0.8, 43 with min 0.4
+    assert seen == ["7+5+0", "2+1+1", "2+1+1"]
+    assert [[s.action for s in c.trajectory.steps] for c in r.candidates] == [
+        ["7+5+0 -> 2,1", "2+1+1 -> 4,0"], ["7+5+0 -> 3,1", "2+1+1 -> 4,0"]]
+    assert [c.score for c in r.candidates] == [0.8, 0.4] and r.candidates[0].step_scores == [0.9, 0.8]
+    assert [(c.answer, c.correct) for c in r.candidates] == [("42", True), ("43", False)]
+    assert r.chosen is r.candidates[0] and r.samples == 2 + 2 * 2
+
+
+def test_state_beam_search_a_failed_action_finishes_its_beam_unanswered(tiny_model, tiny_prm, char_tok, monkeypatch):
+    _scripted_states(monkeypatch, {**STATE_SCRIPT, "7+5+0": ["x", "2,1"]})
+    model, tok = tiny_model
+    task = AdditionTask(index_hints=False)
+    (r,) = state_beam_search(model, tok, tiny_prm, char_tok, task, [AdditionProblem(27, 15)], FMT, beam_width=2,
+                             expand=2)
+    # the PRM likes the unexecutable "x" best (0.95): it finishes at once with no answer and takes one of
+    # the two slots; "2,1" goes on alone and finishes with 42 (min 0.8)
+    assert [(c.answer, c.correct, c.score) for c in r.candidates] == [(None, False, 0.95), ("42", True, 0.8)]
+    assert r.chosen.correct is False and r.samples == 2 + 2
+
+
+def test_state_beam_search_out_of_rounds_finishes_unanswered(tiny_model, tiny_prm, char_tok, monkeypatch):
+    _scripted_states(monkeypatch, STATE_SCRIPT)
+    model, tok = tiny_model
+    task = AdditionTask(index_hints=False)
+    (r,) = state_beam_search(model, tok, tiny_prm, char_tok, task, [AdditionProblem(27, 15)], FMT, beam_width=1,
+                             expand=2, max_steps=1)
+    assert [(c.answer, c.score) for c in r.candidates] == [(None, 0.9)] and r.samples == 2

@@ -5,6 +5,8 @@
 * :func:`beam_search`: grow traces one step at a time; each live beam proposes ``expand`` next steps,
   the PRM scores each extended prefix, the best ``beam_width`` survive (Snell et al., 2024, "Scaling LLM
   Test-Time Compute Optimally...", section 5).
+* :func:`state_beam_search`: the same over a state-mode policy, which sees each state alone while the
+  task's executor applies its actions (the traces of :func:`~procsup.annotation.oracle.sample_state_traces`).
 
 Both count policy ``samples``: generated steps, where the answer line counts as one step. With that
 count, beam search and best-of-N can be compared at equal policy compute.
@@ -21,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import procsup.models.prm as prm_models
-from procsup.annotation.oracle import sample_generate, sample_traces, seeded, with_answer_step
-from procsup.data.tokenize import StepFormat, tokenize_many
+from procsup.annotation.oracle import STATE_JOINER, sample_generate, sample_traces, seeded, with_answer_step
+from procsup.data.tokenize import StepFormat, prompt_ids, tokenize_many
 from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation import prm_metrics
 from procsup.evaluation.generation import greedy_generate
@@ -223,5 +225,78 @@ def _finish(policy, tokenizer, task, problems, experts, fmt, finished, samples, 
             meta = {**experts[i].meta, "answer": answer, "correct": task.check_answer(p, answer)}
             traj = Trajectory(experts[i].input, answer, tuple(Step(a) for a in b.steps), meta)
             cands.append(Candidate(traj, list(b.step_scores) or [0.0], b.score))  # a stepless beam scores 0.0
+        results.append(SearchResult(p, cands[0], cands, samples[i]))
+    return results
+
+
+@dataclass(frozen=True)
+class _StateBeam:
+    problem: int
+    state: Any
+    """The task state after the beam's last action; None if that action could not be executed."""
+    steps: tuple[str, ...]
+    step_scores: tuple[float, ...]
+    score: float
+
+
+def state_beam_search(
+    policy, tokenizer, prm, prm_tokenizer, task, problems: Sequence[Any], fmt: StepFormat, *, beam_width: int,
+    expand: int, how: Aggregation = "min", temperature: float = 1.0, seed: int = 0, prm_fmt: StepFormat | None = None,
+    joiner: str = STATE_JOINER, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256,
+) -> list[SearchResult]:
+    """Step-level beam search guided by a PRM over a state-mode policy (PAL's ``M(s_t) -> a_t``).
+
+    Each round, every live beam samples ``expand`` actions from the policy on its rendered state
+    (duplicates dropped); the task's executor applies each; the PRM scores every extended trace (the
+    problem's input, then one step ``s_t + joiner + a_t`` per action, as
+    :func:`~procsup.annotation.oracle.sample_state_traces` writes them) in one pass, and a beam's score is
+    ``aggregate(step_scores, how)``. A problem keeps its best ``beam_width - finished`` new beams; of
+    those, a beam whose state is done finishes with the executor's answer, and one whose action could
+    not be executed finishes with no answer. After ``max_steps`` rounds (default 4x the expert's steps)
+    the live beams finish unanswered.
+
+    Returns per problem the finished beams, best first, the best as ``chosen``, and ``samples``: the
+    sampled actions (the executor writes the answer, so no answer line is generated)."""
+    if min(beam_width, expand) < 1:
+        raise ValueError(f"beam_width and expand must be >= 1, got {beam_width}, {expand}")
+    prm_fmt = prm_fmt or fmt
+    experts = [task.expert(p) for p in problems]
+    limit = max_steps or 4 * max(len(e.steps) for e in experts)
+    samples = [0] * len(problems)
+    finished: list[list[_StateBeam]] = [[] for _ in problems]
+    live = [_StateBeam(i, task.initial_state(p), (), (), 0.0) for i, p in enumerate(problems)]
+    with seeded(seed, policy.device):
+        for _ in range(limit):
+            if not live:
+                break
+            texts = [task.render_state(b.state) for b in live]
+            gens = sample_generate(policy, tokenizer, [prompt_ids(tokenizer, t, fmt) for t in texts], expand,
+                                   max_new_tokens, temperature, batch_size=batch_size)
+            proposals: list[tuple[_StateBeam, str, Any]] = []
+            for beam, text, toks in zip(live, texts, gens):
+                samples[beam.problem] += expand
+                for action in dict.fromkeys(tokenizer.decode(t) for t in toks):
+                    proposals.append((beam, text + joiner + action, task.execute(beam.state, action)))
+            extended = [_partial(experts[b.problem], (*b.steps, step)) for b, step, _ in proposals]
+            by_problem: dict[int, list[_StateBeam]] = {}
+            for (b, step, nxt), raw in zip(proposals, _prm_scores(prm, prm_tokenizer, extended, prm_fmt)):
+                step_scores, agg = solution_score(raw, how)
+                by_problem.setdefault(b.problem, []).append(
+                    _StateBeam(b.problem, nxt, (*b.steps, step), tuple(step_scores), agg))
+            live = []
+            for i, mine in by_problem.items():
+                mine.sort(key=lambda b: -b.score)  # stable: ties keep sample order
+                for b in mine[: max(beam_width - len(finished[i]), 0)]:
+                    (finished[i] if b.state is None or task.is_done(b.state) else live).append(b)
+    for b in live:  # out of rounds: finish unanswered
+        finished[b.problem].append(_StateBeam(b.problem, None, b.steps, b.step_scores, b.score))
+    results = []
+    for i, p in enumerate(problems):
+        cands = []
+        for b in sorted(finished[i], key=lambda b: -b.score)[:beam_width]:
+            answer = task.answer(b.state) if b.state is not None else None
+            meta = {**experts[i].meta, "answer": answer, "correct": task.check_answer(p, answer)}
+            traj = Trajectory(experts[i].input, answer or "", tuple(Step(a) for a in b.steps), meta)
+            cands.append(Candidate(traj, list(b.step_scores), b.score))
         results.append(SearchResult(p, cands[0], cands, samples[i]))
     return results

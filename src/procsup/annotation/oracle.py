@@ -1,10 +1,12 @@
 """Oracle step labels on synthetic tasks: the task's exact checker is the annotator.
 
-Two sources of labelled traces for training or evaluating a process reward model:
+Three sources of labelled traces for training or evaluating a process reward model:
 
 * :func:`sample_traces` samples history-mode traces from a policy (any Hugging Face causal LM) and
   :func:`oracle_label` labels each generated step with ``task.check_steps``: the automatic labelling
   that Math-Shepherd (Wang et al., 2024) approximates with rollouts, here exact;
+* :func:`sample_state_traces` samples state-mode rollouts (the policy sees each state alone, the task's
+  executor applies its action) and labels each action with ``task.check_state_step``;
 * :func:`inject_corruptions` corrupts steps of an expert trace and labels the result with the same
   checker, so a corruption that happens to be valid keeps a True label.
 """
@@ -101,6 +103,56 @@ def sample_traces(
             meta = {**expert.meta, "answer": answer, "correct": task.check_answer(p, answer), "tokens": len(toks)}
             trajs.append(Trajectory(expert.input, answer or "", tuple(Step(a) for a in actions), meta))
         out.append(trajs)
+    return out
+
+
+STATE_JOINER = " -> "
+"""Joins a state-mode step's state and action into the one step text a PRM reads: ``"3+6+0 -> 9,0"``."""
+
+
+def sample_state_traces(
+    model, tokenizer, task, problems: Sequence[Any], fmt: StepFormat, n: int, temperature: float, seed: int,
+    *, joiner: str = STATE_JOINER, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256,
+) -> list[list[Trajectory]]:
+    """``n`` sampled state-mode rollouts per problem, labelled: PAL's ``M(s_t) -> a_t`` where the model
+    sees the rendered state alone, samples an action, and the task's executor applies it.
+
+    ``out[p][j]`` is a trajectory with the problem's history-mode input (what a PRM reads), one step per
+    sampled action, ``Step(action=s_t + joiner + a_t, state=s_t, label=task.check_state_step(s_t, a_t))``
+    (the action judged in the state it was taken in), and ``meta``: the expert's meta, ``answer`` (the
+    executor's answer of the finished state, None if an action could not be executed or ``max_steps``
+    ran out; default 4x the expert's steps) and ``correct``. The executor composes the answer, so every
+    error of such a policy is a step error, which the labels see.
+
+    Uses torch's global generator inside :func:`seeded`; samples depend on ``batch_size``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    experts = [task.expert(p) for p in problems]
+    runs = [(i, task.initial_state(p)) for i, p in enumerate(problems) for _ in range(n)]
+    states = [s for _, s in runs]
+    steps: list[list[Step]] = [[] for _ in runs]
+    failed = [False] * len(runs)
+    limit = max_steps or 4 * max(len(e.steps) for e in experts)
+    with seeded(seed, model.device):
+        for _ in range(limit):
+            live = [k for k, s in enumerate(states) if not failed[k] and not task.is_done(s)]
+            if not live:
+                break
+            texts = [task.render_state(states[k]) for k in live]
+            gens = sample_generate(model, tokenizer, [prompt_ids(tokenizer, t, fmt) for t in texts], 1,
+                                   max_new_tokens, temperature, batch_size=batch_size)
+            for k, text, gen in zip(live, texts, gens):
+                action = tokenizer.decode(gen[0])
+                steps[k].append(Step(text + joiner + action, state=text, label=task.check_state_step(states[k], action)))
+                nxt = task.execute(states[k], action)
+                failed[k] = nxt is None
+                states[k] = states[k] if nxt is None else nxt
+    out: list[list[Trajectory]] = [[] for _ in problems]
+    for k, (i, _) in enumerate(runs):
+        done = not failed[k] and task.is_done(states[k])
+        answer = task.answer(states[k]) if done else None
+        meta = {**experts[i].meta, "answer": answer, "correct": task.check_answer(problems[i], answer)}
+        out[i].append(Trajectory(experts[i].input, answer or "", tuple(steps[k]), meta))
     return out
 
 
