@@ -37,13 +37,18 @@ def test_config_rejects_bad_values():
         PRMBenchConfig(temperature=0)
     with pytest.raises(ValueError, match="beams"):
         PRMBenchConfig(beams=((0, 2),))
+    with pytest.raises(ValueError, match="policy_mode"):
+        PRMBenchConfig(policy_mode="states")
+    with pytest.raises(ValueError, match="prm_layout"):
+        PRMBenchConfig(prm_layout="rows")
     assert PRMBenchConfig(n=16).ns == (1, 2, 4, 8, 16) and PRMBenchConfig(n=6).ns == (1, 2, 4, 6)
 
 
-def test_main_smoke_and_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode,layout", [("history", "step"), ("state", "step"), ("state", "trace")])
+def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout):
     cfg = PRMBenchConfig(output_dir=str(tmp_path), seeds=(0,), hidden_size=16, num_layers=1, num_heads=2,
-                         policy_train_size=16, policy_steps=2, label_problems=3, label_samples=2, rm_steps=2,
-                         rm_batch_size=4, test_digits=2, test_size=3, n=4, beams=((2, 2),))
+                         policy_mode=mode, prm_layout=layout, policy_train_size=16, policy_steps=2, label_problems=3,
+                         label_samples=2, rm_steps=2, rm_batch_size=4, test_digits=2, test_size=3, n=4, beams=((2, 2),))
     result = bench.main(cfg)
     table = result["table"]
     assert set(table["best_of_n"]) == {"1", "2", "4"}

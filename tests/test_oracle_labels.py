@@ -144,10 +144,9 @@ def test_sample_state_traces_hand_traced(tiny_model, monkeypatch):
     _scripted_actions(monkeypatch, {"7+5+0": ["2,1", "3,1", "x"], "2+1+1": ["4,0", "4,0"]})
     model, tok = tiny_model
     (ts,) = sample_state_traces(model, tok, task, [problem], StepFormat(), n=3, temperature=1.0, seed=0)
-    assert [[s.action for s in t.steps] for t in ts] == [
-        ["7+5+0 -> 2,1", "2+1+1 -> 4,0"], ["7+5+0 -> 3,1", "2+1+1 -> 4,0"], ["7+5+0 -> x"]]
+    assert [[(s.state, s.action) for s in t.steps] for t in ts] == [
+        [("7+5+0", "2,1"), ("2+1+1", "4,0")], [("7+5+0", "3,1"), ("2+1+1", "4,0")], [("7+5+0", "x")]]
     assert [t.labels for t in ts] == [[True, True], [False, True], [False]]
-    assert [s.state for s in ts[0].steps] == ["7+5+0", "2+1+1"]
     assert [(t.meta["answer"], t.meta["correct"]) for t in ts] == [("42", True), ("43", False), (None, False)]
     assert all(t.input == task.expert(problem).input == "27+15 | 7,5 2,1" for t in ts)
 

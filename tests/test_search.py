@@ -173,25 +173,28 @@ def _scripted_states(monkeypatch, script):
         seen.extend(states)
         return [[tokenizer(a, add_special_tokens=False)["input_ids"] for a in script[s][:n]] for s in states]
 
-    def fake_score(prm, prm_tok, trajectories, fmt):
-        return [[STATE_SCORES[s.action] for s in t.steps] for t in trajectories]
+    def fake_score(prm, prm_tok, rows, fmt, batch_size=32):
+        # trace rows carry "state -> action" steps; step rows carry the state as input and one action
+        return [[STATE_SCORES[s.action if " -> " in s.action else f"{r.input} -> {s.action}"] for s in r.steps]
+                for r in rows]
 
     monkeypatch.setattr(search, "sample_generate", fake_generate)
     monkeypatch.setattr(prm_models, "score", fake_score)
     return seen
 
 
-def test_state_beam_search_hand_traced(tiny_model, tiny_prm, char_tok, monkeypatch):
+@pytest.mark.parametrize("layout", ["trace", "step"])
+def test_state_beam_search_hand_traced(tiny_model, tiny_prm, char_tok, monkeypatch, layout):
     seen = _scripted_states(monkeypatch, STATE_SCRIPT)
     model, tok = tiny_model
     task = AdditionTask(index_hints=False)
     problem = AdditionProblem(27, 15)
-    (r,) = state_beam_search(model, tok, tiny_prm, char_tok, task, [problem], FMT, beam_width=2, expand=2)
+    (r,) = state_beam_search(model, tok, tiny_prm, char_tok, task, [problem], FMT, beam_width=2, expand=2, layout=layout)
     # round 1: "2,1" (0.9) and "3,1" (0.4) both live; round 2: each proposes "4,0" twice (one proposal),
     # both finish: 42 with min 0.8, 43 with min 0.4
     assert seen == ["7+5+0", "2+1+1", "2+1+1"]
-    assert [[s.action for s in c.trajectory.steps] for c in r.candidates] == [
-        ["7+5+0 -> 2,1", "2+1+1 -> 4,0"], ["7+5+0 -> 3,1", "2+1+1 -> 4,0"]]
+    assert [[(s.state, s.action) for s in c.trajectory.steps] for c in r.candidates] == [
+        [("7+5+0", "2,1"), ("2+1+1", "4,0")], [("7+5+0", "3,1"), ("2+1+1", "4,0")]]
     assert [c.score for c in r.candidates] == [0.8, 0.4] and r.candidates[0].step_scores == [0.9, 0.8]
     assert [(c.answer, c.correct) for c in r.candidates] == [("42", True), ("43", False)]
     assert r.chosen is r.candidates[0] and r.samples == 2 + 2 * 2

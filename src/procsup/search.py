@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import procsup.models.prm as prm_models
-from procsup.annotation.oracle import STATE_JOINER, sample_generate, sample_traces, seeded, with_answer_step
+from procsup.annotation.oracle import sample_generate, sample_traces, seeded, with_answer_step
 from procsup.data.tokenize import StepFormat, prompt_ids, tokenize_many
 from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation import prm_metrics
@@ -234,26 +234,26 @@ class _StateBeam:
     problem: int
     state: Any
     """The task state after the beam's last action; None if that action could not be executed."""
-    steps: tuple[str, ...]
+    steps: tuple[Step, ...]
+    """``Step(action, state=rendered state)`` per action so far."""
     step_scores: tuple[float, ...]
     score: float
 
 
 def state_beam_search(
     policy, tokenizer, prm, prm_tokenizer, task, problems: Sequence[Any], fmt: StepFormat, *, beam_width: int,
-    expand: int, how: Aggregation = "min", temperature: float = 1.0, seed: int = 0, prm_fmt: StepFormat | None = None,
-    joiner: str = STATE_JOINER, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256,
+    expand: int, how: Aggregation = "min", layout: str = "step", temperature: float = 1.0, seed: int = 0,
+    prm_fmt: StepFormat | None = None, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256,
 ) -> list[SearchResult]:
     """Step-level beam search guided by a PRM over a state-mode policy (PAL's ``M(s_t) -> a_t``).
 
     Each round, every live beam samples ``expand`` actions from the policy on its rendered state
-    (duplicates dropped); the task's executor applies each; the PRM scores every extended trace (the
-    problem's input, then one step ``s_t + joiner + a_t`` per action, as
-    :func:`~procsup.annotation.oracle.sample_state_traces` writes them) in one pass, and a beam's score is
-    ``aggregate(step_scores, how)``. A problem keeps its best ``beam_width - finished`` new beams; of
-    those, a beam whose state is done finishes with the executor's answer, and one whose action could
-    not be executed finishes with no answer. After ``max_steps`` rounds (default 4x the expert's steps)
-    the live beams finish unanswered.
+    (duplicates dropped); the task's executor applies each; the PRM scores every extended state-mode
+    trace (as :func:`~procsup.annotation.oracle.sample_state_traces` writes them, read in ``layout``, see
+    :mod:`procsup.data.views`) and a beam's score is ``aggregate(step_scores, how)``. A problem keeps its
+    best ``beam_width - finished`` new beams; of those, a beam whose state is done finishes with the
+    executor's answer, and one whose action could not be executed finishes with no answer. After
+    ``max_steps`` rounds (default 4x the expert's steps) the live beams finish unanswered.
 
     Returns per problem the finished beams, best first, the best as ``chosen``, and ``samples``: the
     sampled actions (the executor writes the answer, so no answer line is generated)."""
@@ -272,14 +272,15 @@ def state_beam_search(
             texts = [task.render_state(b.state) for b in live]
             gens = sample_generate(policy, tokenizer, [prompt_ids(tokenizer, t, fmt) for t in texts], expand,
                                    max_new_tokens, temperature, batch_size=batch_size)
-            proposals: list[tuple[_StateBeam, str, Any]] = []
+            proposals: list[tuple[_StateBeam, Step, Any]] = []
             for beam, text, toks in zip(live, texts, gens):
                 samples[beam.problem] += expand
                 for action in dict.fromkeys(tokenizer.decode(t) for t in toks):
-                    proposals.append((beam, text + joiner + action, task.execute(beam.state, action)))
-            extended = [_partial(experts[b.problem], (*b.steps, step)) for b, step, _ in proposals]
+                    proposals.append((beam, Step(action, state=text), task.execute(beam.state, action)))
+            extended = [Trajectory(experts[b.problem].input, "", (*b.steps, step)) for b, step, _ in proposals]
+            raw_scores = prm_models.score_in_layout(prm, prm_tokenizer, extended, prm_fmt, layout) if extended else []
             by_problem: dict[int, list[_StateBeam]] = {}
-            for (b, step, nxt), raw in zip(proposals, _prm_scores(prm, prm_tokenizer, extended, prm_fmt)):
+            for (b, step, nxt), raw in zip(proposals, raw_scores):
                 step_scores, agg = solution_score(raw, how)
                 by_problem.setdefault(b.problem, []).append(
                     _StateBeam(b.problem, nxt, (*b.steps, step), tuple(step_scores), agg))
@@ -296,7 +297,6 @@ def state_beam_search(
         for b in sorted(finished[i], key=lambda b: -b.score)[:beam_width]:
             answer = task.answer(b.state) if b.state is not None else None
             meta = {**experts[i].meta, "answer": answer, "correct": task.check_answer(p, answer)}
-            traj = Trajectory(experts[i].input, answer or "", tuple(Step(a) for a in b.steps), meta)
-            cands.append(Candidate(traj, list(b.step_scores), b.score))
+            cands.append(Candidate(Trajectory(experts[i].input, answer or "", b.steps, meta), list(b.step_scores), b.score))
         results.append(SearchResult(p, cands[0], cands, samples[i]))
     return results

@@ -106,20 +106,16 @@ def sample_traces(
     return out
 
 
-STATE_JOINER = " -> "
-"""Joins a state-mode step's state and action into the one step text a PRM reads: ``"3+6+0 -> 9,0"``."""
-
-
 def sample_state_traces(
     model, tokenizer, task, problems: Sequence[Any], fmt: StepFormat, n: int, temperature: float, seed: int,
-    *, joiner: str = STATE_JOINER, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256,
+    *, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256,
 ) -> list[list[Trajectory]]:
     """``n`` sampled state-mode rollouts per problem, labelled: PAL's ``M(s_t) -> a_t`` where the model
     sees the rendered state alone, samples an action, and the task's executor applies it.
 
-    ``out[p][j]`` is a trajectory with the problem's history-mode input (what a PRM reads), one step per
-    sampled action, ``Step(action=s_t + joiner + a_t, state=s_t, label=task.check_state_step(s_t, a_t))``
-    (the action judged in the state it was taken in), and ``meta``: the expert's meta, ``answer`` (the
+    ``out[p][j]`` is a trajectory with the problem's history-mode input, one step per sampled action,
+    ``Step(action=a_t, state=s_t, label=task.check_state_step(s_t, a_t))`` (the action judged in the state
+    it was taken in; :mod:`procsup.data.views` lays it out for a reward model), and ``meta``: the expert's meta, ``answer`` (the
     executor's answer of the finished state, None if an action could not be executed or ``max_steps``
     ran out; default 4x the expert's steps) and ``correct``. The executor composes the answer, so every
     error of such a policy is a step error, which the labels see.
@@ -143,7 +139,7 @@ def sample_state_traces(
                                    max_new_tokens, temperature, batch_size=batch_size)
             for k, text, gen in zip(live, texts, gens):
                 action = tokenizer.decode(gen[0])
-                steps[k].append(Step(text + joiner + action, state=text, label=task.check_state_step(states[k], action)))
+                steps[k].append(Step(action, state=text, label=task.check_state_step(states[k], action)))
                 nxt = task.execute(states[k], action)
                 failed[k] = nxt is None
                 states[k] = states[k] if nxt is None else nxt

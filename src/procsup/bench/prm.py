@@ -36,13 +36,14 @@ from pathlib import Path
 import torch
 
 import procsup.models.prm as prm_models
-from procsup.annotation.oracle import oracle_label, sample_traces, with_answer_step
+from procsup.annotation.oracle import oracle_label, sample_state_traces, sample_traces, with_answer_step
 from procsup.bench.cache import cached_run
 from procsup.bench.report import pct, render, stat
+from procsup.data import views
 from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import TinyModelConfig, build_tiny_model
-from procsup.search import beam_search
+from procsup.search import beam_search, state_beam_search
 from procsup.tasks.addition import AdditionTask
 from procsup.trainers.pal import PALConfig, train
 from procsup.trainers.prm import PRMConfig, train_prm
@@ -66,6 +67,15 @@ class PRMBenchConfig:
     """Transformer layers."""
     num_heads: int = 4
     """Attention heads."""
+    policy_mode: str = "history"
+    """How the policy is trained and sampled: ``history`` (it writes every step and the answer, see
+    :func:`~procsup.annotation.oracle.sample_traces`) or ``state`` (it sees one column at a time and the
+    task's executor applies its actions and writes the answer, see
+    :func:`~procsup.annotation.oracle.sample_state_traces`: every error is then a step error)."""
+    prm_layout: str = "step"
+    """State mode only: how the PRM reads a trace (:mod:`procsup.data.views`): ``step``, one row per step
+    (the action in its state, as the policy took it), or ``trace``, the whole trace in one row. The ORM
+    always reads the whole trace: it judges the outcome."""
     policy_train_size: int = 20000
     """Policy training problems (1..3-digit operands, 30% carry-heavy)."""
     policy_steps: int = 300
@@ -104,6 +114,10 @@ class PRMBenchConfig:
                      "rm_steps", "rm_batch_size", "test_digits", "test_size", "n"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.policy_mode not in ("history", "state"):
+            raise ValueError(f"policy_mode must be history or state, got {self.policy_mode!r}")
+        if self.prm_layout not in views.LAYOUTS:
+            raise ValueError(f"prm_layout must be one of {views.LAYOUTS}, got {self.prm_layout!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if any(len(b) != 2 or min(b) < 1 for b in self.beams):
@@ -119,14 +133,21 @@ def _key(cfg: PRMBenchConfig, seed: int) -> dict:
 
 
 def orm_labels(traj: Trajectory) -> Trajectory:
-    """The ORM's view of a labelled trace: only the last step (the answer step) keeps its label."""
-    steps = tuple(Step(s.action, s.state, None if t < len(traj.steps) - 1 else s.label, s.key)
+    """The ORM's view of a labelled trace: only the last step is labelled, with the outcome
+    (``meta['correct']``; in history mode the last step is the appended answer step, already so labelled)."""
+    last = len(traj.steps) - 1
+    steps = tuple(Step(s.action, s.state, bool(traj.meta["correct"]) if t == last else None, s.key)
                   for t, s in enumerate(traj.steps))
     return Trajectory(traj.input, traj.target, steps, traj.meta)
 
 
-def label_traces(policy, tok, task, problems, fmt, samples: int, temperature: float, seed: int) -> list[list[Trajectory]]:
-    """Policy samples with oracle labels on every step and on the appended answer step."""
+def label_traces(policy, tok, task, problems, fmt, samples: int, temperature: float, seed: int,
+                 mode: str = "history") -> list[list[Trajectory]]:
+    """Policy samples with oracle labels on every step; history mode also appends the answer as a last
+    step, labelled by the answer checker (state mode has none: the task's executor composes the answer
+    from the steps, so a right trace has a right answer, and the answer's label would only repeat them)."""
+    if mode == "state":  # the executor writes the answer from the steps: no answer step to judge
+        return sample_state_traces(policy, tok, task, problems, fmt, samples, temperature, seed)
     traces = sample_traces(policy, tok, task, problems, fmt, samples, temperature, seed)
     return [[with_answer_step(lab := oracle_label(task, p, t), fmt, label=bool(lab.meta["correct"])) for t in ts]
             for p, ts in zip(problems, traces)]
@@ -142,10 +163,11 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         t0 = time.perf_counter()
         train_problems = task.sample_range(seed, 3, cfg.policy_train_size)
         policy, tok = build_tiny_model(model_cfg, seed=seed)
-        pal = PALConfig(output_dir=str(run_dir / "policy-run"), mode="history", max_steps=cfg.policy_steps,
+        pal = PALConfig(output_dir=str(run_dir / "policy-run"), mode=cfg.policy_mode, max_steps=cfg.policy_steps,
                         batch_size=64, learning_rate=2e-3, warmup_steps=min(50, cfg.policy_steps // 10), seed=seed,
                         progress=cfg.progress, save_total_limit=1)
-        policy = train(pal, model=policy, tokenizer=tok, trajectories=[task.expert(p) for p in train_problems]).model
+        demo = task.state_trajectory if cfg.policy_mode == "state" else task.expert
+        policy = train(pal, model=policy, tokenizer=tok, trajectories=[demo(p) for p in train_problems]).model
         fmt = pal.step_format
         policy_dir = run_dir / "policy"
         policy.save_pretrained(policy_dir)
@@ -158,13 +180,23 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         label_problems = [p for p in task.sample_range(1000 + seed, 3, 2 * cfg.label_problems) if (p.a, p.b) not in seen]
         label_problems = label_problems[: cfg.label_problems]
         labelled = [t for ts in label_traces(policy, tok, task, label_problems, fmt, cfg.label_samples,
-                                             cfg.temperature, seed) for t in ts]
+                                             cfg.temperature, seed, cfg.policy_mode) for t in ts]
         timings["labels"] = time.perf_counter() - t0
         step_labels = [s.label for t in labelled for s in t.steps]
 
         # 3. PRM and ORM: the policy's weights, a new head, the same traces and budget
+        layouts = {"prm": cfg.prm_layout, "orm": "trace"}
+
+        def rows(trajs, name):  # state-mode traces are laid out for the reward model; history traces are rows
+            return views.in_layout(trajs, layouts[name]) if cfg.policy_mode == "state" else trajs
+
+        def rm_scores(name, trajs):
+            if cfg.policy_mode == "state":
+                return prm_models.score_in_layout(rms[name], tok, trajs, fmt, layouts[name])
+            return prm_models.score(rms[name], tok, trajs, fmt)
+
         rms, rm_train = {}, {}
-        for name, data in (("prm", labelled), ("orm", [orm_labels(t) for t in labelled])):
+        for name, data in (("prm", rows(labelled, "prm")), ("orm", rows([orm_labels(t) for t in labelled], "orm"))):
             t0 = time.perf_counter()
             model = prm_models.build_prm(policy_dir)
             rc = PRMConfig(output_dir=str(run_dir / name), learning_rate=cfg.rm_learning_rate,
@@ -179,12 +211,13 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         t0 = time.perf_counter()
         test = [p for p in task.sample(10_000 + seed, cfg.test_digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
         test = test[: cfg.test_size]
-        cands = label_traces(policy, tok, task, test, fmt, cfg.n, cfg.temperature, seed + 1)
+        cands = label_traces(policy, tok, task, test, fmt, cfg.n, cfg.temperature, seed + 1, cfg.policy_mode)
         flat = [t for ts in cands for t in ts]
-        scores = {name: prm_models.score(m, tok, flat, fmt) for name, m in rms.items()}
+        scores = {name: rm_scores(name, flat) for name in rms}
         correct = [[bool(t.meta["correct"]) for t in ts] for ts in cands]
         answers = [[t.meta["answer"] for t in ts] for ts in cands]
-        samples = [[len(t.steps) for t in ts] for ts in cands]  # generated steps + the answer (the appended step)
+        # policy samples: generated steps (in history mode the appended answer step is the generated answer line)
+        samples = [[len(t.steps) for t in ts] for ts in cands]
 
         def per_problem(values):
             it = iter(values)
@@ -194,7 +227,8 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         curves = {f"prm-{how}": prm_metrics.best_of_n_curve(prm_s, correct, how, candidates_answers=answers,
                                                              ns=cfg.ns, seed=seed) for how in AGGREGATIONS}
         # the PRM's min over the process steps alone, its answer-step score left out
-        steps_only = [[row[:-1] or row for row in rows] for rows in prm_s]
+        answer_step = cfg.policy_mode == "history"
+        steps_only = [[row[:-1] or row for row in rows] for rows in prm_s] if answer_step else prm_s
         curves["prm-min-steps"] = prm_metrics.best_of_n_curve(steps_only, correct, "min", ns=cfg.ns, seed=seed)
         orm_curve = prm_metrics.best_of_n_curve(orm_s, correct, "last", candidates_answers=answers, ns=cfg.ns, seed=seed)
         curves["orm"] = orm_curve
@@ -207,7 +241,7 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
             "samples": n * statistics.fmean(s for row in samples for s in row),
         } for n in cfg.ns}
         labels = [s.label for t in flat for s in t.steps]
-        is_answer = [i == len(t.steps) - 1 for t in flat for i in range(len(t.steps))]
+        is_answer = [answer_step and i == len(t.steps) - 1 for t in flat for i in range(len(t.steps))]
         step_eval = {}
         solution = {"prm": [[prm_metrics.aggregate(c, "min") for c in row] for row in prm_s],
                     "orm": [[c[-1] for c in row] for row in orm_s]}
@@ -227,8 +261,12 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         beams = {}
         for width, expand in cfg.beams:
             t0 = time.perf_counter()
-            res = beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
-                              max_steps=cfg.test_digits + 2, how="min", temperature=cfg.temperature, seed=seed + 2)
+            if cfg.policy_mode == "state":
+                res = state_beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
+                                        how="min", layout=cfg.prm_layout, temperature=cfg.temperature, seed=seed + 2)
+            else:
+                res = beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
+                                  max_steps=cfg.test_digits + 2, how="min", temperature=cfg.temperature, seed=seed + 2)
             beams[f"{width}x{expand}"] = {"accuracy": statistics.fmean(r.chosen.correct for r in res),
                                           "samples": statistics.fmean(r.samples for r in res)}
             timings[f"beam {width}x{expand}"] = time.perf_counter() - t0

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, PreTrainedModel
 
+from procsup.data import views
 from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.data.batch import collate
@@ -55,3 +56,11 @@ def score(model, tokenizer, trajectories: Sequence[Trajectory], fmt: StepFormat 
                        attention_mask=batch["attention_mask"].to(model.device)).logits
         out.extend(step_probabilities(logits.cpu(), chunk))
     return out
+
+
+def score_in_layout(model, tokenizer, trajectories: Sequence[Trajectory], fmt: StepFormat, layout: str,
+                    batch_size: int = 32) -> list[list[float]]:
+    """Per-step probabilities for state-mode trajectories read in ``layout`` (``trace``: one row per
+    trajectory; ``step``: one row per step, see :mod:`procsup.data.views`)."""
+    rows = views.in_layout(trajectories, layout)
+    return views.regroup(score(model, tokenizer, rows, fmt, batch_size), trajectories, layout)
