@@ -45,3 +45,27 @@ def test_bad_input_is_named():
         step_rows(Trajectory("x", "", (Step("a"),)))
     with pytest.raises(ValueError, match="layout must be one of"):
         in_layout([TRAJ], "rows")
+
+
+@pytest.mark.parametrize("layout", ["trace", "step"])
+def test_score_in_layout_reads_each_step_where_its_row_puts_it(char_tok, layout):
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from procsup.data.tokenize import StepFormat
+    from procsup.models.factory import tiny_hf_config
+    from procsup.models.prm import score, score_in_layout
+    from tests.conftest import TINY
+
+    torch.manual_seed(0)
+    config = tiny_hf_config(TINY, char_tok)
+    config.num_labels = 2
+    prm = AutoModelForTokenClassification.from_config(config)
+    other = Trajectory("9+9 | 9,9", "", (Step("8,1", "9+9+0"),))
+    trajs = [TRAJ, other]
+    got = score_in_layout(prm, char_tok, trajs, StepFormat(), layout, batch_size=2)
+    # each trajectory scored alone, in the layout's own rows
+    alone = [[score(prm, char_tok, [r], StepFormat())[0][0] for r in step_rows(t)] if layout == "step"
+             else score(prm, char_tok, [trace_view(t)], StepFormat())[0] for t in trajs]
+    assert [len(g) for g in got] == [2, 1]
+    assert all(a == pytest.approx(b, abs=1e-5) for a, b in zip(got, alone))

@@ -4,22 +4,26 @@ model or a majority vote? (Lightman et al., 2023, "Let's Verify Step by Step", f
 
 Per seed, everything from scratch:
 
-1. **Policy**: a tiny LM trained with PAL-history on addition with 1..3-digit operands, without the
-   column letters (``index_hints=False``: a weak policy's errors are then arithmetic, which the labels
-   can see, rather than wrong letters on every step), for few steps on purpose: a *weak* policy whose
-   samples are often wrong (natural errors).
+1. **Policy**: a tiny LM trained with PAL on addition with 1..3-digit operands, without the column
+   letters (``index_hints=False``), for few steps on purpose: a *weak* policy whose samples are often
+   wrong (natural errors). ``policy_mode`` picks how it works: ``state`` (the default: it sees one
+   column state ``x+y+c`` at a time and writes ``digit,carry``; the task's executor applies each action
+   and composes the answer, so every error is a step error) or ``history`` (it writes every step and
+   then the answer line, whose copying errors no step label sees).
 2. **Labels**: ``label_samples`` policy samples on each of ``label_problems`` fresh training problems;
-   every step is labelled by the task's checker, and the final answer, appended as one more step
-   (:func:`~procsup.annotation.oracle.with_answer_step`), by the answer checker. Nothing is injected.
-3. **PRM and ORM**: the policy's weights with a new 2-class head, the same traces and the same budget.
-   The PRM learns every step's label; the ORM only the answer step's (an outcome reward model).
+   every step is labelled by the task's checker (history mode: the answer, appended as one more step by
+   :func:`~procsup.annotation.oracle.with_answer_step`, by the answer checker). Nothing is injected.
+3. **PRM and ORM**: the policy's weights with a new 2-class head, the same traces and the same optimizer
+   steps. The PRM learns every step's label; the ORM only the outcome, on the last step. In state mode the
+   PRM reads each step in its own row, the action in its state (``prm_layout=step``, see
+   :mod:`procsup.data.views`), and the ORM the whole trace.
 4. **Test**: ``n`` samples per fresh test problem. Best-of-N accuracy against N for the PRM (aggregations
    min, product, mean, last; and min over the process steps alone, ``prm-min-steps``), the ORM (its
-   answer-step score), majority vote, PRM-weighted majority, and
-   pass@N (some sample is right: the ceiling of any reranker); random subsets, averaged. Step AUROC and
-   accuracy of both reward models against the oracle labels of the test samples.
+   last-step score), majority vote, PRM-weighted majority, and pass@N (some sample is right: the ceiling
+   of any reranker); random subsets, averaged. Step AUROC and accuracy of both reward models against the
+   oracle labels of the test samples, and within-problem AUROC (ranking one problem's samples).
 5. **Beam search** with the PRM (min over steps) at about the policy samples best-of-N spends
-   (samples = generated steps, the answer counting as one), beside best-of-N at each N.
+   (samples = generated steps; in history mode the answer line counts as one), beside best-of-N at each N.
 
 Each seed's run is cached in ``<output_dir>/seed<k>/eval.json`` with its settings; results.json, a plot
 (accuracy against N) and a table are written at the end.
