@@ -71,7 +71,7 @@ class PRMBenchConfig:
     """Transformer layers."""
     num_heads: int = 4
     """Attention heads."""
-    policy_mode: str = "history"
+    policy_mode: str = "state"
     """How the policy is trained and sampled: ``history`` (it writes every step and the answer, see
     :func:`~procsup.annotation.oracle.sample_traces`) or ``state`` (it sees one column at a time and the
     task's executor applies its actions and writes the answer, see
@@ -82,7 +82,7 @@ class PRMBenchConfig:
     always reads the whole trace: it judges the outcome."""
     policy_train_size: int = 20000
     """Policy training problems (1..3-digit operands, 30% carry-heavy)."""
-    policy_steps: int = 300
+    policy_steps: int = 250
     """Policy optimizer steps (64 rows each): few, so that the policy is weak."""
     temperature: float = 1.0
     """Sampling temperature of the policy (labels, best-of-N and beam search)."""
@@ -90,11 +90,11 @@ class PRMBenchConfig:
     """Fresh training problems whose policy samples are labelled for the reward models."""
     label_samples: int = 4
     """Policy samples per labelled problem."""
-    rm_steps: int = 1200
+    rm_steps: int = 2000
     """Optimizer steps of the PRM and of the ORM."""
-    rm_batch_size: int = 32
-    """Traces per reward-model step."""
-    rm_learning_rate: float = 3e-4
+    rm_batch_size: int = 128
+    """Rows per reward-model step: traces, or with ``prm_layout=step`` the PRM's one-step rows."""
+    rm_learning_rate: float = 1e-3
     """Peak learning rate of the reward models."""
     test_digits: int = 3
     """Test problems have two operands of this many digits."""
