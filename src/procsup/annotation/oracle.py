@@ -24,7 +24,7 @@ import torch
 from procsup.data.tokenize import StepFormat, parse_history, prompt_ids
 from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation.generation import left_pad
-from procsup.evaluation.rollout import history_budget
+from procsup.evaluation.rollout import history_budget, walk_states
 from procsup.tasks.addition import AdditionTask
 
 Corruption = Callable[[str, random.Random], str]
@@ -124,31 +124,23 @@ def sample_state_traces(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     experts = [task.expert(p) for p in problems]
-    runs = [(i, task.initial_state(p)) for i, p in enumerate(problems) for _ in range(n)]
-    states = [s for _, s in runs]
-    steps: list[list[Step]] = [[] for _ in runs]
-    failed = [False] * len(runs)
+    owners = [i for i in range(len(problems)) for _ in range(n)]
+
+    def sample(texts: list[str]) -> list[str]:
+        gens = sample_generate(model, tokenizer, [prompt_ids(tokenizer, t, fmt) for t in texts], 1, max_new_tokens,
+                               temperature, batch_size=batch_size)
+        return [tokenizer.decode(g[0]) for g in gens]
+
     limit = max_steps or 4 * max(len(e.steps) for e in experts)
     with seeded(seed, model.device):
-        for _ in range(limit):
-            live = [k for k, s in enumerate(states) if not failed[k] and not task.is_done(s)]
-            if not live:
-                break
-            texts = [task.render_state(states[k]) for k in live]
-            gens = sample_generate(model, tokenizer, [prompt_ids(tokenizer, t, fmt) for t in texts], 1,
-                                   max_new_tokens, temperature, batch_size=batch_size)
-            for k, text, gen in zip(live, texts, gens):
-                action = tokenizer.decode(gen[0])
-                steps[k].append(Step(action, state=text, label=task.check_state_step(states[k], action)))
-                nxt = task.execute(states[k], action)
-                failed[k] = nxt is None
-                states[k] = states[k] if nxt is None else nxt
+        walks = walk_states(task, [task.initial_state(problems[i]) for i in owners], sample, limit)
     out: list[list[Trajectory]] = [[] for _ in problems]
-    for k, (i, _) in enumerate(runs):
-        done = not failed[k] and task.is_done(states[k])
-        answer = task.answer(states[k]) if done else None
+    for i, w in zip(owners, walks):
+        done = not w.failed and task.is_done(w.state)
+        answer = task.answer(w.state) if done else None
         meta = {**experts[i].meta, "answer": answer, "correct": task.check_answer(problems[i], answer)}
-        out[i].append(Trajectory(experts[i].input, answer or "", tuple(steps[k]), meta))
+        steps = tuple(Step(a, state=t, label=ok) for t, a, ok in zip(w.texts, w.actions, w.ok))
+        out[i].append(Trajectory(experts[i].input, answer or "", steps, meta))
     return out
 
 

@@ -15,7 +15,7 @@ its trace metrics are None.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from procsup.data.tokenize import Mode, StepFormat, parse_history, prompt_ids
 from procsup.evaluation.generation import greedy_generate
@@ -63,31 +63,53 @@ def history_budget(tokenizer, experts, fmt: StepFormat, mode: Mode) -> int:
     return int(1.2 * max(length(e) for e in experts)) + 4
 
 
-def _state_rollout(model, tokenizer, task, problems, fmt, batch_size, max_steps) -> list[Rollout]:
-    states = [task.initial_state(p) for p in problems]
-    steps: list[list[str]] = [[] for _ in problems]
-    oks: list[list[bool]] = [[] for _ in problems]
-    failed = [False] * len(problems)
-    limit = max_steps or 4 * max(len(task.expert(p).steps) for p in problems)
+@dataclass
+class StateWalk:
+    """One state-mode episode: the rendered state ``s_t`` before each action ``a_t``, the checker's verdict
+    on each, the last state reached, and whether it ended on an action the executor could not apply."""
+
+    texts: list[str]
+    actions: list[str]
+    ok: list[bool]
+    state: Any
+    failed: bool
+
+
+def walk_states(task, starts: Sequence[Any], propose: Callable[[list[str]], list[str]],
+                limit: int) -> list[StateWalk]:
+    """PAL's state-mode loop, for all episodes together: each round, ``propose`` gets the rendered state
+    of every live episode and returns one action per state; the task's checker judges each action in its
+    state and the executor applies it. An episode ends when its state is done, when an action cannot be
+    executed, or after ``limit`` rounds. The one loop behind greedy evaluation (:func:`rollout`) and
+    sampled, labelled rollouts (:func:`procsup.annotation.oracle.sample_state_traces`)."""
+    walks = [StateWalk([], [], [], s, False) for s in starts]
     for _ in range(limit):
-        live = [i for i, s in enumerate(states) if not failed[i] and not task.is_done(s)]
+        live = [w for w in walks if not w.failed and not task.is_done(w.state)]
         if not live:
             break
-        prompts = [prompt_ids(tokenizer, task.render_state(states[i]), fmt) for i in live]
-        actions = [tokenizer.decode(g) for g in greedy_generate(model, tokenizer, prompts, 16, batch_size)]
-        for i, action in zip(live, actions):
-            steps[i].append(action)
-            oks[i].append(task.check_state_step(states[i], action))
-            nxt = task.execute(states[i], action)
-            if nxt is None:
-                failed[i] = True
-            else:
-                states[i] = nxt
+        texts = [task.render_state(w.state) for w in live]
+        for w, text, action in zip(live, texts, propose(texts)):
+            w.texts.append(text)
+            w.actions.append(action)
+            w.ok.append(task.check_state_step(w.state, action))
+            nxt = task.execute(w.state, action)
+            w.failed = nxt is None
+            w.state = w.state if nxt is None else nxt
+    return walks
+
+
+def _state_rollout(model, tokenizer, task, problems, fmt, batch_size, max_steps) -> list[Rollout]:
+    def greedy(texts: list[str]) -> list[str]:
+        prompts = [prompt_ids(tokenizer, t, fmt) for t in texts]
+        return [tokenizer.decode(g) for g in greedy_generate(model, tokenizer, prompts, 16, batch_size)]
+
+    limit = max_steps or 4 * max(len(task.expert(p).steps) for p in problems)
+    walks = walk_states(task, [task.initial_state(p) for p in problems], greedy, limit)
     out = []
-    for i, p in enumerate(problems):
-        done = not failed[i] and task.is_done(states[i])
-        answer = task.answer(states[i]) if done else None
-        out.append(Rollout(p, steps[i], answer, task.check_answer(p, answer), oks[i] if done else oks[i] + [False]))
+    for p, w in zip(problems, walks):
+        done = not w.failed and task.is_done(w.state)
+        answer = task.answer(w.state) if done else None
+        out.append(Rollout(p, w.actions, answer, task.check_answer(p, answer), w.ok if done else w.ok + [False]))
     return out
 
 
