@@ -193,14 +193,20 @@ def beam_search(
             for (b, step), raw in zip(proposals, _prm_scores(prm, prm_tokenizer, extended, prm_fmt)):
                 step_scores, agg = solution_score(raw, how)
                 scored.append(_Beam(b.problem, (*b.steps, step), tuple(step_scores), agg))
-            live = []
-            for i in range(len(problems)):
-                room = beam_width - len(finished[i])
-                mine = sorted((b for b in scored if b.problem == i), key=lambda b: -b.score)  # stable: ties keep order
-                live.extend(mine[: max(room, 0)])
+            live = _survivors(scored, finished, beam_width)
     for b in live:  # out of rounds: finish as they are
         finished[b.problem].append(b)
     return _finish(policy, tokenizer, task, problems, experts, fmt, finished, samples, beam_width)
+
+
+def _survivors(scored: Sequence[Any], finished: Sequence[list], beam_width: int) -> list:
+    """Each problem's best ``beam_width - finished`` of this round's scored beams (stable: ties keep
+    sample order), problems in order."""
+    by_problem: dict[int, list] = {}
+    for b in scored:
+        by_problem.setdefault(b.problem, []).append(b)
+    return [b for i in sorted(by_problem)
+            for b in sorted(by_problem[i], key=lambda b: -b.score)[: max(beam_width - len(finished[i]), 0)]]
 
 
 def _partial(expert: Trajectory, steps: Sequence[str]) -> Trajectory:
@@ -279,16 +285,13 @@ def state_beam_search(
                     proposals.append((beam, Step(action, state=text), task.execute(beam.state, action)))
             extended = [Trajectory(experts[b.problem].input, "", (*b.steps, step)) for b, step, _ in proposals]
             raw_scores = prm_models.score_in_layout(prm, prm_tokenizer, extended, prm_fmt, layout) if extended else []
-            by_problem: dict[int, list[_StateBeam]] = {}
+            scored = []
             for (b, step, nxt), raw in zip(proposals, raw_scores):
                 step_scores, agg = solution_score(raw, how)
-                by_problem.setdefault(b.problem, []).append(
-                    _StateBeam(b.problem, nxt, (*b.steps, step), tuple(step_scores), agg))
+                scored.append(_StateBeam(b.problem, nxt, (*b.steps, step), tuple(step_scores), agg))
             live = []
-            for i, mine in by_problem.items():
-                mine.sort(key=lambda b: -b.score)  # stable: ties keep sample order
-                for b in mine[: max(beam_width - len(finished[i]), 0)]:
-                    (finished[i] if b.state is None or task.is_done(b.state) else live).append(b)
+            for b in _survivors(scored, finished, beam_width):
+                (finished[b.problem] if b.state is None or task.is_done(b.state) else live).append(b)
     for b in live:  # out of rounds: finish unanswered
         finished[b.problem].append(_StateBeam(b.problem, None, b.steps, b.step_scores, b.score))
     results = []

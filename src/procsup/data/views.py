@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from procsup.data.trajectory import Step, Trajectory
+from procsup.data.trajectory import Step, Trajectory, TrajectoryError
 
 STATE_JOINER = " -> "
 """Joins a step's state and action into one step text in the trace layout: ``"3+6+0 -> 9,0"``."""
@@ -29,7 +29,8 @@ LAYOUTS = ("trace", "step")
 def _state_of(traj: Trajectory, t: int) -> str:
     state = traj.steps[t].state
     if state is None:
-        raise ValueError(f"step {t} has no state: a state-mode trajectory needs each step's state")
+        raise TrajectoryError(f"step {t} has no state: a state-mode trajectory needs each step's state",
+                              field=f"steps[{t}].state")
     return state
 
 
