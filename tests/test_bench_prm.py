@@ -41,13 +41,18 @@ def test_config_rejects_bad_values():
         PRMBenchConfig(policy_mode="states")
     with pytest.raises(ValueError, match="prm_layout"):
         PRMBenchConfig(prm_layout="rows")
+    with pytest.raises(ValueError, match="label_corrupt_rate"):
+        PRMBenchConfig(label_corrupt_rate=1.5)
+    with pytest.raises(ValueError, match="policy_mode=state"):
+        PRMBenchConfig(policy_mode="history", label_corrupt_rate=0.1)
     assert PRMBenchConfig(n=16).ns == (1, 2, 4, 8, 16) and PRMBenchConfig(n=6).ns == (1, 2, 4, 6)
 
 
-@pytest.mark.parametrize("mode,layout", [("history", "step"), ("state", "step"), ("state", "trace")])
-def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout):
+@pytest.mark.parametrize("mode,layout,corrupt", [("history", "step", 0.0), ("state", "step", 0.0),
+                                                 ("state", "trace", 0.0), ("state", "step", 0.5)])
+def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout, corrupt):
     cfg = PRMBenchConfig(output_dir=str(tmp_path), seeds=(0,), hidden_size=16, num_layers=1, num_heads=2,
-                         policy_mode=mode, prm_layout=layout, policy_train_size=16, policy_steps=2, label_problems=3,
+                         policy_mode=mode, prm_layout=layout, label_corrupt_rate=corrupt, policy_train_size=16, policy_steps=2, label_problems=3,
                          label_samples=2, rm_steps=2, rm_batch_size=4, test_digits=2, test_size=3, n=4, beams=((2, 2),))
     result = bench.main(cfg)
     table = result["table"]
@@ -61,6 +66,8 @@ def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout):
     assert (tmp_path / "bon.png").stat().st_size > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["tables"]["search"][0] == ["search", "policy samples / problem", "accuracy (%)"]
+    policy = result["runs"][0]["policy"]
+    assert (policy["label_traces_corrupted"] > 0) == (corrupt > 0) and policy["label_traces"] == 6
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached run was trained again")

@@ -151,6 +151,24 @@ def test_sample_state_traces_hand_traced(tiny_model, monkeypatch):
     assert all(t.input == task.expert(problem).input == "27+15 | 7,5 2,1" for t in ts)
 
 
+def test_sample_state_traces_injects_corruptions_before_the_checker_and_the_executor(tiny_model, monkeypatch):
+    # 27 + 15 (answer 42). Sample 1 writes "x" (not executable: stops); sample 2 writes the right actions,
+    # each corrupted: "2,1" -> "3,1" in round 0, then in the state that leads to, "4,0" -> "5,0"
+    task = AdditionTask(index_hints=False)
+    _scripted_actions(monkeypatch, {"7+5+0": ["x", "2,1"], "2+1+1": ["4,0"]})
+    model, tok = tiny_model
+    swap = {"2,1": "3,1", "4,0": "5,0"}
+    (ts,) = sample_state_traces(model, tok, task, [AdditionProblem(27, 15)], StepFormat(), n=2, temperature=1.0,
+                                seed=0, corrupt_rate=1.0, corrupt=lambda a, rng: swap.get(a, a))
+    assert [[(s.state, s.action) for s in t.steps] for t in ts] == [[("7+5+0", "x")], [("7+5+0", "3,1"), ("2+1+1", "5,0")]]
+    assert [t.labels for t in ts] == [[False], [False, False]]
+    assert [t.meta["corrupted"] for t in ts] == [[], [0, 1]]  # "x" was left as it was: not a corruption
+    assert [(t.meta["answer"], t.meta["correct"]) for t in ts] == [(None, False), ("53", False)]
+    with pytest.raises(ValueError, match="corrupt_rate"):
+        sample_state_traces(model, tok, task, [AdditionProblem(27, 15)], StepFormat(), n=1, temperature=1.0, seed=0,
+                            corrupt_rate=1.5)
+
+
 def test_sample_state_traces_with_a_real_policy_is_seeded(tiny_model):
     model, tok = tiny_model
     task = AdditionTask(index_hints=False)

@@ -108,10 +108,18 @@ def sample_traces(
 
 def sample_state_traces(
     model, tokenizer, task, problems: Sequence[Any], fmt: StepFormat, n: int, temperature: float, seed: int,
-    *, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256,
+    *, max_steps: int | None = None, max_new_tokens: int = 16, batch_size: int = 256, corrupt_rate: float = 0.0,
+    corrupt: Corruption | None = None,
 ) -> list[list[Trajectory]]:
     """``n`` sampled state-mode rollouts per problem, labelled: PAL's ``M(s_t) -> a_t`` where the model
     sees the rendered state alone, samples an action, and the task's executor applies it.
+
+    ``corrupt_rate > 0`` injects corruptions into the rollouts: each sampled action is replaced, with
+    that probability, by ``corrupt(action, rng)`` (default :func:`corrupt_digit`) *before* the checker
+    judges it and the executor applies it, so the rollout goes on from the state the corrupted action
+    leads to and every label still comes from the checker (a corruption that happens to be right stays
+    True). The policy's natural errors and injected ones are then in one set of complete traces, what a
+    reward model learns from; ``meta['corrupted']`` lists the step indices whose action was changed.
 
     ``out[p][j]`` is a trajectory with the problem's history-mode input, one step per sampled action,
     ``Step(action=a_t, state=s_t, label=task.check_state_step(s_t, a_t))`` (the action judged in the state
@@ -120,25 +128,44 @@ def sample_state_traces(
     ran out; default 4x the expert's steps) and ``correct``. The executor composes the answer, so every
     error of such a policy is a step error, which the labels see.
 
-    Uses torch's global generator inside :func:`seeded`; samples depend on ``batch_size``."""
+    Uses torch's global generator inside :func:`seeded` (and ``random.Random(seed)`` for corruptions);
+    samples depend on ``batch_size``."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if not 0.0 <= corrupt_rate <= 1.0:
+        raise ValueError(f"corrupt_rate must be in [0, 1], got {corrupt_rate}")
+    corrupt = corrupt or corrupt_digit
+    rng = random.Random(seed)
     experts = [task.expert(p) for p in problems]
     owners = [i for i in range(len(problems)) for _ in range(n)]
+    changed: list[list[bool]] = []  # per round: was each live episode's action corrupted (walk order)
 
     def sample(texts: list[str]) -> list[str]:
         gens = sample_generate(model, tokenizer, [prompt_ids(tokenizer, t, fmt) for t in texts], 1, max_new_tokens,
                                temperature, batch_size=batch_size)
-        return [tokenizer.decode(g[0]) for g in gens]
+        actions = [tokenizer.decode(g[0]) for g in gens]
+        if corrupt_rate > 0:
+            new = [corrupt(a, rng) if rng.random() < corrupt_rate else a for a in actions]
+            changed.append([a != b for a, b in zip(actions, new)])
+            actions = new
+        return actions
 
     limit = max_steps or 4 * max(len(e.steps) for e in experts)
     with seeded(seed, model.device):
         walks = walk_states(task, [task.initial_state(problems[i]) for i in owners], sample, limit)
+    # round r's proposals went, in order, to the episodes that took an r-th step (walk_states' live order)
+    corrupted: list[list[int]] = [[] for _ in walks]
+    for r, flags in enumerate(changed):
+        for k, flag in zip((k for k, w in enumerate(walks) if len(w.actions) > r), flags):
+            if flag:
+                corrupted[k].append(r)
     out: list[list[Trajectory]] = [[] for _ in problems]
-    for i, w in zip(owners, walks):
+    for k, (i, w) in enumerate(zip(owners, walks)):
         done = not w.failed and task.is_done(w.state)
         answer = task.answer(w.state) if done else None
         meta = {**experts[i].meta, "answer": answer, "correct": task.check_answer(problems[i], answer)}
+        if corrupt_rate > 0:
+            meta["corrupted"] = corrupted[k]
         steps = tuple(Step(a, state=t, label=ok) for t, a, ok in zip(w.texts, w.actions, w.ok))
         out[i].append(Trajectory(experts[i].input, answer or "", steps, meta))
     return out

@@ -12,7 +12,10 @@ Per seed, everything from scratch:
    then the answer line, whose copying errors no step label sees).
 2. **Labels**: ``label_samples`` policy samples on each of ``label_problems`` fresh training problems;
    every step is labelled by the task's checker (history mode: the answer, appended as one more step by
-   :func:`~procsup.annotation.oracle.with_answer_step`, by the answer checker). Nothing is injected.
+   :func:`~procsup.annotation.oracle.with_answer_step`, by the answer checker). With
+   ``label_corrupt_rate > 0`` (state mode) each sampled action of these label traces is replaced, with that
+   probability, by a corrupted one (one digit changed) before it is judged and executed: injected errors
+   beside the natural ones, in the same complete traces that both reward models learn from.
 3. **PRM and ORM**: the policy's weights with a new 2-class head, the same traces and the same optimizer
    steps. The PRM learns every step's label; the ORM only the outcome, on the last step. In state mode the
    PRM reads each step in its own row, the action in its state (``prm_layout=step``, see
@@ -90,6 +93,10 @@ class PRMBenchConfig:
     """Fresh training problems whose policy samples are labelled for the reward models."""
     label_samples: int = 4
     """Policy samples per labelled problem."""
+    label_corrupt_rate: float = 0.0
+    """State mode: probability that a sampled action of a label trace is replaced by a corrupted one (one
+    digit changed, :func:`~procsup.annotation.oracle.corrupt_digit`) before the checker and the executor
+    see it. 0: the policy's natural errors alone. The test samples are never corrupted."""
     rm_steps: int = 2000
     """Optimizer steps of the PRM and of the ORM."""
     rm_batch_size: int = 128
@@ -122,6 +129,10 @@ class PRMBenchConfig:
             raise ValueError(f"policy_mode must be history or state, got {self.policy_mode!r}")
         if self.prm_layout not in views.LAYOUTS:
             raise ValueError(f"prm_layout must be one of {views.LAYOUTS}, got {self.prm_layout!r}")
+        if not 0.0 <= self.label_corrupt_rate <= 1.0:
+            raise ValueError(f"label_corrupt_rate must be in [0, 1], got {self.label_corrupt_rate}")
+        if self.label_corrupt_rate > 0 and self.policy_mode != "state":
+            raise ValueError("label_corrupt_rate needs policy_mode=state (history traces are sampled whole)")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if any(len(b) != 2 or min(b) < 1 for b in self.beams):
@@ -146,12 +157,16 @@ def orm_labels(traj: Trajectory) -> Trajectory:
 
 
 def label_traces(policy, tok, task, problems, fmt, samples: int, temperature: float, seed: int,
-                 mode: str = "history") -> list[list[Trajectory]]:
+                 mode: str = "history", corrupt_rate: float = 0.0) -> list[list[Trajectory]]:
     """Policy samples with oracle labels on every step; history mode also appends the answer as a last
     step, labelled by the answer checker (state mode has none: the task's executor composes the answer
-    from the steps, so a right trace has a right answer, and the answer's label would only repeat them)."""
+    from the steps, so a right trace has a right answer, and the answer's label would only repeat them).
+    ``corrupt_rate``: state mode's injected corruptions (:func:`~procsup.annotation.oracle.sample_state_traces`)."""
     if mode == "state":  # the executor writes the answer from the steps: no answer step to judge
-        return sample_state_traces(policy, tok, task, problems, fmt, samples, temperature, seed)
+        return sample_state_traces(policy, tok, task, problems, fmt, samples, temperature, seed,
+                                   corrupt_rate=corrupt_rate)
+    if corrupt_rate > 0:
+        raise ValueError("corrupt_rate needs state mode")
     traces = sample_traces(policy, tok, task, problems, fmt, samples, temperature, seed)
     return [[with_answer_step(lab := oracle_label(task, p, t), fmt, label=bool(lab.meta["correct"])) for t in ts]
             for p, ts in zip(problems, traces)]
@@ -184,7 +199,7 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         label_problems = [p for p in task.sample_range(1000 + seed, 3, 2 * cfg.label_problems) if (p.a, p.b) not in seen]
         label_problems = label_problems[: cfg.label_problems]
         labelled = [t for ts in label_traces(policy, tok, task, label_problems, fmt, cfg.label_samples,
-                                             cfg.temperature, seed, cfg.policy_mode) for t in ts]
+                                             cfg.temperature, seed, cfg.policy_mode, cfg.label_corrupt_rate) for t in ts]
         timings["labels"] = time.perf_counter() - t0
         step_labels = [s.label for t in labelled for s in t.steps]
 
@@ -279,6 +294,7 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
             "policy": {"sample_accuracy": statistics.fmean(c for row in correct for c in row),
                        "label_traces": len(labelled), "label_steps": len(step_labels),
                        "label_steps_correct": statistics.fmean(step_labels),
+                       "label_traces_corrupted": sum(bool(t.meta.get("corrupted")) for t in labelled),
                        "test_steps_correct": statistics.fmean(labels)},
             "rm_train": rm_train, "timings": timings,
         }
