@@ -3,7 +3,8 @@
 A PRM reads each step's score at the step's boundary token (last token of step + separator), the
 position :func:`procsup.objectives.prm.place_step_labels` trains. All steps of a trajectory are
 scored in one forward pass: a causal model's output at a step's boundary depends only on the tokens up
-to it, so this equals scoring every prefix separately, at one pass instead of n (tested).
+to it, so this equals scoring every prefix separately, at one pass instead of n (tested). The last block
+runs at the boundaries only (:mod:`procsup.models.positions`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from procsup.data import views
 from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.data.batch import collate
+from procsup.models.positions import PositionReader
 
 
 def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: float = 0.0,
@@ -35,26 +37,37 @@ def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: f
     )
 
 
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """P(step is correct) from a PRM head's logits (..., C): softmax class 1 (C = 2) or sigmoid (C = 1)."""
+    return logits.float().softmax(-1)[..., 1] if logits.size(-1) == 2 else logits.float()[..., 0].sigmoid()
+
+
 def step_probabilities(logits: torch.Tensor, rows: Sequence[Row]) -> list[list[float]]:
     """P(step is correct) at each step's boundary. logits (B, T, C) with C = 2 (softmax) or 1 (sigmoid)."""
-    probs = logits.float().softmax(-1)[..., 1] if logits.size(-1) == 2 else logits.float()[..., 0].sigmoid()  # (B, T)
+    probs = probabilities(logits)  # (B, T)
     return [[probs[i, pos].item() for pos in step_boundaries(row)] for i, row in enumerate(rows)]
 
 
 @torch.inference_mode()
 def score(model, tokenizer, trajectories: Sequence[Trajectory], fmt: StepFormat = StepFormat(),
-          batch_size: int = 32) -> list[list[float]]:
+          batch_size: int = 32, sparse_last_block: bool = True) -> list[list[float]]:
     """Per-step probabilities for each trajectory (its steps' actions, any labels ignored), one forward
-    pass per batch."""
+    pass per batch, read at the step boundaries (``sparse_last_block``: the last block computed there
+    only; the same scores up to float rounding)."""
     model.eval()
+    reader = PositionReader(model, sparse=sparse_last_block)
     rows = tokenize_many(trajectories, tokenizer, fmt, "steps")
     out: list[list[float]] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         batch = collate(chunk, tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(model.device),
-                       attention_mask=batch["attention_mask"].to(model.device)).logits
-        out.extend(step_probabilities(logits.cpu(), chunk))
+        bounds = [step_boundaries(row) for row in chunk]
+        at_rows = torch.tensor([i for i, b in enumerate(bounds) for _ in b], dtype=torch.long)
+        at_cols = torch.tensor([pos for b in bounds for pos in b], dtype=torch.long)
+        dev = model.device
+        probs = iter(probabilities(reader(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), at_rows.to(dev),
+                                          at_cols.to(dev))).tolist())
+        out.extend([next(probs) for _ in b] for b in bounds)
     return out
 
 

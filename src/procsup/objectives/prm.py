@@ -43,13 +43,19 @@ def label_tensors(rows: Sequence[Row], labels: Sequence[Sequence[Label | None]],
 
 
 def prm_loss(logits: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`step_loss` on a full logits tensor: logits (B, T, C), values and mask (B, T) from
+    :func:`label_tensors`."""
+    return step_loss(logits[mask], values[mask])
+
+
+def step_loss(picked: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean loss over labelled steps, and step accuracy (score >= 0.5 vs label >= 0.5).
 
-    logits (B, T, 2) for hard labels (cross-entropy; values must be 0 or 1) or (B, T, 1) for soft labels
-    (binary cross-entropy with the value as target). values, mask (B, T) from :func:`label_tensors`.
+    picked (N, 2) for hard labels (cross-entropy; targets must be 0 or 1) or (N, 1) for soft labels
+    (binary cross-entropy with the value as target): the logits at the N labelled boundaries, in the order
+    of ``mask.nonzero()`` (what :class:`procsup.models.positions.PositionReader` returns); target (N,).
     """
-    picked = logits[mask].float()  # (N, C)
-    target = values[mask]  # (N,)
+    picked = picked.float()
     if picked.size(-1) == 2:
         if not torch.all((target == 0) | (target == 1)):
             raise ValueError("a 2-class PRM head needs hard labels (0 or 1); use a 1-logit head for soft labels")

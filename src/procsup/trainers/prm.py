@@ -28,8 +28,9 @@ from procsup.data.batch import collate
 from procsup.data.io import read_jsonl
 from procsup.data.tokenize import StepFormat, tokenize_many
 from procsup.data.trajectory import Trajectory, TrajectoryError
+from procsup.models.positions import PositionReader
 from procsup.models.prm import build_prm
-from procsup.objectives.prm import label_tensors, prm_loss
+from procsup.objectives.prm import label_tensors, step_loss
 from procsup.trainers.pal import TrainResult, global_batch, load_checkpoint, make_optimizer, save_checkpoint
 
 
@@ -64,6 +65,10 @@ class PRMConfig:
     """Seed of the data order."""
     group_by_length: bool = True
     """Batch trajectories of similar length together (less padding)."""
+    sparse_last_block: bool = True
+    """Compute the last transformer block only at the labelled boundaries (every other position's output
+    of that block is never read; same loss and gradients, see :mod:`procsup.models.positions`). Llama-family
+    blocks only; other models run the full forward either way."""
     save_steps: int = 0
     """Checkpoint every this many steps (0: only at the end)."""
     save_total_limit: int = 2
@@ -133,8 +138,9 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     optimizer, scheduler = make_optimizer(model, cfg)
     start = load_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else 0
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
+    # the reader, not the model, is what accelerate wraps: every parameter's gradient flows through its forward
+    net, optimizer = accelerator.prepare(PositionReader(model, sparse=cfg.sparse_last_block), optimizer)
+    net.train()
 
     metrics_path = Path(cfg.output_dir) / "metrics.jsonl"
     bar = tqdm(total=cfg.max_steps, initial=start, desc="train-prm", dynamic_ncols=True,
@@ -147,11 +153,12 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
         batch = collate(chunk, tokenizer.pad_token_id)
         values, mask = label_tensors(chunk, [labels[i] for i in idx], batch["input_ids"].size(1))
         dev = accelerator.device
-        logits = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
-        terms = prm_loss(logits, values.to(dev), mask.to(dev))  # logits (B, T, C)
+        rows_at, cols_at = mask.nonzero(as_tuple=True)
+        picked = net(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), rows_at.to(dev), cols_at.to(dev))
+        terms = step_loss(picked, values[mask].to(dev))  # picked (N, C): the labelled boundaries
         accelerator.backward(terms["loss"])
         if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            accelerator.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -182,6 +189,5 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
     bar.close()
     seconds = time.perf_counter() - t0
     save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, cfg.max_steps)
-    model = accelerator.unwrap_model(model)
     model.eval()
     return TrainResult(model, tokenizer, cfg.max_steps - start, seconds, tokens_total, last)

@@ -1,0 +1,130 @@
+"""A token classifier read only where it is needed: the last block computed for those positions alone.
+
+A PRM reads its head at step boundaries (one token in ten or so) and trains only there. In a causal
+model every layer but the last must still run at every position (later tokens attend to them), but the
+last block's output is only ever read at the chosen positions: its keys and values are needed at all
+positions, while its query projection, attention, output projection, MLP, final norm and head are needed
+only at the chosen ones. :class:`PositionReader` computes exactly that and returns the logits at the
+chosen ``(row, column)`` positions, equal to ``model(...).logits[rows, cols]`` up to float rounding (the
+loss and the gradients are the same function of the weights; tested).
+
+Supported: token classifiers of the Llama family's block (``input_layernorm``, ``self_attn.{q,k,v,o}_proj``
+with rotary embeddings, ``post_attention_layernorm``, ``mlp``; Llama, Qwen2, Mistral). Any other model,
+or a last block with a sliding window, falls back to the full forward and indexing, with the same result.
+On a 2-layer model this skips most of half the network's work; how much it saves is measured in
+``benchmarks/prm_train_vs_trl.py``. transformers has nothing like it (``logits_to_keep`` trims only a
+causal LM's vocabulary projection), hence this module.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_BLOCK_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+_ATTN_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling", "num_key_value_groups")
+
+
+def supports_sparse_last_block(model: nn.Module) -> bool:
+    """Does :class:`PositionReader` take the fast path on ``model`` (else it runs the full forward)."""
+    backbone = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    if backbone is None or not all(hasattr(model, a) for a in ("score", "dropout")):
+        return False
+    if not all(hasattr(backbone, a) for a in ("layers", "norm", "rotary_emb", "embed_tokens")) or not len(backbone.layers):
+        return False
+    block = backbone.layers[-1]
+    if not all(hasattr(block, a) for a in _BLOCK_PARTS) or not all(hasattr(block.self_attn, a) for a in _ATTN_PARTS):
+        return False
+    if getattr(block.self_attn, "attention_dropout", 0.0) or getattr(block.self_attn, "sliding_window", None) or getattr(block, "attention_type", "full_attention") != "full_attention":
+        return False
+    return getattr(backbone.config, "_attn_implementation", "eager") in ("eager", "sdpa") and \
+        _rotary(block) is not None
+
+
+def _rotary(block: nn.Module):
+    """The block's own ``apply_rotary_pos_emb`` (each architecture's modeling file defines it)."""
+    return getattr(inspect.getmodule(type(block.self_attn)), "apply_rotary_pos_emb", None)
+
+
+@contextmanager
+def _without_last_block(backbone: nn.Module) -> Iterator[None]:
+    """The backbone's own forward with its last block and final norm taken out, put back afterwards: all
+    blocks but the last run exactly as transformers runs them (masks, positions, rotary included)."""
+    layers, norm = backbone.layers, backbone.norm
+    backbone.layers, backbone.norm = nn.ModuleList(list(layers)[:-1]), nn.Identity()
+    try:
+        yield
+    finally:
+        backbone.layers, backbone.norm = layers, norm
+
+
+class PositionReader(nn.Module):
+    """``model`` (a Hugging Face token classifier) as a module that returns its logits only at chosen
+    positions: ``forward(input_ids, attention_mask, rows, cols) -> (K, num_labels)`` for the K positions
+    ``(rows[k], cols[k])``. Wrap it (not the model) in DDP/accelerate so that every parameter's gradient
+    flows through the wrapper's forward; save ``reader.model``. Inputs are right-padded."""
+
+    def __init__(self, model: nn.Module, sparse: bool = True):
+        super().__init__()
+        self.model = model
+        self.sparse = sparse and supports_sparse_last_block(model)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+                cols: torch.Tensor) -> torch.Tensor:
+        if not self.sparse:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, cols]
+        model = self.model
+        if rows.numel() == 0:
+            return model.score.weight.new_zeros(0, model.score.out_features)
+        backbone = getattr(model, model.base_model_prefix)
+        with _without_last_block(backbone):
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
+        block = backbone.layers[-1]
+        attn = block.self_attn
+        batch, width, _ = hidden.shape
+        position_ids = torch.arange(width, device=hidden.device).unsqueeze(0)
+        cos, sin = backbone.rotary_emb(hidden, position_ids=position_ids)  # (1, T, head_dim)
+        rotate = _rotary(block)
+
+        # keys and values at every position
+        normed = block.input_layernorm(hidden)
+        kv_shape = (batch, width, -1, attn.head_dim)
+        keys = attn.k_proj(normed).view(kv_shape).transpose(1, 2)  # (B, Hkv, T, hd)
+        values = attn.v_proj(normed).view(kv_shape).transpose(1, 2)
+        keys = rotate(keys, keys, cos, sin)[1]
+
+        # queries only at the chosen positions, laid out (B, Q) with Q the most chosen in one row; a
+        # position's slot is its rank among its row's positions (in the order given)
+        counts = torch.bincount(rows, minlength=batch)
+        by_row, order = torch.sort(rows, stable=True)
+        slot = torch.empty_like(rows)
+        slot[order] = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) - counts)[by_row]
+        queries_per_row = int(counts.max())
+        picked = normed[rows, cols]  # (K, D)
+        q = attn.q_proj(picked).view(rows.numel(), -1, attn.head_dim)  # (K, H, hd)
+        q_grid = q.new_zeros(batch, queries_per_row, *q.shape[1:])
+        q_grid[rows, slot] = q
+        q_grid = q_grid.transpose(1, 2)  # (B, H, Q, hd)
+        q_pos = torch.zeros(batch, queries_per_row, dtype=torch.long, device=rows.device)
+        q_pos[rows, slot] = cols
+        q_grid = rotate(q_grid, q_grid, cos[0][q_pos], sin[0][q_pos])[0]  # cos per (row, slot): (B, Q, hd)
+
+        # causal and padding mask per query; an empty slot sees key 0 only (its output is dropped)
+        key_pos = torch.arange(width, device=rows.device)
+        allowed = (key_pos[None, None, :] <= q_pos[:, :, None]) & attention_mask.bool()[:, None, :]
+        allowed[:, :, 0] = True
+        groups = attn.num_key_value_groups
+        out = F.scaled_dot_product_attention(
+            q_grid, keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1),
+            attn_mask=allowed[:, None], scale=attn.scaling,
+        )  # (B, H, Q, hd)
+        out = attn.o_proj(out.transpose(1, 2)[rows, slot].reshape(rows.numel(), -1))  # (K, D)
+
+        h = hidden[rows, cols] + out
+        h = h + block.mlp(block.post_attention_layernorm(h))
+        return model.score(model.dropout(backbone.norm(h)))
