@@ -9,6 +9,10 @@ token for token and label for label). TRL runs in its fastest configuration on a
 gradient checkpointing (its PRMConfig defaults are bf16 and gradient checkpointing), no evaluation,
 logging or checkpoints during training, no dataloader workers.
 
+Arms: ``procsup`` (the default trainer: length-grouped batches, and the last block computed only at the
+labelled boundaries, :mod:`procsup.models.positions`), ``procsup-dense`` (the same with
+``sparse_last_block=False``: what length grouping alone gives) and ``trl``, in rotating order per repeat.
+
 Timed: procsup's whole ``train_prm`` call (its tokenization and final checkpoint included) and TRL's
 ``trainer.train()``; TRL's tokenization (``datasets.map`` inside the ``PRMTrainer`` constructor) is
 reported apart as its set-up time. Both trained models are then scored on the held-out rows by
@@ -105,11 +109,11 @@ class CountingCollator(DataCollatorForTokenClassification):
         return batch
 
 
-def run_procsup(init, tok, train: list[Trajectory], args, out_dir: str) -> dict:
+def run_procsup(init, tok, train: list[Trajectory], args, out_dir: str, sparse: bool = True) -> dict:
     cfg = PRMConfig(
         output_dir=out_dir, learning_rate=args.lr, batch_size=args.batch, max_steps=args.steps,
         warmup_steps=args.warmup, seed=args.seed, group_by_length=True, log_steps=args.steps,  # one window: the whole run
-        input_sep=FMT.input_sep, step_sep=FMT.step_sep, progress=False,
+        input_sep=FMT.input_sep, step_sep=FMT.step_sep, progress=False, sparse_last_block=sparse,
     )
     model = copy.deepcopy(init)
     t0 = time.perf_counter()
@@ -184,6 +188,8 @@ def summarize(runs: dict[str, list[dict]], args) -> dict:
             out[name][key] = statistics.median(n / r[timer] for r in rs)
     for key, timer in (("speedup", "seconds"), ("loop_speedup", "loop_s"), ("end_to_end_speedup", "end_to_end_s")):
         out[key] = statistics.median(b[timer] / a[timer] for a, b in zip(runs["procsup"], runs["trl"]))
+        if runs.get("procsup-dense"):
+            out[f"dense_{key}"] = statistics.median(b[timer] / a[timer] for a, b in zip(runs["procsup-dense"], runs["trl"]))
     return out
 
 
@@ -206,6 +212,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trl-group-by-length", action="store_true",
                    help="TRL with transformers' LengthGroupedSampler (train_sampling_strategy) instead of its default sampler")
+    p.add_argument("--no-dense", action="store_true", help="leave out the procsup-dense arm (sparse_last_block=False)")
     p.add_argument("--out", default="benchmarks/results/prm_train_vs_trl.json")
     args = p.parse_args(argv)
     import datasets
@@ -225,13 +232,14 @@ def main(argv=None) -> dict:
         raise ValueError(f"a training row has {max(lengths)} tokens > --max-length {args.max_length}")
     ds = stepwise_dataset(train)
     init = initial_model(args, tok)
-    runs: dict[str, list[dict]] = {"procsup": [], "trl": []}
+    arms = ["procsup", "trl"] if args.no_dense else ["procsup", "procsup-dense", "trl"]
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for name in (("procsup", "trl") if r % 2 == 0 else ("trl", "procsup")):  # alternate order against drift
+            for name in arms[r % len(arms):] + arms[: r % len(arms)]:  # rotate the order against drift
                 out_dir = f"{tmp}/{name}-{r}"
-                if name == "procsup":
-                    run = run_procsup(init, tok, train, args, out_dir)
+                if name.startswith("procsup"):
+                    run = run_procsup(init, tok, train, args, out_dir, sparse=name == "procsup")
                 else:
                     run = run_trl(init, tok_trl, ds, args, out_dir)
                 if name == "trl" and not runs["trl"]:
@@ -239,7 +247,7 @@ def main(argv=None) -> dict:
                 run.pop("trainer", None)
                 run.update(held_out_metrics(run.pop("model"), tok, held_out))
                 runs[name].append(run)
-                print(f"repeat {r} {name:7s}: {args.batch * args.steps / run['seconds']:6.1f} samples/s "
+                print(f"repeat {r} {name:13s}: {args.batch * args.steps / run['seconds']:6.1f} samples/s "
                       f"({run['seconds']:.1f} s), padding {run['padding']:.3f}, held-out step accuracy "
                       f"{run['step_accuracy']:.4f}, AUROC {run['step_auroc']:.4f}", flush=True)
     summary = summarize(runs, args)
@@ -273,13 +281,19 @@ def print_table(result: dict, args) -> None:
     print("| trainer | samples/s (timed) | loop samples/s | end-to-end samples/s | set-up s | padding | "
           "held-out step accuracy | step AUROC |\n|---|---|---|---|---|---|---|---|")
     trl_label = "TRL 1.13 PRMTrainer (fp32, no GC" + (", length-grouped)" if args.trl_group_by_length else ")")
-    for name, label in (("procsup", "procsup train_prm (length-grouped)"), ("trl", trl_label)):
+    labels = {"procsup": "procsup train_prm (length-grouped, sparse last block)",
+              "procsup-dense": "procsup train_prm (length-grouped, full last block)", "trl": trl_label}
+    for name, label in labels.items():
+        if name not in result:
+            continue
         m = result[name]
         print(f"| {label} | {m['samples_per_s']:.1f} | {m['loop_samples_per_s']:.1f} | {m['end_to_end_samples_per_s']:.1f} | "
               f"{m['setup_s']:.1f} | {m['padding']:.3f} | {m['step_accuracy']:.4f} | {m['step_auroc']:.4f} |")
     print(f"procsup / TRL samples/s: {result['speedup']:.2f}x timed, {result['loop_speedup']:.2f}x loop only, "
           f"{result['end_to_end_speedup']:.2f}x end to end (medians of per-repeat ratios); held-out correct share "
           f"{result['data']['held_out_correct_share']:.4f}")
+    if "dense_speedup" in result:
+        print(f"procsup-dense / TRL: {result['dense_speedup']:.2f}x timed, {result['dense_loop_speedup']:.2f}x loop only")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,13 @@ def test_grouped_query_attention_and_no_positions():
     assert PositionReader(model)(ids, mask, empty, empty).shape == (0, 2)
 
 
+def test_a_one_block_model():  # every block but the last is none at all
+    model = _classifier("llama", num_layers=1)
+    ids, mask, rows, cols = _batch()
+    torch.testing.assert_close(PositionReader(model)(ids, mask, rows, cols),
+                               model(input_ids=ids, attention_mask=mask).logits[rows, cols], atol=1e-5, rtol=1e-5)
+
+
 def test_unsupported_blocks_fall_back():
     model = _classifier("llama")
     model.model.layers[-1].self_attn.attention_dropout = 0.1  # the fast path has no attention dropout

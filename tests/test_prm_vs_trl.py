@@ -53,7 +53,8 @@ def test_benchmark_runs_end_to_end(bench, tmp_path):
                          "--warmup", "1", "--batch", "4", "--hidden", "16", "--layers", "1", "--heads", "2",
                          "--threads", "1", "--out", str(out)])
     assert json.loads(out.read_text())["speedup"] == pytest.approx(result["speedup"])
-    for name in ("procsup", "trl"):
+    assert result["dense_speedup"] > 0
+    for name in ("procsup", "procsup-dense", "trl"):
         assert result[name]["samples_per_s"] > 0
         assert 0.0 <= result[name]["step_accuracy"] <= 1.0
     assert result["procsup"]["padding"] <= result["trl"]["padding"]
