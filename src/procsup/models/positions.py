@@ -8,9 +8,9 @@ only at the chosen ones. :class:`PositionReader` computes exactly that and retur
 chosen ``(row, column)`` positions, equal to ``model(...).logits[rows, cols]`` up to float rounding (the
 loss and the gradients are the same function of the weights; tested).
 
-Supported: token classifiers of the Llama family's block (``input_layernorm``, ``self_attn.{q,k,v,o}_proj``
-with rotary embeddings, ``post_attention_layernorm``, ``mlp``; Llama, Qwen2, Mistral). Any other model,
-or a last block with a sliding window, falls back to the full forward and indexing, with the same result.
+Supported: Llama and Qwen2 token classifiers (pre-norm blocks with rotary attention, eager or SDPA, no
+attention dropout, no sliding window in the last block); the fast path is tested against the full
+forward for both. Any other model falls back to the full forward and indexing, with the same result.
 On a 2-layer model this skips most of half the network's work; how much it saves is measured in
 ``benchmarks/prm_train_vs_trl.py``. transformers has nothing like it (``logits_to_keep`` trims only a
 causal LM's vocabulary projection), hence this module.
@@ -18,37 +18,31 @@ causal LM's vocabulary projection), hence this module.
 
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.modeling_layers import GenericForTokenClassification
+from transformers.models.llama import modeling_llama
+from transformers.models.qwen2 import modeling_qwen2
 
-_BLOCK_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
-_ATTN_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling", "num_key_value_groups")
+#: Token classifiers whose last block the fast path computes, and each one's rotary function.
+_SUPPORTED = {
+    modeling_llama.LlamaForTokenClassification: modeling_llama.apply_rotary_pos_emb,
+    modeling_qwen2.Qwen2ForTokenClassification: modeling_qwen2.apply_rotary_pos_emb,
+}
 
 
 def supports_sparse_last_block(model: nn.Module) -> bool:
     """Does :class:`PositionReader` take the fast path on ``model`` (else it runs the full forward)."""
-    backbone = getattr(model, getattr(model, "base_model_prefix", "model"), None)
-    if backbone is None or not all(hasattr(model, a) for a in ("score", "dropout")):
+    if type(model) not in _SUPPORTED or not isinstance(model, GenericForTokenClassification):
         return False
-    if not all(hasattr(backbone, a) for a in ("layers", "norm", "rotary_emb", "embed_tokens")) or not len(backbone.layers):
-        return False
-    block = backbone.layers[-1]
-    if not all(hasattr(block, a) for a in _BLOCK_PARTS) or not all(hasattr(block.self_attn, a) for a in _ATTN_PARTS):
-        return False
-    if getattr(block.self_attn, "attention_dropout", 0.0) or getattr(block.self_attn, "sliding_window", None) or getattr(block, "attention_type", "full_attention") != "full_attention":
-        return False
-    return getattr(backbone.config, "_attn_implementation", "eager") in ("eager", "sdpa") and \
-        _rotary(block) is not None
-
-
-def _rotary(block: nn.Module):
-    """The block's own ``apply_rotary_pos_emb`` (each architecture's modeling file defines it)."""
-    return getattr(inspect.getmodule(type(block.self_attn)), "apply_rotary_pos_emb", None)
+    backbone = getattr(model, model.base_model_prefix)
+    attn = backbone.layers[-1].self_attn
+    return (backbone.config._attn_implementation in ("eager", "sdpa") and not attn.attention_dropout
+            and getattr(attn, "sliding_window", None) is None)
 
 
 @contextmanager
@@ -89,7 +83,7 @@ class PositionReader(nn.Module):
         batch, width, _ = hidden.shape
         position_ids = torch.arange(width, device=hidden.device).unsqueeze(0)
         cos, sin = backbone.rotary_emb(hidden, position_ids=position_ids)  # (1, T, head_dim)
-        rotate = _rotary(block)
+        rotate = _SUPPORTED[type(model)]
 
         # keys and values at every position
         normed = block.input_layernorm(hidden)
