@@ -130,3 +130,12 @@ def test_build_prm_turns_head_dropout_off_so_training_is_reproducible(tmp_path, 
     x = torch.randint(0, 10, (2, 7))
     assert torch.equal(prm(input_ids=x).logits, prm(input_ids=x).logits)  # train mode, no randomness left
     assert build_prm(tmp_path, classifier_dropout=0.3).dropout.p == 0.3
+
+
+def test_build_prm_seeds_the_new_head_without_touching_the_global_generator(tmp_path, tiny_model):
+    model, _ = tiny_model
+    model.save_pretrained(tmp_path)
+    state = torch.random.get_rng_state()
+    a, b, c = build_prm(tmp_path, seed=3), build_prm(tmp_path, seed=3), build_prm(tmp_path, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.score.weight, b.score.weight) and not torch.equal(a.score.weight, c.score.weight)

@@ -217,7 +217,7 @@ def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
         rms, rm_train = {}, {}
         for name, data in (("prm", rows(labelled, "prm")), ("orm", rows([orm_labels(t) for t in labelled], "orm"))):
             t0 = time.perf_counter()
-            model = prm_models.build_prm(policy_dir)
+            model = prm_models.build_prm(policy_dir, seed=seed)  # the new head's init follows the seed
             rc = PRMConfig(output_dir=str(run_dir / name), learning_rate=cfg.rm_learning_rate,
                            batch_size=cfg.rm_batch_size, max_steps=cfg.rm_steps,
                            warmup_steps=min(50, cfg.rm_steps // 10), seed=seed, progress=cfg.progress,

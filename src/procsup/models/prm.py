@@ -23,18 +23,28 @@ from procsup.models.positions import PositionReader
 
 
 def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: float = 0.0,
-              trust_remote_code: bool = False) -> PreTrainedModel:
+              trust_remote_code: bool = False, seed: int | None = None) -> PreTrainedModel:
     """A PRM on a local backbone directory: a 2-class head (hard labels) or a 1-logit head (soft labels).
-    The head is new (randomly initialised); the backbone's weights are loaded (safetensors only).
+    The head is new (randomly initialised: from ``seed`` if given, without touching the caller's random
+    state; else from torch's global generator as it stands); the backbone's weights are loaded
+    (safetensors only).
 
     Dropout before the head is off by default (transformers' token-classification heads default to
     0.1): with it, two runs of the same seed drift apart, and TRL's PRMTrainer turns it off too."""
     config = AutoConfig.from_pretrained(backbone, local_files_only=True, trust_remote_code=trust_remote_code)
     config.num_labels = 1 if soft else 2
     config.classifier_dropout = classifier_dropout
-    return AutoModelForTokenClassification.from_pretrained(
-        backbone, config=config, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code,
-    )
+
+    def load() -> PreTrainedModel:
+        return AutoModelForTokenClassification.from_pretrained(
+            backbone, config=config, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code,
+        )
+
+    if seed is None:
+        return load()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return load()
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ class PRMConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     seed: int = 0
-    """Seed of the data order."""
+    """Seed of the data order and, when the trainer builds the PRM from ``model``, of its new head."""
     group_by_length: bool = True
     """Batch trajectories of similar length together (less padding)."""
     sparse_last_block: bool = True
@@ -118,7 +118,7 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
     if model is None:
         if cfg.model is None:
             raise ValueError("no model: set PRMConfig.model to a local model directory or pass model=")
-        model = build_prm(cfg.model, soft=cfg.soft)
+        model = build_prm(cfg.model, soft=cfg.soft, seed=cfg.seed)
         tokenizer = AutoTokenizer.from_pretrained(cfg.model, local_files_only=True)
     if trajectories is None:
         if cfg.train_file is None:
