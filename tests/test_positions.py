@@ -66,6 +66,15 @@ def test_grouped_query_attention_and_no_positions():
     assert PositionReader(model)(ids, mask, empty, empty).shape == (0, 2)
 
 
+def test_left_padding():
+    model = _classifier("llama")
+    ids, mask, _, _ = _batch()
+    mask = mask.flip(1)  # rows padded on the left
+    rows, cols = torch.tensor([0, 1, 1, 2]), torch.tensor([5, 6, 11, 11])
+    torch.testing.assert_close(PositionReader(model)(ids, mask, rows, cols),
+                               model(input_ids=ids, attention_mask=mask).logits[rows, cols], atol=1e-5, rtol=1e-5)
+
+
 def test_a_one_block_model():  # every block but the last is none at all
     model = _classifier("llama", num_layers=1)
     ids, mask, rows, cols = _batch()

@@ -61,7 +61,8 @@ class PositionReader(nn.Module):
     """``model`` (a Hugging Face token classifier) as a module that returns its logits only at chosen
     positions: ``forward(input_ids, attention_mask, rows, cols) -> (K, num_labels)`` for the K positions
     ``(rows[k], cols[k])``. Wrap it (not the model) in DDP/accelerate so that every parameter's gradient
-    flows through the wrapper's forward; save ``reader.model``. Inputs are right-padded."""
+    flows through the wrapper's forward; save ``reader.model``. Padding on either side (positions are
+    0..T-1 as in the model's own forward without ``position_ids``)."""
 
     def __init__(self, model: nn.Module, sparse: bool = True):
         super().__init__()
@@ -108,10 +109,13 @@ class PositionReader(nn.Module):
         q_pos[rows, slot] = cols
         q_grid = rotate(q_grid, q_grid, cos[0][q_pos], sin[0][q_pos])[0]  # cos per (row, slot): (B, Q, hd)
 
-        # causal and padding mask per query; an empty slot sees key 0 only (its output is dropped)
+        # causal and padding mask per query; an empty slot sees key 0 only (its output is dropped), so
+        # that no query row is all masked
         key_pos = torch.arange(width, device=rows.device)
         allowed = (key_pos[None, None, :] <= q_pos[:, :, None]) & attention_mask.bool()[:, None, :]
-        allowed[:, :, 0] = True
+        empty = torch.ones(batch, queries_per_row, dtype=torch.bool, device=rows.device)
+        empty[rows, slot] = False
+        allowed[..., 0] |= empty
         groups = attn.num_key_value_groups
         out = F.scaled_dot_product_attention(
             q_grid, keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1),
