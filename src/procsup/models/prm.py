@@ -52,10 +52,23 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(-1)[..., 1] if logits.size(-1) == 2 else logits.float()[..., 0].sigmoid()
 
 
+def boundary_index(rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of every step boundary of a batch, row by row: where a PRM's scores are read."""
+    bounds = [step_boundaries(row) for row in rows]
+    at_rows = torch.tensor([i for i, b in enumerate(bounds) for _ in b], dtype=torch.long)
+    at_cols = torch.tensor([pos for b in bounds for pos in b], dtype=torch.long)
+    return at_rows, at_cols
+
+
+def _per_row(values: list[float], rows: Sequence[Row]) -> list[list[float]]:
+    it = iter(values)
+    return [[next(it) for _ in step_boundaries(row)] for row in rows]
+
+
 def step_probabilities(logits: torch.Tensor, rows: Sequence[Row]) -> list[list[float]]:
     """P(step is correct) at each step's boundary. logits (B, T, C) with C = 2 (softmax) or 1 (sigmoid)."""
-    probs = probabilities(logits)  # (B, T)
-    return [[probs[i, pos].item() for pos in step_boundaries(row)] for i, row in enumerate(rows)]
+    at_rows, at_cols = boundary_index(rows)
+    return _per_row(probabilities(logits[at_rows, at_cols]).tolist(), rows)
 
 
 @torch.inference_mode()
@@ -71,13 +84,10 @@ def score(model, tokenizer, trajectories: Sequence[Trajectory], fmt: StepFormat 
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         batch = collate(chunk, tokenizer.pad_token_id)
-        bounds = [step_boundaries(row) for row in chunk]
-        at_rows = torch.tensor([i for i, b in enumerate(bounds) for _ in b], dtype=torch.long)
-        at_cols = torch.tensor([pos for b in bounds for pos in b], dtype=torch.long)
+        at_rows, at_cols = boundary_index(chunk)
         dev = model.device
-        probs = iter(probabilities(reader(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), at_rows.to(dev),
-                                          at_cols.to(dev))).tolist())
-        out.extend([next(probs) for _ in b] for b in bounds)
+        picked = reader(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), at_rows.to(dev), at_cols.to(dev))
+        out.extend(_per_row(probabilities(picked).tolist(), chunk))
     return out
 
 
