@@ -1,11 +1,15 @@
-"""build_config: YAML, then key=value overrides, onto PALConfig, with types coerced from text."""
+"""build_config: YAML, then key=value overrides, onto PALConfig, with types coerced from text; the trainer
+configs' shared options."""
 
 from __future__ import annotations
 
 import pytest
 
 from procsup.config import build_config, config_help, field_docs
+from procsup.trainers.action_head import ActionHeadConfig
+from procsup.trainers.options import CheckpointOptions
 from procsup.trainers.pal import PALConfig
+from procsup.trainers.prm import PRMConfig
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -68,3 +72,26 @@ def test_field_docs():
     assert set(docs) == {f for f in PALConfig.__dataclass_fields__}  # every field is documented
     assert "\n" not in docs["mode"]  # whitespace collapsed to one line
     assert "lam=1.0: lambda" in config_help(PALConfig)
+
+
+@pytest.mark.parametrize("cls", [PALConfig, PRMConfig, ActionHeadConfig])
+def test_trainer_configs_share_documented_checked_options(cls):
+    """Every trainer's config inherits the optimizer fields (procsup.trainers.options): documented in its
+    help, checked by one __post_init__, and a trainer's own default (PRM: lr 1e-4, batch 16) wins."""
+    required = {"output_dir": "x", **({"actions": ("U", "D")} if cls is ActionHeadConfig else {})}
+    docs = field_docs(cls)
+    assert set(docs) == set(cls.__dataclass_fields__)  # inherited fields documented too
+    lines = config_help(cls).splitlines()
+    assert lines[0].startswith("output_dir=(required)")  # the class's own fields first
+    assert any(line.startswith("max_grad_norm=1.0: Gradient clipping") for line in lines)
+    for bad in ({"max_steps": 0}, {"log_steps": 0}, {"warmup_steps": -1}, {"learning_rate": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            cls(**required, **bad)
+    if issubclass(cls, CheckpointOptions):
+        with pytest.raises(ValueError, match="save_total_limit"):
+            cls(**required, save_total_limit=0)  # PAL took 0 and then deleted every checkpoint, the final one too
+    with pytest.raises(TypeError):
+        cls("x")  # keyword-only: a positional value cannot land in the wrong field
+    cfg = cls(**required)
+    expected = (1e-4, 16) if cls is PRMConfig else (3e-4, 32)
+    assert (cfg.learning_rate, cfg.batch_size) == expected

@@ -21,7 +21,16 @@ C = TypeVar("C")
 
 
 def field_docs(cls) -> dict[str, str]:
-    """The docstring under each dataclass field (the convention used by every config here)."""
+    """The docstring under each dataclass field (the convention used by every config here), inherited
+    fields included; a subclass that declares a field again with its own docstring wins."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls) -> dict[str, str]:
     try:
         tree = ast.parse(inspect.getsource(cls))
     except (OSError, TypeError):
@@ -89,10 +98,13 @@ def build_config(cls: type[C], yaml_path: str | Path | None = None, overrides: l
 
 
 def config_help(cls) -> str:
-    """A field-per-line help text: name, default and docstring."""
+    """A field-per-line help text: name, default and docstring; the class's own fields first, then the
+    inherited ones (a trainer's optimizer fields, :mod:`procsup.trainers.options`)."""
     docs = field_docs(cls)
+    own = list(cls.__dict__.get("__annotations__", {}))  # in the order the class declares them
+    fields = dataclasses.fields(cls)
     lines = []
-    for f in dataclasses.fields(cls):
+    for f in sorted(fields, key=lambda f: own.index(f.name) if f.name in own else len(own) + fields.index(f)):
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
         lines.append(f"{f.name}={default}: {docs.get(f.name, '')}")
     return "\n".join(lines)

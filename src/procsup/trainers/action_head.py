@@ -33,12 +33,15 @@ from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.data.trajectory import Trajectory
 from procsup.models.action_head import ActionHeadModel, pad_prompts
 from procsup.models.factory import load_model
+from procsup.trainers.options import OptimizerOptions
 from procsup.trainers.pal import TrainResult, global_batch, make_optimizer
 
 
-@dataclass
-class ActionHeadConfig:
-    """An action-head PAL run (state mode). Build it in Python, from YAML or from ``key=value`` flags."""
+@dataclass(kw_only=True)
+class ActionHeadConfig(OptimizerOptions):
+    """An action-head PAL run (state mode). Build it in Python, from YAML or from ``key=value`` flags.
+    Optimizer and logging fields: :class:`~procsup.trainers.options.OptimizerOptions` (no checkpoints: a run
+    takes minutes here and writes its model at the end)."""
 
     output_dir: str
     """Where ``metrics.jsonl`` and the final model (``output_dir/model``) go."""
@@ -51,43 +54,19 @@ class ActionHeadConfig:
     """JSONL of trajectories whose steps have states. Not needed when trajectories are passed in Python."""
     lam: float = 1.0
     """lambda, the weight of the step classification loss."""
-    learning_rate: float = 3e-4
-    """Peak AdamW learning rate (linear warm-up, then cosine decay to 0)."""
-    batch_size: int = 32
-    """Rows (steps) per optimizer step."""
-    max_steps: int = 1000
-    """Optimizer steps."""
-    warmup_steps: int = 50
-    """Linear warm-up steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay (matrices only)."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (0 disables)."""
-    seed: int = 0
-    """Seed of the data order and of the head's initialisation."""
-    log_steps: int = 10
-    """Write a metrics line every this many steps."""
     input_sep: str = "\n"
     """Separator after the state s_t; the head reads the hidden state at its last token."""
-    progress: bool = True
-    """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.actions, str):
             raise ValueError(f"actions must be a sequence of strings, got the string {self.actions!r}")
         self.actions = tuple(self.actions)  # YAML gives a list
         distinct = len(set(self.actions)) == len(self.actions)
         if not self.actions or not distinct or not all(isinstance(a, str) and a for a in self.actions):
             raise ValueError(f"actions must be distinct non-empty strings, got {self.actions!r}")
-        for name in ("lam", "learning_rate"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
-        for name in ("batch_size", "max_steps", "log_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.lam) and self.lam > 0):
+            raise ValueError(f"lam must be a finite number > 0, got {self.lam}")
 
     @property
     def step_format(self) -> StepFormat:

@@ -39,15 +39,17 @@ from procsup.data.trajectory import Trajectory
 from procsup.models.factory import load_model
 from procsup.objectives.consistency import action_consistency, hidden_consistency
 from procsup.objectives.pal import pal_loss, token_nll
+from procsup.trainers.options import CheckpointOptions
 
 log = logging.getLogger(__name__)
 LOGGED = ("loss", "loss_out", "loss_steps", "step_nll", "loss_consistency")
 
 
-@dataclass
-class PALConfig:
+@dataclass(kw_only=True)
+class PALConfig(CheckpointOptions):
     """Everything a PAL (or outcome-only) training run needs. Build it in Python, from YAML or from
-    ``key=value`` flags (``procsup train``)."""
+    ``key=value`` flags (``procsup train``). Optimizer, logging and checkpoint fields:
+    :class:`~procsup.trainers.options.CheckpointOptions`; a row is a sequence (one per step in state mode)."""
 
     output_dir: str
     """Where checkpoints, ``metrics.jsonl`` and the final model go."""
@@ -67,38 +69,15 @@ class PALConfig:
     consistency: Literal["hidden", "action"] = "hidden"
     """hidden: squared L2 between last-layer hidden states; action: symmetric KL between next-token
     distributions."""
-    learning_rate: float = 3e-4
-    """Peak AdamW learning rate (linear warm-up, then cosine decay to 0)."""
-    batch_size: int = 32
-    """Global batch size in rows (split evenly across processes)."""
-    max_steps: int = 1000
-    """Optimizer steps."""
-    warmup_steps: int = 50
-    """Linear warm-up steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (0 disables)."""
-    seed: int = 0
-    """Seed of the data order (and of nothing else: the model arrives initialised)."""
-    save_steps: int = 0
-    """Checkpoint every this many steps (0: only at the end)."""
-    save_total_limit: int = 2
-    """Checkpoints kept on disk (oldest removed first)."""
-    resume: bool = False
-    """Continue from the newest checkpoint in output_dir if there is one."""
-    log_steps: int = 10
-    """Write a metrics line every this many steps."""
     input_sep: str = "\n"
     """Separator after the input x (or state s_t)."""
     step_sep: str = "\n"
     """Separator after each step; its last token is the step's boundary token."""
     answer_prefix: str = "A:"
     """Text before the final answer."""
-    progress: bool = True
-    """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not (math.isfinite(self.mu) and self.mu >= 0):
@@ -107,14 +86,6 @@ class PALConfig:
             raise ValueError(f"consistency must be hidden or action, got {self.consistency!r}")
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
-        for name in ("batch_size", "max_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_steps", "log_steps", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         self.step_format  # validates the separators
 
     @property
@@ -304,7 +275,7 @@ def train(
         tokens_total += n_tok
         window["tokens"] += n_tok
         done = step + 1
-        if done % max(cfg.log_steps, 1) == 0 or done == cfg.max_steps:
+        if done % cfg.log_steps == 0 or done == cfg.max_steps:
             reduced = accelerator.reduce(
                 torch.stack([terms[k].detach() for k in LOGGED]), reduction="mean"
             )

@@ -31,12 +31,14 @@ from procsup.data.trajectory import Trajectory, TrajectoryError
 from procsup.models.positions import PositionReader
 from procsup.models.prm import build_prm
 from procsup.objectives.prm import label_tensors, step_loss
+from procsup.trainers.options import CheckpointOptions
 from procsup.trainers.pal import TrainResult, global_batch, load_checkpoint, make_optimizer, save_checkpoint
 
 
-@dataclass
-class PRMConfig:
-    """A PRM training run. Build it in Python, from YAML or from ``key=value`` flags (``procsup train-prm``)."""
+@dataclass(kw_only=True)
+class PRMConfig(CheckpointOptions):
+    """A PRM training run. Build it in Python, from YAML or from ``key=value`` flags (``procsup train-prm``).
+    Optimizer, logging and checkpoint fields: :class:`~procsup.trainers.options.CheckpointOptions`."""
 
     output_dir: str
     """Where checkpoints and ``metrics.jsonl`` go."""
@@ -53,46 +55,19 @@ class PRMConfig:
     """Peak AdamW learning rate (linear warm-up, then cosine decay to 0)."""
     batch_size: int = 16
     """Global batch size in trajectories (split evenly across processes)."""
-    max_steps: int = 1000
-    """Optimizer steps."""
-    warmup_steps: int = 50
-    """Linear warm-up steps."""
-    weight_decay: float = 0.0
-    """AdamW weight decay (matrices only)."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (0 disables)."""
-    seed: int = 0
-    """Seed of the data order and, when the trainer builds the PRM from ``model``, of its new head."""
     group_by_length: bool = True
     """Batch trajectories of similar length together (less padding)."""
     sparse_last_block: bool = True
     """Compute the last transformer block only at the labelled boundaries (every other position's output
     of that block is never read; same loss and gradients, see :mod:`procsup.models.positions`). Llama-family
     blocks only; other models run the full forward either way."""
-    save_steps: int = 0
-    """Checkpoint every this many steps (0: only at the end)."""
-    save_total_limit: int = 2
-    """Checkpoints kept on disk."""
-    resume: bool = False
-    """Continue from the newest checkpoint in output_dir if there is one."""
-    log_steps: int = 10
-    """Write a metrics line every this many steps."""
     input_sep: str = "\n"
     """Separator after the prompt."""
     step_sep: str = "\n"
     """Separator after each step; its last token is where the step's score is read."""
-    progress: bool = True
-    """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_steps", "log_steps", "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_steps", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        super().__post_init__()
         self.step_format  # validates the separators
 
     @property
