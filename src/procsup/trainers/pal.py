@@ -167,6 +167,20 @@ def make_optimizer(model, cfg) -> tuple[torch.optim.Optimizer, torch.optim.lr_sc
     return optimizer, get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
 
 
+def start_run(accelerator, model, cfg) -> tuple[int, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
+    """What a checkpointed trainer (PAL, PRM) sets up before its loop: the rows per process (the global
+    batch split evenly), ``output_dir``, the optimizer and schedule (:func:`make_optimizer`), and the step to
+    start from (the newest checkpoint's with ``cfg.resume``, else 0). ``cfg``: a
+    :class:`~procsup.trainers.options.CheckpointOptions` with ``output_dir``."""
+    world = accelerator.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    start = load_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else 0
+    return cfg.batch_size // world, optimizer, scheduler, start
+
+
 def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, step: int) -> None:
     """Write checkpoint-<step> atomically (to a temporary folder, then renamed) on the main process.
     ``cfg`` is a trainer config dataclass with output_dir, max_steps and save_total_limit."""
@@ -232,13 +246,7 @@ def train(
     if not rows:
         raise ValueError("no training rows: the data is empty")
     world, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    per_proc = cfg.batch_size // world
-
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    start = load_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else 0
+    per_proc, optimizer, scheduler, start = start_run(accelerator, model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 

@@ -32,7 +32,7 @@ from procsup.models.positions import PositionReader
 from procsup.models.prm import build_prm
 from procsup.objectives.prm import label_tensors, step_loss
 from procsup.trainers.options import CheckpointOptions
-from procsup.trainers.pal import TrainResult, global_batch, load_checkpoint, make_optimizer, save_checkpoint
+from procsup.trainers.pal import TrainResult, global_batch, save_checkpoint, start_run
 
 
 @dataclass(kw_only=True)
@@ -106,13 +106,7 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
     labels = [t.labels for t in trajectories]
     lengths = tuple(len(r.input_ids) for r in rows) if cfg.group_by_length else None
     world, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    per_proc = cfg.batch_size // world
-
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    start = load_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else 0
+    per_proc, optimizer, scheduler, start = start_run(accelerator, model, cfg)
     # the reader, not the model, is what accelerate wraps: every parameter's gradient flows through its forward
     net, optimizer = accelerator.prepare(PositionReader(model, sparse=cfg.sparse_last_block), optimizer)
     net.train()
