@@ -391,13 +391,31 @@ CURVE_ANSWERS = [["a", "b", "a", "a"], ["x", "y", "z", "z"]]
 def test_best_of_n_curve_first_n():
     curve = best_of_n_curve(CURVE_SCORES, CURVE_CORRECT, "last", candidates_answers=CURVE_ANSWERS, ns=(1, 2, 4))
     # N=1: both first candidates wrong.
-    assert curve[1] == {"best_of_n": 0.0, "oracle": 0.0, "majority_vote": 0.0, "weighted_majority_vote": 0.0}
+    assert curve[1] == {"best_of_n": 0.0, "best_of_n_finished": 0.0, "oracle": 0.0, "majority_vote": 0.0,
+                        "weighted_majority_vote": 0.0}
     # N=2: BoN p0 picks 0.9 (right), p1 picks 0.5 (wrong). Majority: both tie 1-1, first answer wins -> wrong,
     # wrong. Weighted: p0 "b" 0.9 > "a" 0.1 right; p1 "x" 0.5 > "y" 0.4 wrong.
-    assert curve[2] == {"best_of_n": 0.5, "oracle": 0.5, "majority_vote": 0.0, "weighted_majority_vote": 0.5}
+    assert curve[2] == {"best_of_n": 0.5, "best_of_n_finished": 0.5, "oracle": 0.5, "majority_vote": 0.0,
+                        "weighted_majority_vote": 0.5}
     # N=4: BoN right, right. Majority: p0 "a" x3 wrong, p1 "z" x2 right. Weighted: p0 "b" 0.9 > "a" 0.6,
     # p1 "z" 0.9 > "x" 0.5: right, right.
-    assert curve[4] == pytest.approx({"best_of_n": 1.0, "oracle": 1.0, "majority_vote": 0.5, "weighted_majority_vote": 1.0})
+    assert curve[4] == pytest.approx({"best_of_n": 1.0, "best_of_n_finished": 1.0, "oracle": 1.0, "majority_vote": 0.5,
+                                      "weighted_majority_vote": 1.0})
+
+
+def test_best_of_n_finished_ranks_only_candidates_with_an_answer():
+    # p0: the top score (0.9) is a sample that ended without an answer, so wrong; among the finished ones
+    # 0.6 (right) wins. p1: no candidate finished: wrong either way, as majority vote counts it.
+    scores = [[[0.9], [0.6], [0.2]], [[0.7], [0.4]]]
+    correct = [[False, True, False], [False, False]]
+    answers = [[None, "7", "8"], [None, None]]
+    assert best_of_n(scores, correct, "min") == 0.0
+    assert best_of_n(scores, correct, "min", answers) == 0.5
+    assert majority_vote(answers, correct) == 0.5  # "7" and "8" tie, "7" first; p1 has no vote
+    curve = best_of_n_curve(scores, correct, "min", candidates_answers=answers, ns=(2,))
+    assert curve[2]["best_of_n"] == 0.0 and curve[2]["best_of_n_finished"] == 0.5
+    with pytest.raises(ValueError, match="problem 1: candidates_scores has 2 candidates but candidates_answers has 1"):
+        best_of_n(scores, correct, "min", [[None, "7", "8"], [None]])
 
 
 def test_best_of_n_curve_seeded_draws():

@@ -382,7 +382,8 @@ def _check_candidates(a: Sequence[Sequence], b: Sequence[Sequence], name_a: str,
 
 
 def best_of_n(
-    candidates_scores: Sequence[Sequence[Sequence[float]]], candidates_correct: Sequence[Sequence[bool]], how: Aggregation
+    candidates_scores: Sequence[Sequence[Sequence[float]]], candidates_correct: Sequence[Sequence[bool]], how: Aggregation,
+    candidates_answers: Sequence[Sequence[Hashable | None]] | None = None,
 ) -> float:
     """Share of problems whose top-scored candidate is correct (best-of-N reranking, Cobbe et al., 2021;
     with a PRM, Lightman et al., 2023).
@@ -390,13 +391,21 @@ def best_of_n(
     ``candidates_scores[p][c]`` are the step scores of candidate c of problem p, combined with
     :func:`aggregate` ``(how)``; ``candidates_correct[p][c]`` says whether its final answer is right.
     Ties go to the candidate with the lowest index.
+
+    With ``candidates_answers``, only finished candidates (answer not ``None``) are ranked, as
+    :func:`majority_vote` counts only them; a problem whose candidates all lack an answer counts as wrong.
+    Without, every candidate is ranked, whatever it ended with.
     """
     _check_candidates(candidates_scores, candidates_correct, "candidates_scores", "candidates_correct")
+    if candidates_answers is not None:
+        _check_candidates(candidates_scores, candidates_answers, "candidates_scores", "candidates_answers")
     hits = 0
-    for scores, correct in zip(candidates_scores, candidates_correct):
+    for p, (scores, correct) in enumerate(zip(candidates_scores, candidates_correct)):
         solution_scores = [aggregate(s, how) for s in scores]
-        best = max(range(len(solution_scores)), key=solution_scores.__getitem__)  # max keeps the first of ties
-        hits += bool(correct[best])
+        ranked = [c for c in range(len(scores)) if candidates_answers is None or candidates_answers[p][c] is not None]
+        if ranked:
+            best = max(ranked, key=solution_scores.__getitem__)  # max keeps the first of ties
+            hits += bool(correct[best])
     return hits / len(candidates_scores)
 
 
@@ -479,7 +488,8 @@ def best_of_n_curve(
 
     Returns ``{N: {"best_of_n": ..., "oracle": ...}}``; ``oracle`` is the share of problems with at
     least one correct candidate among the N (pass@N, the ceiling for any reranker). Given
-    ``candidates_answers``, also ``majority_vote`` and ``weighted_majority_vote`` (weights =
+    ``candidates_answers``, also ``best_of_n_finished`` (:func:`best_of_n` among the candidates with an
+    answer, the ones the votes count), ``majority_vote`` and ``weighted_majority_vote`` (weights =
     ``aggregate(steps, how)``).
     """
     _check_candidates(candidates_scores, candidates_correct, "candidates_scores", "candidates_correct")
@@ -508,6 +518,7 @@ def best_of_n_curve(
             }
             if candidates_answers is not None:
                 answers = _subset(candidates_answers, picks)
+                metrics["best_of_n_finished"] = best_of_n(_subset(candidates_scores, picks), correct, how, answers)
                 metrics["majority_vote"] = majority_vote(answers, correct)
                 metrics["weighted_majority_vote"] = weighted_majority_vote(answers, _subset(solution_scores, picks), correct)
             for k, v in metrics.items():
