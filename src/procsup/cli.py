@@ -99,17 +99,15 @@ def score(
     """Score every step of every trajectory with a PRM, all steps of a trajectory in one forward pass."""
     from dataclasses import replace
 
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
     from procsup.data.io import read_jsonl, write_jsonl
     from procsup.data.tokenize import StepFormat
     from procsup.data.trajectory import TrajectoryError
+    from procsup.models.prm import load_prm
     from procsup.models.prm import score as run
 
     with _bad_input(TrajectoryError, OSError, ValueError):
         trajs = read_jsonl(data)
-        prm = AutoModelForTokenClassification.from_pretrained(model, use_safetensors=True, local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(model, local_files_only=True)
+        prm, tok = load_prm(model)
     sep = step_sep.encode().decode("unicode_escape")
     scores = run(prm, tok, trajs, StepFormat(step_sep=sep), batch_size=batch_size)
     write_jsonl([replace(t, meta={**t.meta, "step_scores": s}) for t, s in zip(trajs, scores)], out)

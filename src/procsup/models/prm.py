@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoConfig, AutoModelForTokenClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel
 
 from procsup.data import views
 from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_many
@@ -45,6 +45,15 @@ def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: f
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return load()
+
+
+def load_prm(path: str | Path, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, object]:
+    """A trained PRM (a checkpoint of :func:`~procsup.trainers.prm.train_prm`) and its tokenizer, from a
+    local directory (safetensors only, no hub)."""
+    model = AutoModelForTokenClassification.from_pretrained(
+        path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    return model, tokenizer
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
