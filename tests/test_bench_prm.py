@@ -3,6 +3,7 @@ absurdly small budgets that checks the result structure, the files and the cache
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -58,7 +59,8 @@ def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout, corrupt):
     table = result["table"]
     assert set(table["best_of_n"]) == {"1", "2", "4"}
     row = table["best_of_n"]["4"]
-    assert {"prm-min", "prm-last", "orm", "majority", "pass", "prm-weighted-majority"} <= set(row)
+    assert {"prm-min", "prm-min-finished", "prm-last", "orm", "orm-finished", "majority", "pass",
+            "prm-weighted-majority"} <= set(row)
     for n, r in table["best_of_n"].items():  # no reranker beats pass@N
         assert all(r[m]["mean"] <= r["pass"]["mean"] + 1e-9 for m in r if m not in ("samples", "pass"))
     assert set(table["beam_search"]) == {"2x2"} and table["beam_search"]["2x2"]["samples"]["mean"] > 0
@@ -75,6 +77,14 @@ def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout, corrupt):
     monkeypatch.setattr(bench, "train", no_training)
     monkeypatch.setattr(bench, "train_prm", no_training)
     assert bench.main(cfg)["table"] == json.loads(json.dumps(table))
+    # an evaluation setting, or a new evaluation version, re-evaluates the saved models without training them
+    evaluations = []
+    real_evaluate = bench.evaluate_models
+    monkeypatch.setattr(bench, "evaluate_models", lambda *a: evaluations.append(1) or real_evaluate(*a))
+    assert bench.main(dataclasses.replace(cfg, test_size=2))["runs"][0]["policy"]["label_traces"] == 6
+    monkeypatch.setattr(bench, "EVAL_VERSION", bench.EVAL_VERSION + 1)
+    assert bench.main(cfg)["table"] == json.loads(json.dumps(table))  # the same models give the same numbers
+    assert len(evaluations) == 2
 
 
 def test_cli_bench_prm_rejects_a_bad_field_and_lists_the_fields():

@@ -28,8 +28,9 @@ Per seed, everything from scratch:
 5. **Beam search** with the PRM (min over steps) at about the policy samples best-of-N spends
    (samples = generated steps; in history mode the answer line counts as one), beside best-of-N at each N.
 
-Each seed's run is cached in ``<output_dir>/seed<k>/eval.json`` with its settings; results.json, a plot
-(accuracy against N) and a table are written at the end.
+Each seed's models are cached in ``<output_dir>/seed<k>/train`` and its evaluation in ``seed<k>/eval``,
+each with the settings it depends on (:func:`run_seed`); results.json, a plot (accuracy against N) and a
+table are written at the end.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from procsup.bench.report import pct, render, stat
 from procsup.data import views
 from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation import prm_metrics
-from procsup.models.factory import TinyModelConfig, build_tiny_model
+from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model
 from procsup.search import beam_search, state_beam_search
 from procsup.tasks.addition import AdditionTask
 from procsup.trainers.pal import PALConfig, train
@@ -89,18 +90,20 @@ class PRMBenchConfig:
     """Policy optimizer steps (64 rows each): few, so that the policy is weak."""
     temperature: float = 1.0
     """Sampling temperature of the policy (labels, best-of-N and beam search)."""
-    label_problems: int = 1000
-    """Fresh training problems whose policy samples are labelled for the reward models."""
+    label_problems: int = 24000
+    """Fresh training problems whose policy samples are labelled for the reward models. Sampling them is
+    cheap (~100 s for 24,000 x 4); at 1,000 the PRM saw each of its ~11k rows ~46 times, fit them exactly and
+    still scored unseen wrong actions (``1+1+0 -> 6,0``) as right (docs/RESULTS.md section 7a″)."""
     label_samples: int = 4
     """Policy samples per labelled problem."""
     label_corrupt_rate: float = 0.0
     """State mode: probability that a sampled action of a label trace is replaced by a corrupted one (one
     digit changed, :func:`~procsup.annotation.oracle.corrupt_digit`) before the checker and the executor
     see it. 0: the policy's natural errors alone. The test samples are never corrupted."""
-    rm_steps: int = 4000
-    """Optimizer steps of the PRM and of the ORM (equal). At 2000 the PRM's loss was still falling (0.17 at
-    step 1200, 0.07-0.12 at the end) and its best-of-16 moved by ~20 points with its head's random init
-    (docs/RESULTS.md section 7a)."""
+    rm_steps: int = 12000
+    """Optimizer steps of the PRM and of the ORM (equal). At 2000 the PRM's loss was still falling and its
+    best-of-16 moved by ~20 points with its head's random init (docs/RESULTS.md section 7a); from 4000 to
+    12000 steps on 8,000 label problems its best-of-16 on seed 2 rose from 91.0 to 94.5 (section 7a″)."""
     rm_batch_size: int = 128
     """Rows per reward-model step: traces, or with ``prm_layout=step`` the PRM's one-step rows."""
     rm_learning_rate: float = 1e-3
@@ -145,8 +148,21 @@ class PRMBenchConfig:
         return tuple(sorted({*(2**i for i in range(self.n.bit_length()) if 2**i <= self.n), self.n}))
 
 
+EVAL_FIELDS = ("test_digits", "test_size", "n", "beams")
+"""Settings that only the evaluation reads: changing them re-evaluates the cached models, no re-training."""
+EVAL_VERSION = 2
+"""Bumped when the evaluation computes something new from the same models (2: best-of-N among finished
+samples), so that cached evaluations are redone and cached models reused."""
+
+
+def _train_key(cfg: PRMBenchConfig, seed: int) -> dict:
+    skip = ("output_dir", "seeds", "progress", "threads", *EVAL_FIELDS)
+    return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, "seed": seed}
+
+
 def _key(cfg: PRMBenchConfig, seed: int) -> dict:
-    return {**{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "seeds", "progress", "threads")}, "seed": seed}
+    return {**{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "seeds", "progress", "threads")},
+            "seed": seed, "eval_version": EVAL_VERSION}
 
 
 def orm_labels(traj: Trajectory) -> Trajectory:
@@ -174,134 +190,180 @@ def label_traces(policy, tok, task, problems, fmt, samples: int, temperature: fl
             for p, ts in zip(problems, traces)]
 
 
-def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
-    def run(run_dir: Path) -> dict:
-        task = AdditionTask(carry_heavy=0.3, index_hints=False)
-        model_cfg = TinyModelConfig(arch=cfg.arch, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                                    num_heads=cfg.num_heads)
-        timings = {}
-        # 1. the weak policy
+def _task() -> AdditionTask:
+    return AdditionTask(carry_heavy=0.3, index_hints=False)
+
+
+def _policy_problems(cfg: PRMBenchConfig, seed: int) -> list:
+    return _task().sample_range(seed, 3, cfg.policy_train_size)
+
+
+def _rm_dir(train_dir: Path, name: str, cfg: PRMBenchConfig) -> Path:
+    return train_dir / name / f"checkpoint-{cfg.rm_steps}"
+
+
+def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
+    """Steps 1-3 for one seed, into ``train_dir``: the weak policy (``policy/``), oracle labels on its
+    samples, and the PRM and ORM trained on them (``prm/``, ``orm/``). Returns the label statistics, the
+    reward models' final training metrics and the timings."""
+    task = _task()
+    model_cfg = TinyModelConfig(arch=cfg.arch, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                                num_heads=cfg.num_heads)
+    timings = {}
+    # 1. the weak policy
+    t0 = time.perf_counter()
+    train_problems = _policy_problems(cfg, seed)
+    policy, tok = build_tiny_model(model_cfg, seed=seed)
+    pal = PALConfig(output_dir=str(train_dir / "policy-run"), mode=cfg.policy_mode, max_steps=cfg.policy_steps,
+                    batch_size=64, learning_rate=2e-3, warmup_steps=min(50, cfg.policy_steps // 10), seed=seed,
+                    progress=cfg.progress, save_total_limit=1)
+    demo = task.state_trajectory if cfg.policy_mode == "state" else task.expert
+    policy = train(pal, model=policy, tokenizer=tok, trajectories=[demo(p) for p in train_problems]).model
+    fmt = pal.step_format
+    policy_dir = train_dir / "policy"
+    policy.save_pretrained(policy_dir)
+    tok.save_pretrained(policy_dir)
+    timings["policy"] = time.perf_counter() - t0
+
+    # 2. oracle labels on the policy's own samples (fresh problems from the training range)
+    t0 = time.perf_counter()
+    seen = {(p.a, p.b) for p in train_problems}
+    label_problems = [p for p in task.sample_range(1000 + seed, 3, 2 * cfg.label_problems) if (p.a, p.b) not in seen]
+    label_problems = label_problems[: cfg.label_problems]
+    labelled = [t for ts in label_traces(policy, tok, task, label_problems, fmt, cfg.label_samples,
+                                         cfg.temperature, seed, cfg.policy_mode, cfg.label_corrupt_rate) for t in ts]
+    timings["labels"] = time.perf_counter() - t0
+    step_labels = [s.label for t in labelled for s in t.steps]
+
+    # 3. PRM and ORM: the policy's weights, a new head, the same traces and budget
+    layouts = {"prm": cfg.prm_layout, "orm": "trace"}
+
+    def rows(trajs, name):  # state-mode traces are laid out for the reward model; history traces are rows
+        return views.in_layout(trajs, layouts[name]) if cfg.policy_mode == "state" else trajs
+
+    rm_train = {}
+    for name, data in (("prm", rows(labelled, "prm")), ("orm", rows([orm_labels(t) for t in labelled], "orm"))):
         t0 = time.perf_counter()
-        train_problems = task.sample_range(seed, 3, cfg.policy_train_size)
-        policy, tok = build_tiny_model(model_cfg, seed=seed)
-        pal = PALConfig(output_dir=str(run_dir / "policy-run"), mode=cfg.policy_mode, max_steps=cfg.policy_steps,
-                        batch_size=64, learning_rate=2e-3, warmup_steps=min(50, cfg.policy_steps // 10), seed=seed,
-                        progress=cfg.progress, save_total_limit=1)
-        demo = task.state_trajectory if cfg.policy_mode == "state" else task.expert
-        policy = train(pal, model=policy, tokenizer=tok, trajectories=[demo(p) for p in train_problems]).model
-        fmt = pal.step_format
-        policy_dir = run_dir / "policy"
-        policy.save_pretrained(policy_dir)
-        tok.save_pretrained(policy_dir)
-        timings["policy"] = time.perf_counter() - t0
+        model = prm_models.build_prm(policy_dir, seed=seed)  # the new head's init follows the seed
+        rc = PRMConfig(output_dir=str(train_dir / name), learning_rate=cfg.rm_learning_rate,
+                       batch_size=cfg.rm_batch_size, max_steps=cfg.rm_steps,
+                       warmup_steps=min(50, cfg.rm_steps // 10), seed=seed, progress=cfg.progress,
+                       save_total_limit=1, input_sep=fmt.input_sep, step_sep=fmt.step_sep)
+        rm_train[name] = train_prm(rc, model=model, tokenizer=tok, trajectories=data).final_metrics
+        timings[name] = time.perf_counter() - t0
+    return {
+        "labels": {"label_traces": len(labelled), "label_steps": len(step_labels),
+                   "label_steps_correct": statistics.fmean(step_labels),
+                   "label_traces_corrupted": sum(bool(t.meta.get("corrupted")) for t in labelled)},
+        "rm_train": rm_train, "timings": timings,
+    }
 
-        # 2. oracle labels on the policy's own samples (fresh problems from the training range)
-        t0 = time.perf_counter()
-        seen = {(p.a, p.b) for p in train_problems}
-        label_problems = [p for p in task.sample_range(1000 + seed, 3, 2 * cfg.label_problems) if (p.a, p.b) not in seen]
-        label_problems = label_problems[: cfg.label_problems]
-        labelled = [t for ts in label_traces(policy, tok, task, label_problems, fmt, cfg.label_samples,
-                                             cfg.temperature, seed, cfg.policy_mode, cfg.label_corrupt_rate) for t in ts]
-        timings["labels"] = time.perf_counter() - t0
-        step_labels = [s.label for t in labelled for s in t.steps]
 
-        # 3. PRM and ORM: the policy's weights, a new head, the same traces and budget
-        layouts = {"prm": cfg.prm_layout, "orm": "trace"}
+def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
+    """Steps 4-5 for one seed, with the models :func:`train_models` saved in ``train_dir``: best-of-N on
+    fresh test problems, step metrics of both reward models, and PRM beam search."""
+    task = _task()
+    policy, tok = load_model(train_dir / "policy")
+    policy.eval()
+    rms = {name: prm_models.load_prm(_rm_dir(train_dir, name, cfg))[0] for name in ("prm", "orm")}
+    fmt = PALConfig(output_dir=str(train_dir / "policy-run"), mode=cfg.policy_mode).step_format
+    layouts = {"prm": cfg.prm_layout, "orm": "trace"}
+    seen = {(p.a, p.b) for p in _policy_problems(cfg, seed)}
+    timings = {}
 
-        def rows(trajs, name):  # state-mode traces are laid out for the reward model; history traces are rows
-            return views.in_layout(trajs, layouts[name]) if cfg.policy_mode == "state" else trajs
+    def rm_scores(name, trajs):
+        if cfg.policy_mode == "state":
+            return prm_models.score_in_layout(rms[name], tok, trajs, fmt, layouts[name])
+        return prm_models.score(rms[name], tok, trajs, fmt)
 
-        def rm_scores(name, trajs):
-            if cfg.policy_mode == "state":
-                return prm_models.score_in_layout(rms[name], tok, trajs, fmt, layouts[name])
-            return prm_models.score(rms[name], tok, trajs, fmt)
+    # 4. best-of-N on fresh test problems
+    t0 = time.perf_counter()
+    test = [p for p in task.sample(10_000 + seed, cfg.test_digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
+    test = test[: cfg.test_size]
+    cands = label_traces(policy, tok, task, test, fmt, cfg.n, cfg.temperature, seed + 1, cfg.policy_mode)
+    flat = [t for ts in cands for t in ts]
+    scores = {name: rm_scores(name, flat) for name in rms}
+    correct = [[bool(t.meta["correct"]) for t in ts] for ts in cands]
+    answers = [[t.meta["answer"] for t in ts] for ts in cands]
+    # policy samples: generated steps (in history mode the appended answer step is the generated answer line)
+    samples = [[len(t.steps) for t in ts] for ts in cands]
 
-        rms, rm_train = {}, {}
-        for name, data in (("prm", rows(labelled, "prm")), ("orm", rows([orm_labels(t) for t in labelled], "orm"))):
-            t0 = time.perf_counter()
-            model = prm_models.build_prm(policy_dir, seed=seed)  # the new head's init follows the seed
-            rc = PRMConfig(output_dir=str(run_dir / name), learning_rate=cfg.rm_learning_rate,
-                           batch_size=cfg.rm_batch_size, max_steps=cfg.rm_steps,
-                           warmup_steps=min(50, cfg.rm_steps // 10), seed=seed, progress=cfg.progress,
-                           save_total_limit=1, input_sep=fmt.input_sep, step_sep=fmt.step_sep)
-            res = train_prm(rc, model=model, tokenizer=tok, trajectories=data)
-            rms[name], rm_train[name] = res.model, res.final_metrics
-            timings[name] = time.perf_counter() - t0
+    def per_problem(values):
+        it = iter(values)
+        return [[next(it) for _ in ts] for ts in cands]
 
-        # 4. best-of-N on fresh test problems
-        t0 = time.perf_counter()
-        test = [p for p in task.sample(10_000 + seed, cfg.test_digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
-        test = test[: cfg.test_size]
-        cands = label_traces(policy, tok, task, test, fmt, cfg.n, cfg.temperature, seed + 1, cfg.policy_mode)
-        flat = [t for ts in cands for t in ts]
-        scores = {name: rm_scores(name, flat) for name in rms}
-        correct = [[bool(t.meta["correct"]) for t in ts] for ts in cands]
-        answers = [[t.meta["answer"] for t in ts] for ts in cands]
-        # policy samples: generated steps (in history mode the appended answer step is the generated answer line)
-        samples = [[len(t.steps) for t in ts] for ts in cands]
-
-        def per_problem(values):
-            it = iter(values)
-            return [[next(it) for _ in ts] for ts in cands]
-
-        prm_s, orm_s = per_problem(scores["prm"]), per_problem(scores["orm"])
-        curves = {f"prm-{how}": prm_metrics.best_of_n_curve(prm_s, correct, how, candidates_answers=answers,
-                                                             ns=cfg.ns, seed=seed) for how in AGGREGATIONS}
-        # the PRM's min over the process steps alone, its answer-step score left out
-        answer_step = cfg.policy_mode == "history"
-        steps_only = [[row[:-1] or row for row in rows] for rows in prm_s] if answer_step else prm_s
-        curves["prm-min-steps"] = prm_metrics.best_of_n_curve(steps_only, correct, "min", ns=cfg.ns, seed=seed)
-        orm_curve = prm_metrics.best_of_n_curve(orm_s, correct, "last", candidates_answers=answers, ns=cfg.ns, seed=seed)
-        curves["orm"] = orm_curve
-        bon = {str(n): {
-            **{f"prm-{how}": curves[f"prm-{how}"][n]["best_of_n"] for how in AGGREGATIONS},
-            "prm-min-steps": curves["prm-min-steps"][n]["best_of_n"],
-            "prm-weighted-majority": curves["prm-min"][n]["weighted_majority_vote"],
-            "orm": orm_curve[n]["best_of_n"], "orm-weighted-majority": orm_curve[n]["weighted_majority_vote"],
-            "majority": orm_curve[n]["majority_vote"], "pass": orm_curve[n]["oracle"],
-            "samples": n * statistics.fmean(s for row in samples for s in row),
-        } for n in cfg.ns}
-        labels = [s.label for t in flat for s in t.steps]
-        is_answer = [answer_step and i == len(t.steps) - 1 for t in flat for i in range(len(t.steps))]
-        step_eval = {}
-        solution = {"prm": [[prm_metrics.aggregate(c, "min") for c in row] for row in prm_s],
-                    "orm": [[c[-1] for c in row] for row in orm_s]}
-        for name in rms:
-            all_scores = [x for row in scores[name] for x in row]
-            proc = [(x, y) for x, y, a in zip(all_scores, labels, is_answer) if not a]
-            step_eval[name] = {
-                "auroc_all_steps": _auroc(all_scores, labels),
-                "auroc_process_steps": _auroc(*zip(*proc)) if proc else None,
-                "accuracy_all_steps": prm_metrics.step_accuracy(all_scores, labels),
-                # ranking one problem's samples (PRM: min; ORM: its answer-step score), what best-of-N needs
-                "within_problem_auroc": prm_metrics.within_problem_auroc(solution[name], correct)[0],
-            }
-        timings["best_of_n"] = time.perf_counter() - t0
-
-        # 5. beam search with the PRM, at about the same policy samples
-        beams = {}
-        for width, expand in cfg.beams:
-            t0 = time.perf_counter()
-            if cfg.policy_mode == "state":
-                res = state_beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
-                                        how="min", layout=cfg.prm_layout, temperature=cfg.temperature, seed=seed + 2)
-            else:
-                res = beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
-                                  max_steps=cfg.test_digits + 2, how="min", temperature=cfg.temperature, seed=seed + 2)
-            beams[f"{width}x{expand}"] = {"accuracy": statistics.fmean(r.chosen.correct for r in res),
-                                          "samples": statistics.fmean(r.samples for r in res)}
-            timings[f"beam {width}x{expand}"] = time.perf_counter() - t0
-        return {
-            "seed": seed, "best_of_n": bon, "step_eval": step_eval, "beam_search": beams,
-            "policy": {"sample_accuracy": statistics.fmean(c for row in correct for c in row),
-                       "label_traces": len(labelled), "label_steps": len(step_labels),
-                       "label_steps_correct": statistics.fmean(step_labels),
-                       "label_traces_corrupted": sum(bool(t.meta.get("corrupted")) for t in labelled),
-                       "test_steps_correct": statistics.fmean(labels)},
-            "rm_train": rm_train, "timings": timings,
+    prm_s, orm_s = per_problem(scores["prm"]), per_problem(scores["orm"])
+    curves = {f"prm-{how}": prm_metrics.best_of_n_curve(prm_s, correct, how, candidates_answers=answers,
+                                                         ns=cfg.ns, seed=seed) for how in AGGREGATIONS}
+    # the PRM's min over the process steps alone, its answer-step score left out
+    answer_step = cfg.policy_mode == "history"
+    steps_only = [[row[:-1] or row for row in rows] for rows in prm_s] if answer_step else prm_s
+    curves["prm-min-steps"] = prm_metrics.best_of_n_curve(steps_only, correct, "min", ns=cfg.ns, seed=seed)
+    orm_curve = prm_metrics.best_of_n_curve(orm_s, correct, "last", candidates_answers=answers, ns=cfg.ns, seed=seed)
+    curves["orm"] = orm_curve
+    bon = {str(n): {
+        **{f"prm-{how}": curves[f"prm-{how}"][n]["best_of_n"] for how in AGGREGATIONS},
+        "prm-min-steps": curves["prm-min-steps"][n]["best_of_n"],
+        # among the samples that finished with an answer, the ones majority vote counts
+        "prm-min-finished": curves["prm-min"][n]["best_of_n_finished"],
+        "prm-weighted-majority": curves["prm-min"][n]["weighted_majority_vote"],
+        "orm": orm_curve[n]["best_of_n"], "orm-finished": orm_curve[n]["best_of_n_finished"],
+        "orm-weighted-majority": orm_curve[n]["weighted_majority_vote"],
+        "majority": orm_curve[n]["majority_vote"], "pass": orm_curve[n]["oracle"],
+        "samples": n * statistics.fmean(s for row in samples for s in row),
+    } for n in cfg.ns}
+    labels = [s.label for t in flat for s in t.steps]
+    is_answer = [answer_step and i == len(t.steps) - 1 for t in flat for i in range(len(t.steps))]
+    step_eval = {}
+    solution = {"prm": [[prm_metrics.aggregate(c, "min") for c in row] for row in prm_s],
+                "orm": [[c[-1] for c in row] for row in orm_s]}
+    for name in rms:
+        all_scores = [x for row in scores[name] for x in row]
+        proc = [(x, y) for x, y, a in zip(all_scores, labels, is_answer) if not a]
+        step_eval[name] = {
+            "auroc_all_steps": _auroc(all_scores, labels),
+            "auroc_process_steps": _auroc(*zip(*proc)) if proc else None,
+            "accuracy_all_steps": prm_metrics.step_accuracy(all_scores, labels),
+            # ranking one problem's samples (PRM: min; ORM: its answer-step score), what best-of-N needs
+            "within_problem_auroc": prm_metrics.within_problem_auroc(solution[name], correct)[0],
         }
+    timings["best_of_n"] = time.perf_counter() - t0
 
-    return cached_run(Path(cfg.output_dir) / f"seed{seed}", _key(cfg, seed), run)
+    # 5. beam search with the PRM, at about the same policy samples
+    beams = {}
+    for width, expand in cfg.beams:
+        t0 = time.perf_counter()
+        if cfg.policy_mode == "state":
+            res = state_beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
+                                    how="min", layout=cfg.prm_layout, temperature=cfg.temperature, seed=seed + 2)
+        else:
+            res = beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
+                              max_steps=cfg.test_digits + 2, how="min", temperature=cfg.temperature, seed=seed + 2)
+        beams[f"{width}x{expand}"] = {"accuracy": statistics.fmean(r.chosen.correct for r in res),
+                                      "samples": statistics.fmean(r.samples for r in res)}
+        timings[f"beam {width}x{expand}"] = time.perf_counter() - t0
+    return {
+        "best_of_n": bon, "step_eval": step_eval, "beam_search": beams,
+        "policy": {"sample_accuracy": statistics.fmean(c for row in correct for c in row),
+                   "test_steps_correct": statistics.fmean(labels)},
+        "timings": timings,
+    }
+
+
+def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
+    """One seed, each stage cached on its own settings: ``seed<k>/train`` (policy, labels, reward models)
+    and ``seed<k>/eval`` (best-of-N, step metrics, beam search). Changing only an evaluation setting, or
+    :data:`EVAL_VERSION`, re-evaluates the saved models without training them again."""
+    seed_dir = Path(cfg.output_dir) / f"seed{seed}"
+    train_dir = seed_dir / "train"
+    trained = cached_run(train_dir, _train_key(cfg, seed), lambda d: train_models(cfg, seed, d))
+    evaluated = cached_run(seed_dir / "eval", _key(cfg, seed), lambda d: evaluate_models(cfg, seed, train_dir))
+    return {
+        "seed": seed, "best_of_n": evaluated["best_of_n"], "step_eval": evaluated["step_eval"],
+        "beam_search": evaluated["beam_search"], "policy": {**evaluated["policy"], **trained["labels"]},
+        "rm_train": trained["rm_train"], "timings": {**trained["timings"], **evaluated["timings"]},
+        "seconds": {"train": trained["seconds"], "eval": evaluated["seconds"]},
+    }
 
 
 def _auroc(scores, labels) -> float | None:
@@ -328,8 +390,8 @@ def _num(s: dict | None) -> str:
 
 def format_tables(table: dict) -> dict[str, list[list[str]]]:
     """Three tables: best-of-N against N; step metrics; beam search beside best-of-N at equal samples."""
-    methods = ["prm-min", "prm-min-steps", "prm-product", "prm-mean", "prm-last", "prm-weighted-majority", "orm",
-               "majority", "pass"]
+    methods = ["prm-min", "prm-min-finished", "prm-min-steps", "prm-product", "prm-mean", "prm-last",
+               "prm-weighted-majority", "orm", "orm-finished", "majority", "pass"]
     bon = [["N", "samples", *methods]]
     for n, row in table["best_of_n"].items():
         bon.append([n, f"{row['samples']['mean']:.0f}", *[pct(row[m]) for m in methods]])
@@ -401,4 +463,5 @@ def main(cfg: PRMBenchConfig) -> dict:
     return result
 
 
-__all__ = ["PRMBenchConfig", "main", "run_seed", "orm_labels", "label_traces", "aggregate", "format_tables"]
+__all__ = ["PRMBenchConfig", "main", "run_seed", "train_models", "evaluate_models", "orm_labels", "label_traces",
+           "aggregate", "format_tables"]
