@@ -202,6 +202,18 @@ def _rm_dir(train_dir: Path, name: str, cfg: PRMBenchConfig) -> Path:
     return train_dir / name / f"checkpoint-{cfg.rm_steps}"
 
 
+def _policy_config(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> PALConfig:
+    """How the policy is trained, and (its ``step_format``) how both stages write its steps."""
+    return PALConfig(output_dir=str(train_dir / "policy-run"), mode=cfg.policy_mode, max_steps=cfg.policy_steps,
+                     batch_size=64, learning_rate=2e-3, warmup_steps=min(50, cfg.policy_steps // 10), seed=seed,
+                     progress=cfg.progress, save_total_limit=1)
+
+
+def _layouts(cfg: PRMBenchConfig) -> dict[str, str]:
+    """How each reward model reads a state-mode trace: the PRM as configured, the ORM the whole trace."""
+    return {"prm": cfg.prm_layout, "orm": "trace"}
+
+
 def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     """Steps 1-3 for one seed, into ``train_dir``: the weak policy (``policy/``), oracle labels on its
     samples, and the PRM and ORM trained on them (``prm/``, ``orm/``). Returns the label statistics, the
@@ -214,9 +226,7 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     t0 = time.perf_counter()
     train_problems = _policy_problems(cfg, seed)
     policy, tok = build_tiny_model(model_cfg, seed=seed)
-    pal = PALConfig(output_dir=str(train_dir / "policy-run"), mode=cfg.policy_mode, max_steps=cfg.policy_steps,
-                    batch_size=64, learning_rate=2e-3, warmup_steps=min(50, cfg.policy_steps // 10), seed=seed,
-                    progress=cfg.progress, save_total_limit=1)
+    pal = _policy_config(cfg, seed, train_dir)
     demo = task.state_trajectory if cfg.policy_mode == "state" else task.expert
     policy = train(pal, model=policy, tokenizer=tok, trajectories=[demo(p) for p in train_problems]).model
     fmt = pal.step_format
@@ -236,7 +246,7 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     step_labels = [s.label for t in labelled for s in t.steps]
 
     # 3. PRM and ORM: the policy's weights, a new head, the same traces and budget
-    layouts = {"prm": cfg.prm_layout, "orm": "trace"}
+    layouts = _layouts(cfg)
 
     def rows(trajs, name):  # state-mode traces are laid out for the reward model; history traces are rows
         return views.in_layout(trajs, layouts[name]) if cfg.policy_mode == "state" else trajs
@@ -266,8 +276,8 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     policy, tok = load_model(train_dir / "policy")
     policy.eval()
     rms = {name: prm_models.load_prm(_rm_dir(train_dir, name, cfg))[0] for name in ("prm", "orm")}
-    fmt = PALConfig(output_dir=str(train_dir / "policy-run"), mode=cfg.policy_mode).step_format
-    layouts = {"prm": cfg.prm_layout, "orm": "trace"}
+    fmt = _policy_config(cfg, seed, train_dir).step_format
+    layouts = _layouts(cfg)
     seen = {(p.a, p.b) for p in _policy_problems(cfg, seed)}
     timings = {}
 
