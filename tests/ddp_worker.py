@@ -21,7 +21,7 @@ MAX_STEPS = 5
 
 def run(model_dir: str, output_dir: str) -> TrainResult:
     torch.set_num_threads(1)
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer, _ = load_model(model_dir)
     task = AdditionTask(carry_heavy=0.5)
     trajectories = [task.expert(p) for p in task.sample_range(seed=3, max_digits=4, count=12)]
     cfg = PALConfig(

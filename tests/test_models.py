@@ -23,7 +23,8 @@ def test_save_load_round_trip(tmp_path, char_tok, arch):
     path = save_model(model, tok, tmp_path / arch)
     assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
     assert not list(path.glob("*.bin"))
-    loaded, loaded_tok = load_model(path)
+    loaded, loaded_tok, saved = load_model(path)
+    assert saved is None  # no step format given: a base model
     loaded.eval()
     assert loaded.config.model_type == arch and loaded.config.hidden_size == 16
     assert loaded_tok.pad_token_id == tok.pad_token_id and loaded_tok.eos_token_id == tok.eos_token_id

@@ -93,23 +93,33 @@ def score(
     model: Path = typer.Argument(..., help="A PRM checkpoint directory (procsup train-prm)."),
     data: Path = typer.Argument(..., help="JSONL of trajectories to score (labels, if any, are ignored)."),
     out: Path = typer.Argument(..., help="Output JSONL: the trajectories with meta['step_scores'] (written atomically)."),
-    step_sep: str = typer.Option("\n", help="Step separator the PRM was trained with (escapes like \\n allowed)."),
+    step_sep: Optional[str] = typer.Option(
+        None, help="Only for a PRM saved without procsup.json: its step separator (\\n, \\t, \\\\ decoded). "
+        "Otherwise the saved one is used, and a different value is an error."),
+    input_sep: Optional[str] = typer.Option(None, help="Like --step-sep, for the input separator."),
     batch_size: int = typer.Option(32),
 ) -> None:
-    """Score every step of every trajectory with a PRM, all steps of a trajectory in one forward pass."""
+    """Score every step of every trajectory with a PRM, all steps of a trajectory in one forward pass, in the
+    step format the PRM was saved with (its procsup.json)."""
     from dataclasses import replace
 
     from procsup.data.io import read_jsonl, write_jsonl
-    from procsup.data.tokenize import StepFormat
     from procsup.data.trajectory import TrajectoryError
     from procsup.models.prm import load_prm
     from procsup.models.prm import score as run
+    from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format, unescape
 
     with _bad_input(TrajectoryError, OSError, ValueError):
+        saved = load_format(model)  # checked before the weights load: a wrong folder or flag fails at once
+        check_kind(saved, "prm", model)
+        fmt = resolve_format(saved, model, step_sep=step_sep and unescape(step_sep, "--step-sep"),
+                             input_sep=input_sep and unescape(input_sep, "--input-sep"))
         trajs = read_jsonl(data)
-        prm, tok = load_prm(model)
-    sep = step_sep.encode().decode("unicode_escape")
-    scores = run(prm, tok, trajs, StepFormat(step_sep=sep), batch_size=batch_size)
+        prm, tok, _ = load_prm(model)
+    if saved is None:
+        typer.echo(f"procsup: warning: {model} has no {FORMAT_FILE}, its step format was not recorded; using {fmt}",
+                   err=True)
+    scores = run(prm, tok, trajs, fmt, batch_size=batch_size)
     write_jsonl([replace(t, meta={**t.meta, "step_scores": s}) for t, s in zip(trajs, scores)], out)
     typer.echo(f"scored {len(trajs)} trajectories into {out}")
 
@@ -121,7 +131,9 @@ def init_model(
     hidden_size: int = typer.Option(128), num_layers: int = typer.Option(2), num_heads: int = typer.Option(4),
     seed: int = typer.Option(0),
 ) -> None:
-    """Write a tiny randomly initialised causal LM with a character tokenizer (safetensors), for trying procsup."""
+    """Write a tiny randomly initialised causal LM with a character tokenizer (safetensors), for trying procsup.
+
+    No procsup.json is written: a base model has no step format until a trainer saves one with it."""
     from procsup.models.factory import TinyModelConfig, build_tiny_model, save_model
 
     model, tok = build_tiny_model(TinyModelConfig(arch, hidden_size, num_layers, num_heads), seed=seed)
@@ -170,20 +182,24 @@ def convert(
 def evaluate(
     task: str = typer.Argument(..., help="addition, grid, logic or word_problems."),
     model: Path = typer.Argument(..., help="Local model directory (e.g. a checkpoint-N folder of procsup train)."),
-    mode: str = typer.Option("state", help="history, state or outcome: how the model was trained."),
+    mode: Optional[str] = typer.Option(
+        None, help="history, state or outcome. Default: the mode the model was saved with (procsup.json), or "
+        "state for a model saved without one; a mode other than the saved one is an error."),
     size: int = typer.Option(5, help="Problem size: digits, grid side, chain length or number of operations."),
     count: int = typer.Option(500, help="Number of test problems."),
     seed: int = typer.Option(10_000, help="Seed of the test problems."),
 ) -> None:
-    """Roll a trained model out on fresh problems of a task and print exact match and trace metrics.
+    """Roll a trained policy out on fresh problems of a task and print exact match and trace metrics.
 
-    The separators must be the defaults of procsup train (input_sep and step_sep a newline, answer_prefix 'A:').
+    The step format and mode are the ones the policy was saved with (its procsup.json); a model saved
+    without one is read with the defaults of procsup train (separators a newline, answer_prefix 'A:').
     """
     import json
 
-    from procsup.data.tokenize import MODES, StepFormat
+    from procsup.data.tokenize import MODES
     from procsup.evaluation.rollout import rollout, summarize
     from procsup.models.factory import load_model
+    from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format, resolve_mode
     from procsup.tasks.addition import AdditionTask
     from procsup.tasks.grid import GridTask
     from procsup.tasks.logic import LogicTask
@@ -192,12 +208,19 @@ def evaluate(
     tasks = {"addition": AdditionTask, "grid": GridTask, "logic": LogicTask, "word_problems": WordProblemTask}
     if task not in tasks:
         raise typer.BadParameter(f"task must be one of {sorted(tasks)}")
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise typer.BadParameter(f"mode must be one of {MODES}")
     with _bad_input(FileNotFoundError, OSError, ValueError):
-        lm, tok = load_model(model)
+        saved = load_format(model)  # checked before the weights load: a wrong folder or mode fails at once
+        check_kind(saved, "policy", model)  # a PRM, or an action head (its backbone alone is not the policy)
+        mode = resolve_mode(saved, model, mode, default="state")
+        fmt = resolve_format(saved, model)
+        lm, tok, _ = load_model(model)
+    if saved is None:
+        typer.echo(f"procsup: warning: {model} has no {FORMAT_FILE}, its step format and mode were not recorded; "
+                   f"using {fmt} and mode {mode!r}", err=True)
     t = tasks[task]()
-    metrics = summarize(rollout(lm, tok, t, t.sample(seed, size, count), mode, StepFormat()))
+    metrics = summarize(rollout(lm, tok, t, t.sample(seed, size, count), mode, fmt))
     typer.echo(json.dumps({"task": task, "size": size, "mode": mode, **metrics}))
 
 

@@ -24,6 +24,9 @@ from transformers import (
     Qwen2Config,
 )
 
+from procsup.data.tokenize import StepFormat
+from procsup.models.saved import FORMAT_FILE, SavedFormat, load_format, save_format
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 #: Printable ASCII plus newline: enough for every synthetic task and for simple word problems.
 DEFAULT_CHARSET = "".join(sorted(set(string.printable) - set("\t\r\x0b\x0c")))
@@ -119,23 +122,38 @@ def build_tiny_model(
     return model, tokenizer
 
 
-def save_model(model: PreTrainedModel, tokenizer, path: str | Path) -> Path:
-    """Save weights (safetensors) and tokenizer so that :func:`load_model` can read them back."""
+def save_model(model: PreTrainedModel, tokenizer, path: str | Path, fmt: StepFormat | None = None,
+               mode: str | None = None) -> Path:
+    """Save weights (safetensors) and tokenizer so that :func:`load_model` can read them back; with ``fmt``,
+    also ``procsup.json`` (kind policy, the step format and the training ``mode``), so that no command has
+    to be told the separators again. A base model (``procsup init-model``) has no format yet: none is written."""
+    if fmt is None and mode is not None:
+        raise ValueError(f"save_model: mode {mode!r} given without a step format; pass fmt= too")
     path = Path(path)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    if fmt is not None:
+        save_format(path, "policy", fmt, mode)
     return path
 
 
-def load_model(path: str | Path, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """Load a causal LM and its tokenizer from a local directory (safetensors only, no hub)."""
+def load_model(
+    path: str | Path, *, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast, SavedFormat | None]:
+    """Load a causal LM, its tokenizer and its ``procsup.json`` (None if the directory has none, e.g. a base
+    model or any Hugging Face folder) from a local directory (safetensors only, no hub). A PRM directory is
+    refused: its head is not a language-model head (:func:`procsup.models.prm.load_prm` loads it)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json); procsup loads local models only")
+    saved = load_format(path)  # before the weights: a bad procsup.json fails fast
+    if saved is not None and saved.kind == "prm":
+        raise ValueError(f"{path} holds a 'prm' model, not a causal LM ({path / FORMAT_FILE}); "
+                         "load it with procsup.models.prm.load_prm")
     model = AutoModelForCausalLM.from_pretrained(
         path, use_safetensors=True, trust_remote_code=trust_remote_code, local_files_only=True
     )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return model, tokenizer, saved

@@ -20,6 +20,7 @@ from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_man
 from procsup.data.trajectory import Trajectory
 from procsup.data.batch import collate
 from procsup.models.positions import PositionReader
+from procsup.models.saved import SavedFormat, check_kind, load_format
 
 
 def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: float = 0.0,
@@ -47,13 +48,16 @@ def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: f
         return load()
 
 
-def load_prm(path: str | Path, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, object]:
-    """A trained PRM (a checkpoint of :func:`~procsup.trainers.prm.train_prm`) and its tokenizer, from a
-    local directory (safetensors only, no hub)."""
+def load_prm(path: str | Path, *, trust_remote_code: bool = False) -> tuple[PreTrainedModel, object, SavedFormat | None]:
+    """A trained PRM (a checkpoint of :func:`~procsup.trainers.prm.train_prm`), its tokenizer and its
+    ``procsup.json`` (None if the directory has none), from a local directory (safetensors only, no hub).
+    A directory whose ``procsup.json`` records another kind (a policy, an action head) is refused."""
+    saved = load_format(path)  # before the weights: a policy loads as a token classifier without complaint
+    check_kind(saved, "prm", path)
     model = AutoModelForTokenClassification.from_pretrained(
         path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-    return model, tokenizer
+    return model, tokenizer, saved
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,147 @@
+"""What a saved model carries besides its weights: ``procsup.json``, its kind and step format.
+
+A wrong separator silently moves every label boundary (the most common bug class of this field's tools),
+so the step format a model was trained with is written next to its weights, once, by every save (policy,
+PRM, action head), and read back by every loader; commands never re-ask for it.
+
+``procsup.json``::
+
+    {"kind": "policy" | "prm" | "action-head",
+     "step_format": {"input_sep": "\\n", "step_sep": "\\n", "answer_prefix": "A:"},
+     "mode": "history" | "state" | "outcome" | null,   # how a policy was trained; a PRM's row layout
+     "procsup_version": "0.1.0"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from procsup.data.tokenize import StepFormat
+
+FORMAT_FILE = "procsup.json"
+KINDS = ("policy", "prm", "action-head")
+
+
+def procsup_version() -> str:
+    try:
+        return version("procsup")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class SavedFormat:
+    """The contents of ``procsup.json``."""
+
+    kind: str
+    """policy (a causal LM trained by PAL or outcome-only), prm (a token-classification PRM) or action-head."""
+    step_format: StepFormat
+    """The separators the model was trained with."""
+    mode: str | None = None
+    """A policy's training mode (history, state, outcome); a PRM's row layout (steps, or a state-mode view)."""
+    procsup_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "step_format": asdict(self.step_format), "mode": self.mode,
+                "procsup_version": self.procsup_version or procsup_version()}
+
+    @classmethod
+    def from_dict(cls, record: Any, where: str = FORMAT_FILE) -> "SavedFormat":
+        if not isinstance(record, dict) or not isinstance(record.get("step_format"), dict):
+            raise ValueError(f"{where}: not a procsup format file (needs 'kind' and a 'step_format' object)")
+        known = {"input_sep", "step_sep", "answer_prefix"}
+        fmt = record["step_format"]
+        if set(fmt) - known or not all(isinstance(v, str) for v in fmt.values()):
+            raise ValueError(f"{where}: field 'step_format' must hold only the strings {sorted(known)}, got {fmt!r}")
+        if not isinstance(record.get("mode"), (str, type(None))):
+            raise ValueError(f"{where}: field 'mode' must be a string or null, got {record['mode']!r}")
+        try:
+            return cls(kind=record.get("kind"), step_format=StepFormat(**fmt), mode=record.get("mode"),
+                       procsup_version=str(record.get("procsup_version", "")))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+
+
+def save_format(path: str | Path, kind: str, fmt: StepFormat, mode: str | None = None) -> Path:
+    """Write ``procsup.json`` into the model directory ``path`` (atomically: a temporary file, then renamed)."""
+    out = Path(path) / FORMAT_FILE
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(SavedFormat(kind, fmt, mode).to_dict(), indent=1), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def load_format(path: str | Path) -> SavedFormat | None:
+    """``procsup.json`` of the model directory ``path``, or None if it has none (a model not saved by procsup)."""
+    file = Path(path) / FORMAT_FILE
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    return SavedFormat.from_dict(record, where=str(file))
+
+
+def check_kind(saved: SavedFormat | None, kind: str, path: str | Path) -> None:
+    """Refuse the model directory ``path`` if its ``procsup.json`` records another kind than ``kind`` (a
+    directory without one, e.g. a base model, passes: there is nothing to check it against)."""
+    if saved is not None and saved.kind != kind:
+        raise ValueError(f"{path} holds a {saved.kind!r} model, not a {kind!r} one ({Path(path) / FORMAT_FILE})")
+
+
+def _agree(field: str, recorded: str, given: str, path: str | Path) -> None:
+    if given != recorded:
+        raise ValueError(f"{field} {given!r} disagrees with {Path(path) / FORMAT_FILE}, which records {recorded!r}")
+
+
+def resolve_format(saved: SavedFormat | None, path: str | Path, *, input_sep: str | None = None,
+                   step_sep: str | None = None, answer_prefix: str | None = None) -> StepFormat:
+    """The step format to use with the model in ``path``: the recorded one. A given value must agree with it
+    (a different separator would move every step boundary, silently); without a record, the given values
+    over the :class:`StepFormat` defaults."""
+    given = {"input_sep": input_sep, "step_sep": step_sep, "answer_prefix": answer_prefix}
+    given = {name: value for name, value in given.items() if value is not None}
+    if saved is None:
+        return StepFormat(**given)
+    recorded = asdict(saved.step_format)
+    for name, value in given.items():
+        _agree(name, recorded[name], value, path)
+    return saved.step_format
+
+
+def resolve_mode(saved: SavedFormat | None, path: str | Path, mode: str | None, default: str) -> str:
+    """The mode to use with the model in ``path``: the recorded one (a given ``mode`` must agree with it);
+    without a record, ``mode`` or else ``default``."""
+    if saved is None or saved.mode is None:
+        return mode or default
+    if mode is not None:
+        _agree("mode", saved.mode, mode, path)
+    return saved.mode
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str, flag: str) -> str:
+    """A separator typed on the command line: ``\\n``, ``\\t`` and ``\\\\`` decoded, every other character kept
+    as typed (not ``unicode_escape``, which decodes UTF-8 bytes as Latin-1 and so mangles ``' ки'``). Any
+    other backslash escape is an error naming ``flag``, rather than a separator the model never saw."""
+    out, chars = [], iter(text)
+    for c in chars:
+        if c == "\\":
+            nxt = next(chars, "")
+            if nxt not in _ESCAPES:
+                raise ValueError(f"{flag} {text!r}: unknown escape \\{nxt} (only \\n, \\t and \\\\ are decoded)")
+            c = _ESCAPES[nxt]
+        out.append(c)
+    return "".join(out)
