@@ -72,7 +72,7 @@ def test_train_each_mode(tmp_path, tiny_model, history_trajs, addition_trajs, mo
 
     ckpt = Path(cfg.output_dir) / "checkpoint-20"
     assert (ckpt / "model.safetensors").is_file() and not list(ckpt.glob("*.bin"))
-    reloaded, _ = load_model(ckpt)
+    reloaded, _, _ = load_model(ckpt)
     for k, v in reloaded.state_dict().items():
         assert torch.equal(v, after[k]), k
 

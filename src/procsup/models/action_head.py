@@ -16,7 +16,7 @@ environment steps); :func:`rollout_action_head` is its greedy evaluation, return
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.evaluation.rollout import Rollout
-from procsup.models.factory import load_model
+from procsup.models.factory import load_model, save_model
+from procsup.models.saved import FORMAT_FILE, check_kind, load_format, save_format
 
 HEAD_FILE, ACTIONS_FILE = "action_head.safetensors", "actions.json"
 
@@ -94,24 +95,35 @@ class ActionHeadModel(torch.nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Backbone and tokenizer as :func:`procsup.models.factory.save_model` writes them, plus the head
-        (``action_head.safetensors``) and ``actions.json`` (the action vocabulary and the step format)."""
-        path = Path(path)
-        self.backbone.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        (``action_head.safetensors``), ``actions.json`` (the action vocabulary) and ``procsup.json`` (kind
+        action-head, the step format, mode state)."""
+        path = save_model(self.backbone, self.tokenizer, path)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
-        meta = {"actions": list(self.actions), "step_format": asdict(self.fmt)}
-        (path / ACTIONS_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        (path / ACTIONS_FILE).write_text(json.dumps({"actions": list(self.actions)}, indent=1), encoding="utf-8")
+        save_format(path, "action-head", self.fmt, "state")
         return path
 
     @classmethod
     def load(cls, path: str | Path, *, trust_remote_code: bool = False) -> "ActionHeadModel":
-        """The inverse of :meth:`save` (safetensors only, local files only)."""
+        """The inverse of :meth:`save` (safetensors only, local files only). The step format comes from
+        ``procsup.json``; saves older than it kept the format in ``actions.json``, which is still read (and
+        must agree with ``procsup.json`` when both have one)."""
         path = Path(path)
         if not (path / HEAD_FILE).is_file() or not (path / ACTIONS_FILE).is_file():
             raise FileNotFoundError(f"{path}: not an action-head model (needs {HEAD_FILE} and {ACTIONS_FILE})")
-        backbone, tokenizer = load_model(path, trust_remote_code=trust_remote_code)
+        saved = load_format(path)
+        check_kind(saved, "action-head", path)
         meta = json.loads((path / ACTIONS_FILE).read_text(encoding="utf-8"))
-        model = cls(backbone, tokenizer, meta["actions"], StepFormat(**meta["step_format"]))
+        fmt = saved.step_format if saved is not None else None
+        if "step_format" in meta:  # a save older than procsup.json
+            old = StepFormat(**meta["step_format"])
+            if fmt is not None and old != fmt:
+                raise ValueError(f"{path}: the step format in {ACTIONS_FILE} ({old}) disagrees with {FORMAT_FILE} ({fmt})")
+            fmt = old
+        if fmt is None:
+            raise ValueError(f"{path}: no step format (neither {FORMAT_FILE} nor 'step_format' in {ACTIONS_FILE})")
+        backbone, tokenizer, _ = load_model(path, trust_remote_code=trust_remote_code)
+        model = cls(backbone, tokenizer, meta["actions"], fmt)
         model.head.load_state_dict(load_file(path / HEAD_FILE))
         return model
 
