@@ -3,12 +3,14 @@ and ``key=value`` overrides) and calls the same ``main``/``train`` function the 
 
 from __future__ import annotations
 
+import importlib
 import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
 
 from procsup.config import build_config, config_help
 
@@ -47,14 +49,22 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-from procsup.bench.addition import AdditionBenchConfig  # noqa: E402
-from procsup.bench.paper import PaperBenchConfig  # noqa: E402
-from procsup.bench.prm import PRMBenchConfig  # noqa: E402
-from procsup.trainers.pal import PALConfig  # noqa: E402
-from procsup.trainers.prm import PRMConfig  # noqa: E402
+def _help_with_fields(config: str) -> type[TyperCommand]:
+    """A command class whose ``--help`` ends with the fields of the config class ``config``
+    (``"module:Class"``), imported only when that help is shown: the trainer and benchmark modules import
+    torch and transformers, which ``procsup --help`` and the light commands should not wait for (click's
+    lazy loading of subcommands, applied to the one thing the help needs)."""
+
+    class ConfigCommand(TyperCommand):
+        def format_help(self, ctx, formatter):
+            module, _, name = config.partition(":")
+            self.epilog = _epilog(getattr(importlib.import_module(module), name))
+            return super().format_help(ctx, formatter)
+
+    return ConfigCommand
 
 
-@app.command(epilog=_epilog(PALConfig))
+@app.command(cls=_help_with_fields("procsup.trainers.pal:PALConfig"))
 def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Train a local Hugging Face causal LM with PAL (mode=history|state) or outcome-only (mode=outcome).
 
@@ -62,6 +72,7 @@ def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = O
     Several processes: accelerate launch --num_processes 2 -m procsup.cli train ...
     """
     from procsup.data.trajectory import TrajectoryError
+    from procsup.trainers.pal import PALConfig
     from procsup.trainers.pal import train as run
 
     _setup_logging()
@@ -72,13 +83,14 @@ def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = O
     typer.echo(f"checkpoint: {Path(cfg.output_dir) / f'checkpoint-{cfg.max_steps}'}")
 
 
-@app.command("train-prm", epilog=_epilog(PRMConfig))
+@app.command("train-prm", cls=_help_with_fields("procsup.trainers.prm:PRMConfig"))
 def train_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Train a process reward model on trajectories with step labels (hard: soft=false; soft: soft=true).
 
     Example: procsup train-prm model=./tiny train_file=labelled.jsonl output_dir=runs/prm
     """
     from procsup.data.trajectory import TrajectoryError
+    from procsup.trainers.prm import PRMConfig
     from procsup.trainers.prm import train_prm as run
 
     _setup_logging()
@@ -197,9 +209,10 @@ def evaluate(
     import json
 
     from procsup.data.tokenize import MODES
-    from procsup.evaluation.rollout import rollout, summarize
+    from procsup.evaluation.metrics import evaluate as run
     from procsup.models.factory import load_model
     from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format, resolve_mode
+    from procsup.rollout import LMPolicy
     from procsup.tasks.addition import AdditionTask
     from procsup.tasks.grid import GridTask
     from procsup.tasks.logic import LogicTask
@@ -220,11 +233,11 @@ def evaluate(
         typer.echo(f"procsup: warning: {model} has no {FORMAT_FILE}, its step format and mode were not recorded; "
                    f"using {fmt} and mode {mode!r}", err=True)
     t = tasks[task]()
-    metrics = summarize(rollout(lm, tok, t, t.sample(seed, size, count), mode, fmt))
+    metrics = run(LMPolicy(lm, tok, t, fmt, mode), t.sample(seed, size, count))
     typer.echo(json.dumps({"task": task, "size": size, "mode": mode, **metrics}))
 
 
-@bench_app.command("addition", epilog=_epilog(AdditionBenchConfig))
+@bench_app.command("addition", cls=_help_with_fields("procsup.bench.addition:AdditionBenchConfig"))
 def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Outcome-only vs PAL-history vs PAL-state on n-digit addition: train on 1-3 digits, test on 3/5/10/20.
 
@@ -233,7 +246,7 @@ def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[
     from rich.console import Console
     from rich.table import Table
 
-    from procsup.bench.addition import main
+    from procsup.bench.addition import AdditionBenchConfig, main
 
     cfg = _build(AdditionBenchConfig, config, overrides)
     result = main(cfg)
@@ -247,26 +260,26 @@ def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[
     typer.echo(f"wall time {result['wall_seconds']:.0f}s; wrote {cfg.output_dir}/results.json and accuracy.png")
 
 
-@bench_app.command("paper", epilog=_epilog(PaperBenchConfig))
+@bench_app.command("paper", cls=_help_with_fields("procsup.bench.paper:PaperBenchConfig"))
 def bench_paper(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """The synthetic rows of the PAL paper's Table 1 with our tasks (addition, grid, logic, word problems,
     consistency ablation), our figures beside the paper's, mean ± std over seeds.
 
-    Example: procsup bench paper quick=true
+    Example: procsup bench paper quick=true grid.steps=100
     """
-    from procsup.bench.paper import main
+    from procsup.bench.paper import PaperBenchConfig, main
 
     main(_build(PaperBenchConfig, config, overrides))
 
 
-@bench_app.command("prm", epilog=_epilog(PRMBenchConfig))
+@bench_app.command("prm", cls=_help_with_fields("procsup.bench.prm:PRMBenchConfig"))
 def bench_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Best-of-N with a PRM (each aggregation) vs an ORM vs majority vote, step AUROC against oracle
     labels, and PRM beam search at equal policy samples, on addition with a weak policy.
 
     Example: procsup bench prm seeds=0 test_size=100
     """
-    from procsup.bench.prm import main
+    from procsup.bench.prm import PRMBenchConfig, main
 
     main(_build(PRMBenchConfig, config, overrides))
 
