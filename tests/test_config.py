@@ -1,7 +1,9 @@
-"""build_config: YAML, then key=value overrides, onto PALConfig, with types coerced from text; the trainer
-configs' shared options."""
+"""build_config: YAML, then key=value overrides, onto PALConfig, with types coerced from text; nested
+groups of fields (``grid.steps=300``); the trainer configs' shared options."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -95,3 +97,70 @@ def test_trainer_configs_share_documented_checked_options(cls):
     cfg = cls(**required)
     expected = (1e-4, 16) if cls is PRMConfig else (3e-4, 32)
     assert (cfg.learning_rate, cfg.batch_size) == expected
+
+
+@dataclass
+class _Row:
+    """A nested group of fields."""
+
+    steps: int = 300
+    """Optimizer steps of the row."""
+    views: tuple[str, ...] = ("trail",)
+    """Views."""
+    lr: float | None = None
+    """Learning rate."""
+
+
+@dataclass
+class _Bench:
+    """A config with a nested group."""
+
+    seed: int = 0
+    """Seed."""
+    grid: _Row = field(default_factory=_Row)
+    """The grid row."""
+    logic: _Row = field(default_factory=lambda: _Row(steps=5))
+    """The logic row."""
+
+
+def test_nested_overrides_are_typed_and_merge_with_yaml(tmp_path):
+    cfg = build_config(_Bench, None, ["grid.steps=100", "grid.views=trail,field", "--grid.lr=1e-3", "seed=2"])
+    assert cfg.grid == _Row(steps=100, views=("trail", "field"), lr=1e-3) and type(cfg.grid.steps) is int
+    assert cfg.logic == _Row(steps=5) and cfg.seed == 2  # an untouched group keeps its own default
+    path = tmp_path / "bench.yaml"
+    path.write_text("grid:\n  steps: 100\n  lr: 0.5\nlogic: {views: [field]}\n")
+    cfg = build_config(_Bench, path, ["grid.lr=none"])
+    assert cfg.grid == _Row(steps=100, lr=None)  # the file's other grid fields survive an override of one
+    assert cfg.logic == _Row(steps=5, views=["field"])  # the group's own default (steps=5) under the file's values
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("grid.stepz=3", r"unknown field 'grid\.stepz'; known: grid\.lr, grid\.steps, grid\.views, logic\.lr"),
+        ("grid=3", "'grid' is a group of fields"),
+        ("seed.x=1", r"unknown field 'seed\.x'"),
+        ("grid.steps=many", r"grid\.steps must be int"),
+    ],
+)
+def test_bad_nested_overrides(override, match):
+    with pytest.raises(ValueError, match=match):
+        build_config(_Bench, None, [override])
+
+
+def test_bad_nested_yaml(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text("grid:\n  stepz: 3\n")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['grid\.stepz'\]; known: grid\.lr, grid\.steps"):
+        build_config(_Bench, path)
+    path.write_text("grid: 3\n")
+    with pytest.raises(ValueError, match="grid is a group of fields"):
+        build_config(_Bench, path)
+
+
+def test_config_help_lists_nested_fields():
+    lines = config_help(_Bench).splitlines()
+    assert lines[0] == "seed=0: Seed."
+    assert "grid.steps=300: Optimizer steps of the row." in lines
+    assert "logic.steps=5: Optimizer steps of the row." in lines  # the group's default, not the class's
+    assert len(lines) == 7
