@@ -9,33 +9,79 @@ import pytest
 
 import procsup.bench.addition as addition_bench
 import procsup.bench.paper as paper
-from procsup.bench.paper import TASKS, PaperBenchConfig, main
+from procsup.bench.paper import (
+    TASKS,
+    AdditionRowConfig,
+    ConsistencyRowConfig,
+    GridRowConfig,
+    LogicRowConfig,
+    PaperBenchConfig,
+    WordProblemsRowConfig,
+    main,
+)
+from procsup.config import build_config
 
 
 def tiny_config(out) -> PaperBenchConfig:
     return PaperBenchConfig(
-        output_dir=str(out), seeds=(0,), quick=True, hidden_size=16, num_layers=1, num_heads=2, steps=2, batch_size=4,
-        test_size=2, addition_train_size=8, addition_test_digits=(3,), grid_train_size=6, grid_test_sizes=(4,), grid_steps=2,
-        grid_batch_size=4, grid_hidden_size=16,
-        logic_train_size=6, logic_steps=2, logic_hidden_size=16, word_train_size=6, word_batch_size=2, word_steps=2,
-        word_hidden_size=16,
-        consistency_kinds=("hidden", "action"),
+        output_dir=str(out), seeds=(0,), quick=True, num_layers=1, num_heads=2, test_size=2,
+        addition=AdditionRowConfig(train_size=8, test_digits=(3,), steps=2, batch_size=4, hidden_size=16),
+        grid=GridRowConfig(train_size=6, test_sizes=(4,), steps=2, batch_size=4, hidden_size=16),
+        logic=LogicRowConfig(train_size=6, steps=2, batch_size=4, hidden_size=16),
+        word_problems=WordProblemsRowConfig(train_size=6, batch_size=2, steps=2, hidden_size=16),
+        consistency=ConsistencyRowConfig(kinds=("hidden", "action")),
     )
 
 
 def test_quick_fills_budgets_and_explicit_values_win():
-    quick = PaperBenchConfig(quick=True, steps=7)
-    assert quick.steps == 7 and quick.hidden_size == paper.QUICK["hidden_size"]
-    assert PaperBenchConfig().grid_test_sizes == paper.FULL["grid_test_sizes"]
-    assert PaperBenchConfig().grid_views == ("trail", "local", "field") and quick.grid_views == ("trail", "field")
+    quick = PaperBenchConfig(quick=True, addition=AdditionRowConfig(steps=7))
+    assert quick.addition.steps == 7 and quick.addition.hidden_size == paper.QUICK["addition"]["hidden_size"]
+    assert PaperBenchConfig().grid.test_sizes == paper.FULL["grid"]["test_sizes"]
+    assert PaperBenchConfig().grid.views == ("trail", "local", "field") and quick.grid.views == ("trail", "field")
+    assert (quick.test_size, PaperBenchConfig().test_size) == (100, 300)
     with pytest.raises(ValueError):
         PaperBenchConfig(tasks=("nope",))
-    with pytest.raises(ValueError):
-        PaperBenchConfig(grid_views=("satellite",))
-    with pytest.raises(ValueError):
-        PaperBenchConfig(consistency_kinds=("logits",))
-    with pytest.raises(ValueError):
-        PaperBenchConfig(word_steps=0)
+    with pytest.raises(ValueError, match="grid.views"):
+        GridRowConfig(views=("satellite",))
+    with pytest.raises(ValueError, match="consistency.kinds"):
+        ConsistencyRowConfig(kinds=("logits",))
+    with pytest.raises(ValueError, match="word_problems.steps"):
+        WordProblemsRowConfig(steps=0)
+
+
+def test_nested_fields_from_the_command_line_and_yaml(tmp_path):
+    """``procsup bench paper quick=true grid.steps=100``: a row's field set on its own, the rest of the row
+    filled by quick; the same from YAML; values typed as the row's fields."""
+    cfg = build_config(PaperBenchConfig, None, ["quick=true", "grid.steps=100", "grid.views=trail",
+                                                "word_problems.train_noise=0,2"])
+    assert cfg.grid.steps == 100 and cfg.grid.views == ("trail",)
+    assert cfg.grid.batch_size == paper.QUICK["grid"]["batch_size"] and cfg.logic.steps == paper.QUICK["logic"]["steps"]
+    assert cfg.word_problems.train_noise == (0, 2)
+    path = tmp_path / "paper.yaml"
+    path.write_text("quick: true\ngrid:\n  steps: 100\n  views: [trail]\nword_problems: {train_noise: [0, 2]}\n")
+    assert build_config(PaperBenchConfig, path) == cfg
+    with pytest.raises(ValueError, match="grid.steps"):
+        build_config(PaperBenchConfig, None, ["grid.steps=0"])
+
+
+def test_cache_keys_keep_the_flat_names(monkeypatch):
+    """Runs cached before the per-row groups are read back: a run's key spells its fields as the flat config
+    did (``grid_steps``), with the values it gave them (the then shared steps, batch and width: addition's)."""
+    cfg = PaperBenchConfig(quick=True)
+    keys = {}
+    monkeypatch.setattr(paper, "cached_run", lambda run_dir, key, fn: keys.setdefault(run_dir.parent.name, key))
+    paper.grid_run(cfg, "pal-lm", "trail", 0)
+    paper.logic_run(cfg, "state", 0)
+    paper.word_run(cfg, "state", 0)
+    shared = {"arch": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 4, "steps": 300, "batch_size": 32,
+              "learning_rate": 2e-3, "lam": 1.0, "test_size": 100}
+    assert keys["grid"] == {"method": "pal-lm-trail", "seed": 0, **shared, "grid_train_size": 500,
+                            "grid_test_sizes": (4, 6), "grid_steps": 300, "grid_batch_size": 32,
+                            "grid_hidden_size": 64, "reinforce_learning_rate": 1e-4}
+    assert keys["logic"] == {"method": "state", "seed": 0, **shared, "logic_train_size": 2000, "logic_steps": 300}
+    assert keys["word_problems"] == {"method": "state", "seed": 0, **shared, "word_train_size": 2000,
+                                     "word_batch_size": 8, "word_steps": 300, "word_max_value": 100,
+                                     "word_train_noise": (0, 1), "word_test_noise": 2}
 
 
 def test_main_smoke_and_resume(tmp_path, monkeypatch):
@@ -51,13 +97,13 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
         assert 0.0 <= cell["mean"] <= 1.0 and len(cell["per_seed"]) == 1
     assert set(result["tables"]["logic"]["state"]) == {"5", "10"}
     assert set(result["tables"]["word_problems"]["history"]) == {"clean", "noisy"}
-    mu = f"{cfg.consistency_mu:g}"
+    mu = f"{cfg.consistency.mu:g}"
     assert set(result["tables"]["consistency"]) == {"state mu=0", f"state mu={mu} hidden", f"state mu={mu} action"}
     words = {r["method"]: r for r in result["runs"]["word_problems"]}
     # the same stories per optimizer step: a state-mode row is one step of a story
     assert words["history"]["batch_size"] == 2 and words["state"]["batch_size"] > 2
     arm = next(r for r in result["runs"]["consistency"] if r["method"] == f"state mu={mu} hidden")
-    assert arm["key"]["mu"] == cfg.consistency_mu and arm["key"]["word_steps"] == 2
+    assert arm["key"]["mu"] == cfg.consistency.mu and arm["key"]["word_steps"] == 2
     reinforce = next(r for r in result["runs"]["grid"] if r["method"] == "reinforce-trail")
     assert reinforce["env_steps"] == reinforce["demonstration_steps"]  # RL gets PAL's number of env steps
     header, *rows = result["rows"]
@@ -80,7 +126,8 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
 
 def test_grid_row_has_its_own_budget():
     full = PaperBenchConfig()
-    assert (full.grid_steps, full.grid_batch_size, full.grid_hidden_size) == (1500, 32, 64)
-    assert PaperBenchConfig(quick=True).grid_steps == paper.QUICK["grid_steps"]
-    with pytest.raises(ValueError, match="grid_steps"):
-        PaperBenchConfig(grid_steps=0)
+    assert (full.grid.steps, full.grid.batch_size, full.grid.hidden_size) == (1500, 32, 64)
+    assert (full.addition.steps, full.logic.steps, full.word_problems.steps) == (500, 1000, 3000)
+    assert PaperBenchConfig(quick=True).grid.steps == paper.QUICK["grid"]["steps"]
+    with pytest.raises(ValueError, match="grid.steps"):
+        PaperBenchConfig(grid=GridRowConfig(steps=0))

@@ -13,24 +13,26 @@ budget of optimizer steps x rows) with PAL and with a baseline, and tests where 
   memory). Baselines: whole-path imitation on the grid
   text without per-step states (``text-history``: one move per step; ``text-outcome``: the move string
   alone) and REINFORCE on the success reward given as many environment steps as the PAL demonstrations
-  contain (``reinforce``, action head, per view). Its own budget: ``grid_steps``, ``grid_batch_size``,
-  ``grid_hidden_size`` (full: 1500 x 32 rows, width 64). Metrics: success, SPL, share optimal. Paper: PAL
+  contain (``reinforce``, action head, per view). Its own budget: ``grid.steps``, ``grid.batch_size``,
+  ``grid.hidden_size`` (full: 1500 x 32 rows, width 64). Metrics: success, SPL, share optimal. Paper: PAL
   generalizes 4x4 -> 6x6 "with minimal performance loss", the baseline "seldom reaches the goal".
 * ``logic``: outcome-only vs PAL-history vs PAL-state on chains of 2..5 letters, tested at 5 and at
   twice that; exact match (the answer is ``<`` or ``>``: chance is 50%) and trace validity. Its own
-  budget: ``logic_steps``, ``logic_hidden_size``.
+  budget: ``logic.steps``, ``logic.batch_size``, ``logic.hidden_size``.
 * ``word_problems``: outcome-only vs PAL-history vs PAL-state trained on stories of 2..5 operations
-  (every quantity below ``word_max_value``), tested on held-out 5-operation stories, clean and with
-  ``word_test_noise`` irrelevant sentences (paper: ~80% vs ~60%; accuracy lost to noise ~5% vs ~15%).
-  Its own budget: ``word_steps``, ``word_hidden_size`` and ``word_batch_size`` stories per step in every
-  method (state mode takes the rows of those stories' steps, ~4 per story).
+  (every quantity below ``word_problems.max_value``), tested on held-out 5-operation stories, clean and
+  with ``word_problems.test_noise`` irrelevant sentences (paper: ~80% vs ~60%; accuracy lost to noise ~5%
+  vs ~15%). Its own budget: ``word_problems.steps``, ``word_problems.hidden_size`` and
+  ``word_problems.batch_size`` stories per step in every method (state mode takes the rows of those
+  stories' steps, ~4 per story).
 * ``consistency``: the word-problem row's PAL-state run with mu = 0 vs the same run with mu > 0, one arm
-  per ``consistency_kinds`` (hidden: squared L2 of hidden states; action: symmetric KL of next-token
+  per ``consistency.kinds`` (hidden: squared L2 of hidden states; action: symmetric KL of next-token
   distributions) over steps with equal keys ``q op n`` (the same sub-problem in differently worded
   stories), reported as it comes out (the paper gives no figure).
 
-Every (task, method, seed) run is cached in ``<output_dir>/<task>/<method>-seed<k>/eval.json`` with the
-configuration it ran with; a re-run with the same settings reads it instead of training (resume).
+Each row's settings are a group of :class:`PaperBenchConfig` (``procsup bench paper quick=true
+grid.steps=100``). Every (task, method, seed) run is cached in
+``<output_dir>/<task>/<method>-seed<k>/eval.json`` with the configuration it ran with; a re-run with the same settings reads it instead of training (resume).
 Writes ``results.json``, one PNG per task, and prints our figure beside the paper's.
 """
 
@@ -39,9 +41,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -74,23 +76,171 @@ PAPER = {
     "consistency": {"any": "no figure"},
 }
 
-# Budgets left at None are filled from one of these (quick: the whole benchmark in <= 15 min on 2 cores).
-QUICK = dict(hidden_size=64, steps=300, batch_size=32, test_size=100, addition_train_size=2000,
-             addition_test_digits=(3, 5), grid_train_size=500, grid_test_sizes=(4, 6), grid_steps=300,
-             grid_batch_size=32, grid_hidden_size=64, logic_train_size=2000,
-             logic_steps=300, logic_hidden_size=64, word_train_size=2000, word_batch_size=8, word_steps=300,
-             word_hidden_size=64, word_max_value=100)
-FULL = dict(hidden_size=128, steps=500, batch_size=64, test_size=300, addition_train_size=20000,
-            addition_test_digits=(3, 5, 10, 20), grid_train_size=2000, grid_test_sizes=(4, 6, 10, 20),
-            grid_steps=1500, grid_batch_size=32, grid_hidden_size=64,
-            logic_train_size=5000, logic_steps=1000, logic_hidden_size=64, word_train_size=5000, word_batch_size=16,
-            word_steps=3000, word_hidden_size=64, word_max_value=100)
+# Budgets left at None are filled from one of these (quick: the whole benchmark in <= 15 min on 2 cores):
+# ``test_size`` for every row, then one mapping per row's group of fields.
+QUICK = {
+    "test_size": 100,
+    "addition": dict(train_size=2000, test_digits=(3, 5), steps=300, batch_size=32, hidden_size=64),
+    "grid": dict(train_size=500, test_sizes=(4, 6), steps=300, batch_size=32, hidden_size=64, views=("trail", "field")),
+    "logic": dict(train_size=2000, steps=300, batch_size=32, hidden_size=64),
+    "word_problems": dict(train_size=2000, batch_size=8, steps=300, hidden_size=64, max_value=100),
+}
+FULL = {
+    "test_size": 300,
+    "addition": dict(train_size=20000, test_digits=(3, 5, 10, 20), steps=500, batch_size=64, hidden_size=128),
+    "grid": dict(train_size=2000, test_sizes=(4, 6, 10, 20), steps=1500, batch_size=32, hidden_size=64,
+                 views=("trail", "local", "field")),
+    "logic": dict(train_size=5000, steps=1000, batch_size=64, hidden_size=64),
+    "word_problems": dict(train_size=5000, batch_size=16, steps=3000, hidden_size=64, max_value=100),
+}
+
+
+def _check_row(row, positive: tuple[str, ...], tuples: tuple[str, ...]) -> None:
+    """Tuples from any sequence; budgets already given must be >= 1 (None: filled by quick or full later)."""
+    for name in tuples:
+        if getattr(row, name) is not None:
+            setattr(row, name, tuple(getattr(row, name)))
+    for name in positive:
+        value = getattr(row, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{row.task}.{name} must be >= 1, got {value}")
+
+
+@dataclass
+class AdditionRowConfig:
+    """The addition row (:func:`procsup.bench.addition.run_one`): outcome vs PAL-history vs PAL-state."""
+
+    task: ClassVar[str] = "addition"
+    train_size: int | None = None
+    """Training problems (1-3 digits, 30% carry-heavy) (quick 2000, full 20000)."""
+    test_digits: tuple[int, ...] | None = None
+    """Test lengths (quick 3,5; full 3,5,10,20)."""
+    steps: int | None = None
+    """Optimizer steps of every run (quick 300, full 500)."""
+    batch_size: int | None = None
+    """Rows per optimizer step (a row is a trajectory, or a step in state mode) (quick 32, full 64)."""
+    hidden_size: int | None = None
+    """Model width (quick 64, full 128)."""
+
+    def __post_init__(self) -> None:
+        _check_row(self, ("train_size", "steps", "batch_size", "hidden_size"), ("test_digits",))
+        if self.test_digits is not None and min(self.test_digits, default=0) < 1:
+            raise ValueError(f"addition.test_digits must be >= 1, got {self.test_digits}")
+
+
+@dataclass
+class GridRowConfig:
+    """The grid row: PAL (as text, with an action head) per view vs text imitation vs REINFORCE."""
+
+    task: ClassVar[str] = "grid"
+    train_size: int | None = None
+    """Training problems, sides 3..4 (quick 500, full 2000)."""
+    test_sizes: tuple[int, ...] | None = None
+    """Test sides (quick 4,6; full 4,6,10,20)."""
+    steps: int | None = None
+    """Optimizer steps of the supervised runs (quick 300, full 1500: where the trail view reaches ~95% on
+    6x6, benchmarks/results/paper/grid_views.md)."""
+    batch_size: int | None = None
+    """Rows (states, or whole paths for the text methods) per step (quick 32, full 32)."""
+    hidden_size: int | None = None
+    """Model width of every grid run, REINFORCE's included (quick 64, full 64)."""
+    views: tuple[str, ...] | None = None
+    """State renderings for the state-based methods, any of trail, local, field (quick: trail, field; full:
+    trail, local, field; the local ablation is left out of quick for time)."""
+    methods: tuple[str, ...] = GRID_METHODS
+    """Any of pal-lm, pal-head, text-history, text-outcome, reinforce."""
+    reinforce_learning_rate: float = 1e-4
+    """REINFORCE's (constant) learning rate (ReinforceConfig's default)."""
+
+    def __post_init__(self) -> None:
+        _check_row(self, ("train_size", "steps", "batch_size", "hidden_size"), ("test_sizes", "views", "methods"))
+        for name, allowed in (("views", VIEWS), ("methods", GRID_METHODS)):
+            value = getattr(self, name)
+            if value is not None and (not value or set(value) - set(allowed)):
+                raise ValueError(f"grid.{name} must be a non-empty subset of {allowed}, got {value}")
+        if self.test_sizes is not None and min(self.test_sizes, default=0) < 2:
+            raise ValueError(f"grid.test_sizes must be >= 2, got {self.test_sizes}")
+
+
+@dataclass
+class LogicRowConfig:
+    """The logic row: outcome vs PAL-history vs PAL-state on letter chains."""
+
+    task: ClassVar[str] = "logic"
+    train_size: int | None = None
+    """Training problems, chains of 2..5 letters (quick 2000, full 5000)."""
+    steps: int | None = None
+    """Optimizer steps (quick 300, full 1000)."""
+    batch_size: int | None = None
+    """Rows per optimizer step (quick 32, full 64)."""
+    hidden_size: int | None = None
+    """Model width (quick 64, full 64: what the recorded logic numbers used)."""
+
+    def __post_init__(self) -> None:
+        _check_row(self, ("train_size", "steps", "batch_size", "hidden_size"), ())
+
+
+@dataclass
+class WordProblemsRowConfig:
+    """The word-problem row: outcome vs PAL-history vs PAL-state, clean and noisy test stories; the
+    consistency arms train with this budget too."""
+
+    task: ClassVar[str] = "word_problems"
+    train_size: int | None = None
+    """Training problems, 2..5 operations (quick 2000, full 5000)."""
+    batch_size: int | None = None
+    """Stories per optimizer step, in every method: a history or outcome row is a story; state mode takes as
+    many rows as those stories have steps (~4 per story: one per sentence after the first), so that every
+    method sees the same stories per step (quick 8, full 16)."""
+    steps: int | None = None
+    """Optimizer steps of the runs and of the consistency arms (quick 300, full 3000: with 16 stories per
+    step, where PAL-state learns the two-digit + and - of 5-operation stories; at 1000 x 8 it was at ~9%,
+    benchmarks/results/paper/paper_tasks.md section 6)."""
+    hidden_size: int | None = None
+    """Model width of the runs and of the consistency arms (quick 64, full 64)."""
+    max_value: int | None = None
+    """Every quantity of a story stays below this (quick and full 100: two-digit arithmetic; the task's own
+    default is 1000, whose three-digit results the tiny model did not learn at up to 1000 steps x 8 stories;
+    not measured at the current full budget)."""
+    train_noise: tuple[int, ...] = (0, 1)
+    """Irrelevant sentences per training story: the training set is split evenly over these counts (a
+    state-mode model must have seen the ``skip`` action to skip anything)."""
+    test_noise: int = 2
+    """Irrelevant sentences per noisy test story (the clean test has none; same stories otherwise)."""
+
+    def __post_init__(self) -> None:
+        _check_row(self, ("train_size", "batch_size", "steps", "hidden_size"), ("train_noise",))
+        if self.max_value is not None and self.max_value < 30:
+            raise ValueError(f"word_problems.max_value must be >= 30, got {self.max_value}")
+        if not self.train_noise or min(self.train_noise) < 0 or self.test_noise < 0:
+            raise ValueError("word_problems noise counts must be >= 0 (and train_noise not empty)")
+
+
+@dataclass
+class ConsistencyRowConfig:
+    """The consistency ablation: the word-problem row's PAL-state run with mu > 0, one arm per kind."""
+
+    task: ClassVar[str] = "consistency"
+    mu: float = 1.0
+    """mu of the arms (the mu = 0 arm is the word-problem row's PAL-state run)."""
+    kinds: tuple[str, ...] = ("hidden",)
+    """Consistency losses to ablate, one arm each: hidden (squared L2 of hidden states) and/or action
+    (symmetric KL of next-token distributions), on word-problem steps with equal ``q op n`` keys."""
+
+    def __post_init__(self) -> None:
+        self.kinds = tuple(self.kinds)
+        if not self.kinds or set(self.kinds) - {"hidden", "action"}:
+            raise ValueError(f"consistency.kinds must be a non-empty subset of ('hidden', 'action'), got {self.kinds}")
+        if self.mu <= 0:
+            raise ValueError(f"consistency.mu must be > 0 (the mu = 0 arm is always run), got {self.mu}")
 
 
 @dataclass
 class PaperBenchConfig:
-    """Table 1 of the PAL paper on our tasks: tasks x methods x seeds. Budgets left at None take the
-    ``quick`` or the full value (``QUICK``/``FULL`` in this module); a value set here wins."""
+    """Table 1 of the PAL paper on our tasks: tasks x methods x seeds. The shared settings here, each row's
+    budget in its own group (``grid.steps=300`` on the command line, ``grid: {steps: 300}`` in YAML).
+    Budgets left at None take the ``quick`` or the full value (``QUICK``/``FULL`` in this module); a value
+    set here wins."""
 
     output_dir: str = "runs/bench-paper"
     """Folder for per-run caches, results.json and one PNG per task."""
@@ -102,145 +252,85 @@ class PaperBenchConfig:
     """Any of addition, grid, logic, word_problems, consistency."""
     arch: str = "llama"
     """Model family of every run: llama, qwen2 or gpt2."""
-    hidden_size: int | None = None
-    """Model width (quick 64, full 128)."""
     num_layers: int = 2
     """Transformer layers."""
     num_heads: int = 4
     """Attention heads."""
-    steps: int | None = None
-    """Optimizer steps of every supervised run (quick 300, full 500)."""
-    batch_size: int | None = None
-    """Rows per optimizer step (a row is a trajectory, or a step in state mode) (quick 32, full 64)."""
     learning_rate: float = 2e-3
     """Peak learning rate of the supervised runs (cosine, warm-up 10% of the steps up to 50)."""
     lam: float = 1.0
     """PAL's lambda."""
     test_size: int | None = None
-    """Fresh test problems per test size/condition (quick 100, full 300)."""
-    addition_train_size: int | None = None
-    """Addition training problems (1-3 digits, 30% carry-heavy) (quick 2000, full 20000)."""
-    addition_test_digits: tuple[int, ...] | None = None
-    """Addition test lengths (quick 3,5; full 3,5,10,20)."""
-    grid_train_size: int | None = None
-    """Grid training problems, sides 3..4 (quick 500, full 2000)."""
-    grid_test_sizes: tuple[int, ...] | None = None
-    """Grid test sides (quick 4,6; full 4,6,10,20)."""
-    grid_steps: int | None = None
-    """Optimizer steps of the supervised grid runs (quick 300, full 1500: where the trail view reaches ~95%
-    on 6x6, docs/results/grid_views.md)."""
-    grid_batch_size: int | None = None
-    """Rows (states, or whole paths for the text methods) per grid step (quick 32, full 32)."""
-    grid_hidden_size: int | None = None
-    """Model width of every grid run, REINFORCE's included (quick 64, full 64)."""
-    grid_views: tuple[str, ...] | None = None
-    """State renderings for the state-based grid methods, any of trail, local, field (quick: trail, field;
-    full: trail, local, field; the local ablation is left out of quick for time)."""
-    grid_methods: tuple[str, ...] = GRID_METHODS
-    """Any of pal-lm, pal-head, text-history, text-outcome, reinforce."""
-    reinforce_learning_rate: float = 1e-4
-    """REINFORCE's (constant) learning rate (ReinforceConfig's default)."""
-    logic_train_size: int | None = None
-    """Logic training problems, chains of 2..5 letters (quick 2000, full 5000)."""
-    logic_steps: int | None = None
-    """Optimizer steps of the logic runs (quick 300, full 1000)."""
-    logic_hidden_size: int | None = None
-    """Model width of the logic runs (quick 64, full 64: what the recorded logic numbers used)."""
-    word_train_size: int | None = None
-    """Word-problem training problems, 2..5 operations (quick 2000, full 5000)."""
-    word_batch_size: int | None = None
-    """Stories per optimizer step on word problems, in every method: a history or outcome row is a story;
-    state mode takes as many rows as those stories have steps (~4 per story: one per sentence after the
-    first), so that every method sees the same stories per step (quick 8, full 16)."""
-    word_steps: int | None = None
-    """Optimizer steps of the word-problem runs and of the consistency arms (quick 300, full 3000: with 16
-    stories per step, where PAL-state learns the two-digit + and - of 5-operation stories; at 1000 x 8 it
-    was at ~9%, docs/results/paper_tasks.md section 6)."""
-    word_hidden_size: int | None = None
-    """Model width of the word-problem runs and of the consistency arms (quick 64, full 64)."""
-    word_max_value: int | None = None
-    """Every quantity of a story stays below this (quick and full 100: two-digit arithmetic; the task's own
-    default is 1000, whose three-digit results the tiny model did not learn at up to 1000 steps x 8 stories;
-    not measured at the current full budget)."""
-    word_train_noise: tuple[int, ...] = (0, 1)
-    """Irrelevant sentences per training story: the training set is split evenly over these counts (a
-    state-mode model must have seen the ``skip`` action to skip anything)."""
-    word_test_noise: int = 2
-    """Irrelevant sentences per noisy test story (the clean test has none; same stories otherwise)."""
-    consistency_mu: float = 1.0
-    """mu of the consistency arms (the mu = 0 arm is the word-problem row's PAL-state run)."""
-    consistency_kinds: tuple[str, ...] = ("hidden",)
-    """Consistency losses to ablate, one arm each: hidden (squared L2 of hidden states) and/or action
-    (symmetric KL of next-token distributions), on word-problem steps with equal ``q op n`` keys."""
+    """Fresh test problems per test size/condition, in every row (quick 100, full 300)."""
+    addition: AdditionRowConfig = field(default_factory=AdditionRowConfig)
+    """The addition row: trained on 1-3 digits, tested on longer operands."""
+    grid: GridRowConfig = field(default_factory=GridRowConfig)
+    """The grid row: trained on 3x3-4x4 grids, tested on larger ones."""
+    logic: LogicRowConfig = field(default_factory=LogicRowConfig)
+    """The logic row: trained on chains of 2..5 letters, tested at 5 and 10."""
+    word_problems: WordProblemsRowConfig = field(default_factory=WordProblemsRowConfig)
+    """The word-problem row: trained on 2..5 operations, tested on 5, clean and noisy."""
+    consistency: ConsistencyRowConfig = field(default_factory=ConsistencyRowConfig)
+    """The consistency ablation on the word-problem row."""
     progress: bool = False
     """Progress bars."""
     threads: int = 2
     """Torch threads (results of one seed can differ between thread counts: float sums are reordered)."""
 
     def __post_init__(self) -> None:
-        if self.grid_views is None:
-            self.grid_views = ("trail", "field") if self.quick else ("trail", "local", "field")
-        for name, value in (QUICK if self.quick else FULL).items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        for name in ("seeds", "tasks", "addition_test_digits", "grid_test_sizes", "grid_views", "grid_methods",
-                     "word_train_noise", "consistency_kinds"):
-            setattr(self, name, tuple(getattr(self, name)))
+        budgets = QUICK if self.quick else FULL
+        if self.test_size is None:
+            self.test_size = budgets["test_size"]
+        for name in ("addition", "grid", "logic", "word_problems"):
+            row = getattr(self, name)
+            setattr(self, name, replace(row, **{k: v for k, v in budgets[name].items() if getattr(row, k) is None}))
+        self.seeds, self.tasks = tuple(self.seeds), tuple(self.tasks)
         if not self.seeds:
             raise ValueError("seeds must not be empty")
-        for name, allowed in (("tasks", TASKS), ("grid_views", VIEWS), ("grid_methods", GRID_METHODS),
-                              ("consistency_kinds", ("hidden", "action"))):
-            value = getattr(self, name)
-            if not value or set(value) - set(allowed):
-                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {value}")
-        for name in ("hidden_size", "steps", "batch_size", "test_size", "addition_train_size", "grid_train_size",
-                     "grid_steps", "grid_batch_size", "grid_hidden_size",
-                     "logic_train_size", "logic_steps", "logic_hidden_size", "word_train_size", "word_batch_size",
-                     "word_steps", "word_hidden_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if min(self.addition_test_digits) < 1 or min(self.grid_test_sizes) < 2:
-            raise ValueError("test digits must be >= 1 and grid sides >= 2")
-        if self.word_max_value < 30:
-            raise ValueError(f"word_max_value must be >= 30, got {self.word_max_value}")
-        if min(self.word_train_noise) < 0 or self.word_test_noise < 0:
-            raise ValueError("noise counts must be >= 0")
-        if self.consistency_mu <= 0:
-            raise ValueError(f"consistency_mu must be > 0 (the mu = 0 arm is always run), got {self.consistency_mu}")
+        if not self.tasks or set(self.tasks) - set(TASKS):
+            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
+        if self.test_size < 1:
+            raise ValueError(f"test_size must be >= 1, got {self.test_size}")
 
-    @property
-    def model_config(self) -> TinyModelConfig:
-        return TinyModelConfig(arch=self.arch, hidden_size=self.hidden_size, num_layers=self.num_layers,
+    def model_config(self, hidden_size: int) -> TinyModelConfig:
+        return TinyModelConfig(arch=self.arch, hidden_size=hidden_size, num_layers=self.num_layers,
                                num_heads=self.num_heads)
 
     def addition_config(self) -> AdditionBenchConfig:
+        add = self.addition
         return AdditionBenchConfig(
-            output_dir=str(Path(self.output_dir) / "addition"), seeds=self.seeds, train_size=self.addition_train_size,
-            test_digits=self.addition_test_digits, test_size=self.test_size, steps=self.steps,
-            batch_size=self.batch_size, learning_rate=self.learning_rate, lam=self.lam, arch=self.arch,
-            hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads, progress=self.progress,
+            output_dir=str(Path(self.output_dir) / "addition"), seeds=self.seeds, train_size=add.train_size,
+            test_digits=add.test_digits, test_size=self.test_size, steps=add.steps,
+            batch_size=add.batch_size, learning_rate=self.learning_rate, lam=self.lam, arch=self.arch,
+            hidden_size=add.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads, progress=self.progress,
         )
 
 
 # --- one PAL training run ---------------------------------------------------------------------------
-def _pal(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int | None = None,
-         steps: int | None = None, hidden_size: int | None = None, mu: float = 0.0, consistency: str = "hidden"):
+def _pal(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int, steps: int,
+         hidden_size: int, mu: float = 0.0, consistency: str = "hidden"):
     """Train a fresh tiny LM with PAL (or outcome-only) on ``trajs``; returns (model, tokenizer, PALConfig, TrainResult)."""
-    model, tok = build_tiny_model(replace(cfg.model_config, hidden_size=hidden_size or cfg.hidden_size), seed=seed)
-    steps = steps or cfg.steps
+    model, tok = build_tiny_model(cfg.model_config(hidden_size), seed=seed)
     pal = PALConfig(
         output_dir=str(run_dir), mode=mode, lam=cfg.lam, mu=mu, consistency=consistency,
-        learning_rate=cfg.learning_rate, batch_size=batch_size or cfg.batch_size, max_steps=steps,
+        learning_rate=cfg.learning_rate, batch_size=batch_size, max_steps=steps,
         warmup_steps=min(50, steps // 10), seed=seed, progress=cfg.progress, save_total_limit=1,
     )
     result = train(pal, model=model, tokenizer=tok, trajectories=trajs)
     return result.model, tok, pal, result
 
 
-def _budget_key(cfg: PaperBenchConfig, *names: str) -> dict:
-    shared = ("arch", "hidden_size", "num_layers", "num_heads", "steps", "batch_size", "learning_rate", "lam",
-              "test_size")
-    return {n: getattr(cfg, n) for n in (*shared, *names)}
+def _run_key(cfg: PaperBenchConfig, row, *names: str) -> dict:
+    """The settings a run is cached under, spelled as in the flat config this benchmark had before the
+    per-row groups (``grid_steps`` for ``grid.steps``), so that runs cached then are read back, not trained
+    again. That config shared ``hidden_size``, ``steps`` and ``batch_size`` between the rows: here they are
+    the addition row's (a row with its own value of one overwrites it in its key)."""
+    add = cfg.addition
+    shared = {"arch": cfg.arch, "hidden_size": add.hidden_size, "num_layers": cfg.num_layers,
+              "num_heads": cfg.num_heads, "steps": add.steps, "batch_size": add.batch_size,
+              "learning_rate": cfg.learning_rate, "lam": cfg.lam, "test_size": cfg.test_size}
+    prefix = "word" if row.task == "word_problems" else row.task
+    return {**shared, **{f"{prefix}_{n}": getattr(row, n) for n in names}}
 
 
 # --- addition ------------------------------------------------------------------------------------------
@@ -248,15 +338,15 @@ def _budget_key(cfg: PaperBenchConfig, *names: str) -> dict:
 def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) -> dict:
     """One grid method (``view`` for the state-based ones), trained on sides 3..4, tested at every side."""
     name = f"{method}-{view}" if view else method
-    key = {"method": name, "seed": seed,
-           **_budget_key(cfg, "grid_train_size", "grid_test_sizes", "grid_steps", "grid_batch_size", "grid_hidden_size",
-                         "reinforce_learning_rate")}
-    budget = dict(steps=cfg.grid_steps, batch_size=cfg.grid_batch_size, hidden_size=cfg.grid_hidden_size)
-    model_config = replace(cfg.model_config, hidden_size=cfg.grid_hidden_size)
+    g = cfg.grid
+    key = {"method": name, "seed": seed, **_run_key(cfg, g, "train_size", "test_sizes", "steps", "batch_size", "hidden_size"),
+           "reinforce_learning_rate": g.reinforce_learning_rate}
+    budget = dict(steps=g.steps, batch_size=g.batch_size, hidden_size=g.hidden_size)
+    model_config = cfg.model_config(g.hidden_size)
 
     def run(run_dir: Path) -> dict:
         task = GridTask(view=view or "field")  # the text methods never render a state
-        problems = task.sample_range(seed, 4, cfg.grid_train_size, min_size=3)
+        problems = task.sample_range(seed, 4, g.train_size, min_size=3)
         trajs = [task.state_trajectory(p) for p in problems]
         demo_steps = sum(len(t.steps) for t in trajs)
         info: dict[str, Any] = {"demonstration_steps": demo_steps}
@@ -271,7 +361,7 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
             backbone, tok = build_tiny_model(model_config, seed=seed)
             head = ActionHeadConfig(
                 output_dir=str(run_dir), actions=tuple(MOVES), lam=cfg.lam, learning_rate=cfg.learning_rate,
-                batch_size=cfg.grid_batch_size, max_steps=cfg.grid_steps, warmup_steps=min(50, cfg.grid_steps // 10),
+                batch_size=g.batch_size, max_steps=g.steps, warmup_steps=min(50, g.steps // 10),
                 seed=seed, progress=cfg.progress,
             )
             res = train_action_head(head, model=backbone, tokenizer=tok, trajectories=trajs)
@@ -280,14 +370,14 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
             backbone, tok = build_tiny_model(model_config, seed=seed)
             policy = ActionHeadModel(backbone, tok, tuple(MOVES), seed=seed)
             rl = ReinforceConfig(output_dir=str(run_dir), env_steps=demo_steps,
-                                 learning_rate=cfg.reinforce_learning_rate, seed=seed, progress=cfg.progress)
+                                 learning_rate=g.reinforce_learning_rate, seed=seed, progress=cfg.progress)
             res = train_reinforce(rl, policy=policy, task=task, problems=problems)
             info.update(env_steps=res.env_steps, updates=res.updates)
             act = lambda probs: rollout_action_head(res.policy, task, probs)  # noqa: E731
         info["final_train_metrics"] = res.final_metrics
         seen = set(problems)
         evals = {}
-        for size in cfg.grid_test_sizes:
+        for size in g.test_sizes:
             probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
             outs = act(probs)
             per = [grid_metrics(r.problem, r.answer) for r in outs]
@@ -301,15 +391,16 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
 # --- logic -----------------------------------------------------------------------------------------------
 def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5) -> dict:
     """Chains of 2..train_max letters in training; tested at train_max and 2 x train_max letters."""
-    key = {"method": method, "seed": seed, **_budget_key(cfg, "logic_train_size", "logic_steps"),
-           "hidden_size": cfg.logic_hidden_size}
+    lg = cfg.logic
+    key = {"method": method, "seed": seed, **_run_key(cfg, lg, "train_size", "steps"), "hidden_size": lg.hidden_size,
+           "batch_size": lg.batch_size}
 
     def run(run_dir: Path) -> dict:
         task = LogicTask()
-        problems = task.sample_range(seed, train_max, cfg.logic_train_size)
+        problems = task.sample_range(seed, train_max, lg.train_size)
         trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
-        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, steps=cfg.logic_steps,
-                                    hidden_size=cfg.logic_hidden_size)
+        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=lg.batch_size, steps=lg.steps,
+                                    hidden_size=lg.hidden_size)
         seen, evals = set(problems), {}
         for size in (train_max, 2 * train_max):
             probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
@@ -323,30 +414,31 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5)
 def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, mu: float = 0.0,
              consistency: str = "hidden") -> dict:
     """Stories of 2..train_ops operations in training; tested on fresh train_ops-operation stories, clean
-    and with ``word_test_noise`` irrelevant sentences (the same stories otherwise). ``mu > 0``: the
+    and with ``word_problems.test_noise`` irrelevant sentences (the same stories otherwise). ``mu > 0``: the
     consistency arm, cached under ``consistency/``."""
+    w = cfg.word_problems
     key = {"method": method, "seed": seed,
-           **_budget_key(cfg, "word_train_size", "word_batch_size", "word_steps", "word_max_value",
-                         "word_train_noise", "word_test_noise"), "hidden_size": cfg.word_hidden_size}
+           **_run_key(cfg, w, "train_size", "batch_size", "steps", "max_value", "train_noise", "test_noise"),
+           "hidden_size": w.hidden_size}
     name, folder = method, "word_problems"
     if mu > 0:
         key.update(mu=mu, consistency=consistency)
         name, folder = f"{method} mu={mu:g} {consistency}", "consistency"
 
     def run(run_dir: Path) -> dict:
-        per_level = -(-cfg.word_train_size // len(cfg.word_train_noise))
-        problems = [p for i, n in enumerate(cfg.word_train_noise)
-                    for p in WordProblemTask(n, cfg.word_max_value).sample_range(seed * 100 + i, train_ops, per_level)]
-        task = WordProblemTask(max_value=cfg.word_max_value)
+        per_level = -(-w.train_size // len(w.train_noise))
+        problems = [p for i, n in enumerate(w.train_noise)
+                    for p in WordProblemTask(n, w.max_value).sample_range(seed * 100 + i, train_ops, per_level)]
+        task = WordProblemTask(max_value=w.max_value)
         trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
         # the same stories per optimizer step in every method: a state-mode row is one step of a story
         rows_per_story = sum(len(t.steps) for t in trajs) / len(trajs) if method == "state" else 1
-        batch = max(1, round(cfg.word_batch_size * rows_per_story))
+        batch = max(1, round(w.batch_size * rows_per_story))
         model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=batch,
-                                    steps=cfg.word_steps, hidden_size=cfg.word_hidden_size, mu=mu,
+                                    steps=w.steps, hidden_size=w.hidden_size, mu=mu,
                                     consistency=consistency)
         evals = {}
-        for label, noise in (("clean", 0), ("noisy", cfg.word_test_noise)):
+        for label, noise in (("clean", 0), ("noisy", w.test_noise)):
             probs = task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise)
             evals[label] = summarize(rollout(model, tok, task, probs, method, pal.step_format))
         return {"method": name, "seed": seed, "eval": evals, "batch_size": pal.batch_size,
@@ -357,11 +449,11 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
 
 # --- consistency ----------------------------------------------------------------------------------------------
 def consistency_run(cfg: PaperBenchConfig, kind: str, seed: int) -> dict:
-    """PAL-state on word problems with mu = consistency_mu and the ``kind`` loss over steps with equal
+    """PAL-state on word problems with mu = consistency.mu and the ``kind`` loss over steps with equal
     ``q op n`` keys (the same sub-problem in differently worded stories): the word-problem row's PAL-state
     run, everything equal but mu. (A state's own rendering would be a useless key in state mode: rows
     with equal states are equal inputs, so their hidden states are already equal.)"""
-    return word_run(cfg, "state", seed, mu=cfg.consistency_mu, consistency=kind)
+    return word_run(cfg, "state", seed, mu=cfg.consistency.mu, consistency=kind)
 
 
 # --- aggregation, table, plots -------------------------------------------------------------------------------
@@ -406,7 +498,7 @@ def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
             rows.append(["word_problems", method, f"5 ops, {cond}", "exact", _pct(m["exact_match"]), also,
                          paper_clean if cond == "clean" else ""])
         gap = tables["word_gaps"][method]
-        rows.append(["word_problems", method, f"noise gap ({cfg.word_test_noise} sentences)", "clean - noisy",
+        rows.append(["word_problems", method, f"noise gap ({cfg.word_problems.test_noise} sentences)", "clean - noisy",
                      _pct(gap), "points", paper_gap])
     for method, conds in tables.get("consistency", {}).items():
         for cond, m in conds.items():
@@ -454,7 +546,7 @@ def plot_task(task: str, table: dict, cfg: PaperBenchConfig, path: Path) -> None
                  "trail: window + offset + own trail; field: the environment marks which moves shorten the path"),
         "logic": ("Logic chains, trained on 2-5 letters", [f"{c} letters" for c in conds], "chance is 50%"),
         "word_problems": ("Word problems, 5 operations", [f"{c}" for c in conds],
-                          f"noisy: {cfg.word_test_noise} irrelevant sentences; paper: PAL ~80%, baseline ~60%"),
+                          f"noisy: {cfg.word_problems.test_noise} irrelevant sentences; paper: PAL ~80%, baseline ~60%"),
         "consistency": ("Consistency ablation: PAL-state on word problems, 5 ops", [f"{c}" for c in conds],
                         "mu = 0 vs mu > 0 over steps with equal q op n"),
     }
@@ -469,15 +561,15 @@ def run_task(cfg: PaperBenchConfig, task: str) -> list[dict]:
         add = cfg.addition_config()
         return [run_one(add, m, s) for s in cfg.seeds for m in add.methods]
     if task == "grid":
-        return [grid_run(cfg, m, v, s) for s in cfg.seeds for m in cfg.grid_methods
-                for v in (cfg.grid_views if m in VIEWED else (None,))]
+        return [grid_run(cfg, m, v, s) for s in cfg.seeds for m in cfg.grid.methods
+                for v in (cfg.grid.views if m in VIEWED else (None,))]
     if task == "logic":
         return [logic_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
     if task == "word_problems":
         return [word_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
     # consistency: mu = 0 is the word-problem row's PAL-state run (cached, shared)
     base = [{**word_run(cfg, "state", s), "method": "state mu=0"} for s in cfg.seeds]
-    return base + [consistency_run(cfg, k, s) for k in cfg.consistency_kinds for s in cfg.seeds]
+    return base + [consistency_run(cfg, k, s) for k in cfg.consistency.kinds for s in cfg.seeds]
 
 
 def main(cfg: PaperBenchConfig) -> dict:
