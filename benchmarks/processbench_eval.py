@@ -30,7 +30,7 @@ from procsup.data.trajectory import Trajectory
 from procsup.evaluation.prm_metrics import choose_threshold, first_error, processbench_scores, step_auroc
 from procsup.models.factory import TinyModelConfig, build_tiny_model, save_model
 from procsup.models.prm import score
-from procsup.trainers.pal import TrainResult
+from procsup.trainers.loop import TrainResult
 from procsup.trainers.prm import PRMConfig, train_prm
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -50,7 +50,8 @@ from procsup.models.factory import TinyModelConfig, build_tiny_model
 from procsup.objectives.pal import pal_loss, token_nll
 from procsup.tasks.addition import AdditionTask
 from procsup.data.batch import collate
-from procsup.trainers.pal import PALConfig, build_rows, global_batch, train
+from procsup.trainers.loop import global_batch
+from procsup.trainers.pal import PALConfig, build_rows, train
 
 FLOPS_FORMULA = "6 * N_params(non-embedding) + 12 * n_layer * d_model * seq_len  (PaLM/Chinchilla; seq_len = mean row length)"
 

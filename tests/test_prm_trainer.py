@@ -13,7 +13,7 @@ from procsup.data.trajectory import Step, Trajectory, TrajectoryError
 from procsup.models.factory import save_model
 from procsup.models.prm import score
 from procsup.tasks.addition import AdditionTask
-from procsup.trainers.pal import global_batch
+from procsup.trainers.loop import global_batch
 from procsup.trainers.prm import PRMConfig, train_prm
 
 

@@ -24,7 +24,8 @@ import procsup.trainers.pal as pal_trainer
 from conftest import TINY
 from procsup.data.trajectory import TrajectoryError
 from procsup.models.factory import build_tiny_model, load_model, save_model
-from procsup.trainers.pal import PALConfig, global_batch, train
+from procsup.trainers.loop import global_batch
+from procsup.trainers.pal import PALConfig, train
 
 
 def config(tmp_path: Path, **overrides) -> PALConfig:

@@ -28,7 +28,6 @@ over the visited states, nats) and ``loss``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from procsup.models.action_head import ActionHeadModel, play
+from procsup.trainers.loop import MetricsLog
 
 BASELINES = ("ema", "batch")
 
@@ -137,6 +137,7 @@ def train_reinforce(
 
     bar = tqdm(total=cfg.env_steps, desc="reinforce", disable=not cfg.progress, dynamic_ncols=True, unit="step")
     used, episodes_total, updates, ema, last, t0 = 0, 0, 0, 0.0, {}, time.perf_counter()
+    metrics = MetricsLog(out_dir, bar)
     while used < cfg.env_steps:
         pick = torch.randint(len(problems), (cfg.episodes_per_update,), generator=gen).tolist()
         episodes = play(
@@ -185,11 +186,7 @@ def train_reinforce(
                 "entropy": -(logps.exp() * logps).sum(-1).mean().item(),
                 "loss": loss.item(),
             }
-            if not math.isfinite(last["loss"]):
-                raise FloatingPointError(f"loss is {last['loss']} at update {updates}; lower learning_rate")
-            with (out_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(last) + "\n")
-            bar.set_postfix(ret=f"{last['return']:.3f}", len=f"{last['episode_len']:.1f}")
+            metrics.write(last, f"update {updates}", ret=f"{last['return']:.3f}", len=f"{last['episode_len']:.1f}")
         bar.update(n_steps)
     bar.close()
     policy = accelerator.unwrap_model(policy)

@@ -7,7 +7,7 @@ outcome term in state mode: every row is a step). The head reads the hidden stat
 prompt ``s_t · input_sep`` (see :mod:`procsup.models.action_head`).
 
 Single process: the whole global batch is computed on one device (``accelerate`` places model and data, as
-in :mod:`procsup.trainers.pal`, whose data order :func:`~procsup.trainers.pal.global_batch` is reused).
+in :mod:`procsup.trainers.pal`; the data order is :func:`~procsup.trainers.loop.global_batch`).
 No intermediate checkpoints: runs are short; the final model is saved to ``output_dir/model``.
 
 Logged (``metrics.jsonl``, every ``log_steps``): ``loss`` (minimised, lam included), ``loss_steps`` (mean
@@ -16,7 +16,6 @@ step cross-entropy), ``step_accuracy`` (share of the batch's steps whose argmax 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -33,8 +32,8 @@ from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.data.trajectory import Trajectory
 from procsup.models.action_head import ActionHeadModel, pad_prompts
 from procsup.models.factory import load_model
+from procsup.trainers.loop import MetricsLog, TrainResult, global_batch, make_optimizer
 from procsup.trainers.options import OptimizerOptions
-from procsup.trainers.pal import TrainResult, global_batch, make_optimizer
 
 
 @dataclass(kw_only=True)
@@ -101,7 +100,7 @@ def train_action_head(
     if model is None:
         if cfg.model is None:
             raise ValueError("no model: set ActionHeadConfig.model to a local model directory or pass model=")
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer, _ = load_model(cfg.model)
     if trajectories is None:
         if cfg.train_file is None:
             raise ValueError("no data: set ActionHeadConfig.train_file or pass trajectories=")
@@ -122,6 +121,7 @@ def train_action_head(
 
     bar = tqdm(total=cfg.max_steps, desc="train[action-head]", disable=not cfg.progress, dynamic_ncols=True)
     tokens, t0, last = 0, time.perf_counter(), {}
+    metrics = MetricsLog(out_dir, bar)
     for step in range(cfg.max_steps):
         idx = global_batch(len(prompts), cfg.batch_size, step, cfg.seed)
         ids, mask = pad_prompts([prompts[i] for i in idx], tokenizer.pad_token_id)
@@ -146,11 +146,7 @@ def train_action_head(
                 "step_accuracy": (logits.argmax(-1) == y).float().mean().item(),
                 "lr": scheduler.get_last_lr()[0],
             }
-            if not math.isfinite(last["loss"]):
-                raise FloatingPointError(f"loss is {last['loss']} at step {done}; lower learning_rate")
-            with (out_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(last) + "\n")
-            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['step_accuracy']:.3f}")
+            metrics.write(last, f"step {done}", loss=f"{last['loss']:.4f}", acc=f"{last['step_accuracy']:.3f}")
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0

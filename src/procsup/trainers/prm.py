@@ -5,18 +5,16 @@ head with binary cross-entropy (Lightman et al. 2023, "Let's Verify Step by Step
 Math-Shepherd). Each step's label sits on its boundary token (:mod:`procsup.objectives.prm`), where
 :func:`procsup.models.prm.score` reads it. An ORM is trained by labelling only the last step.
 
-The loop is the PAL trainer's (accelerate, data order a pure function of (seed, step), safetensors
-checkpoints, exact resume, DDP under ``accelerate launch``), with length-grouped batches on by default:
+The loop is the PAL trainer's, on the same kit (:mod:`procsup.trainers.loop`: accelerate, data order a
+pure function of (seed, step), safetensors checkpoints, exact resume, DDP under ``accelerate launch``),
+with length-grouped batches on by default:
 rows of similar length share a batch, so little of each batch is padding.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -30,9 +28,10 @@ from procsup.data.tokenize import StepFormat, tokenize_many
 from procsup.data.trajectory import Trajectory, TrajectoryError
 from procsup.models.positions import PositionReader
 from procsup.models.prm import build_prm
+from procsup.models.saved import SavedFormat
 from procsup.objectives.prm import label_tensors, step_loss
+from procsup.trainers.loop import MetricsLog, TrainResult, global_batch, save_checkpoint, start_run
 from procsup.trainers.options import CheckpointOptions
-from procsup.trainers.pal import TrainResult, global_batch, save_checkpoint, start_run
 
 
 @dataclass(kw_only=True)
@@ -111,11 +110,11 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
     net, optimizer = accelerator.prepare(PositionReader(model, sparse=cfg.sparse_last_block), optimizer)
     net.train()
 
-    metrics_path = Path(cfg.output_dir) / "metrics.jsonl"
+    saved = SavedFormat("prm", cfg.step_format, "steps")  # the checkpoints' procsup.json
     bar = tqdm(total=cfg.max_steps, initial=start, desc="train-prm", dynamic_ncols=True,
                disable=not (cfg.progress and accelerator.is_local_main_process))
     t0, last, tokens_total = time.perf_counter(), {}, 0
-    window = {"samples": 0, "tokens": 0, "pad": 0, "time": time.perf_counter()}
+    metrics = MetricsLog(cfg.output_dir, bar, main_process=accelerator.is_main_process)
     for step in range(start, cfg.max_steps):
         idx = global_batch(len(rows), cfg.batch_size, step, cfg.seed, lengths)[rank * per_proc : (rank + 1) * per_proc]
         chunk = [rows[i] for i in idx]
@@ -131,32 +130,24 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        window["samples"] += len(chunk) * world
         n_tok = int(batch["attention_mask"].sum()) * world  # equal slices: an estimate without a sync
         tokens_total += n_tok
-        window["tokens"] += n_tok
-        window["pad"] += int((1 - batch["attention_mask"]).sum()) * world
+        metrics.add(samples=len(chunk) * world, tokens=n_tok, pad=int((1 - batch["attention_mask"]).sum()) * world)
         done = step + 1
         if done % cfg.log_steps == 0 or done == cfg.max_steps:
             reduced = accelerator.reduce(torch.stack([terms["loss"].detach(), terms["step_accuracy"]]), reduction="mean")
-            now = time.perf_counter()
+            counts, span = metrics.window()
             last = {
                 "step": done, "loss": reduced[0].item(), "step_accuracy": reduced[1].item(),
-                "lr": scheduler.get_last_lr()[0], "samples_per_s": window["samples"] / max(now - window["time"], 1e-9),
-                "padding": window["pad"] / max(window["pad"] + window["tokens"], 1),
+                "lr": scheduler.get_last_lr()[0], "samples_per_s": counts["samples"] / span,
+                "padding": counts["pad"] / max(counts["pad"] + counts["tokens"], 1),
             }
-            window = {"samples": 0, "tokens": 0, "pad": 0, "time": now}
-            if not math.isfinite(last["loss"]):
-                raise FloatingPointError(f"loss is {last['loss']} at step {done}; lower learning_rate")
-            if accelerator.is_main_process:
-                with metrics_path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(last) + "\n")
-            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['step_accuracy']:.3f}")
+            metrics.write(last, f"step {done}", loss=f"{last['loss']:.4f}", acc=f"{last['step_accuracy']:.3f}")
         bar.update(1)
         if cfg.save_steps and done % cfg.save_steps == 0 and done != cfg.max_steps:
-            save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done)
+            save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done, saved=saved)
     bar.close()
     seconds = time.perf_counter() - t0
-    save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, cfg.max_steps)
+    save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, cfg.max_steps, saved=saved)
     model.eval()
     return TrainResult(model, tokenizer, cfg.max_steps - start, seconds, tokens_total, last)
