@@ -15,7 +15,9 @@ import torch
 from conftest import TINY
 from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import build_tiny_model
-from procsup.rl.reinforce import ReinforceConfig, leave_one_out_baseline, reinforce_loss, train_reinforce
+from procsup.objectives.policy_gradient import reinforce_loss
+from procsup.rl.advantages import leave_one_out_baseline
+from procsup.rl.reinforce import ReinforceConfig, train_reinforce
 from procsup.tasks.grid import GridTask
 
 ACTIONS = ("U", "D", "L", "R")

@@ -3,6 +3,7 @@
 For one example ``L_i = L_out + lambda * sum_t l(step_t)`` where ``L_out`` is the mean cross-entropy of
 the answer tokens and ``l(step_t)`` the mean cross-entropy of step t's tokens (teacher-forced). Each
 step counts once whatever its length; the batch loss is the mean of ``L_i`` over examples.
+:func:`action_head_loss` is the same loss for a model with a separate action head (state mode).
 """
 
 from __future__ import annotations
@@ -56,4 +57,21 @@ def pal_loss(nll: torch.Tensor, segments: torch.Tensor, lam: float) -> dict[str,
         "loss_out": out.mean().detach(),
         "loss_steps": steps.mean().detach(),
         "step_nll": (step_terms.sum() / n_steps.clamp(min=1)).detach(),
+    }
+
+
+def action_head_loss(logits: torch.Tensor, actions: torch.Tensor, lam: float) -> dict[str, torch.Tensor]:
+    """State-mode PAL with a separate action head (section 3: "a classification loss there"):
+    ``L = lam * mean_rows CE(head(s_t), a_t)``; every row is one step, so there is no outcome term.
+
+    logits (B, A) of the head at the B steps' states, actions (B,) long, the taken action's index. Returns
+    ``loss`` (what is minimised, lam included), ``loss_steps`` (mean step cross-entropy) and ``step_accuracy``
+    (share of steps whose argmax is a_t).
+    """
+    logits = logits.float()
+    loss_steps = F.cross_entropy(logits, actions)
+    return {
+        "loss": lam * loss_steps,
+        "loss_steps": loss_steps.detach(),
+        "step_accuracy": (logits.argmax(-1) == actions).float().mean(),
     }

@@ -11,7 +11,9 @@ over a batch of B episodes is
 
 with baseline ``b`` either an exponential moving average of past batch returns (``ema``, Williams's
 reinforcement comparison; it does not depend on the current batch, so g stays unbiased) or the mean
-return of the *other* episodes of the batch (``batch``: leave-one-out, also unbiased).
+return of the *other* episodes of the batch (``batch``: leave-one-out, also unbiased). The loss is
+:func:`procsup.objectives.policy_gradient.reinforce_loss`, the leave-one-out baseline
+:func:`procsup.rl.advantages.leave_one_out_baseline`.
 
 The budget is counted in environment steps (executed actions, illegal ones included), so that RL can be
 given exactly as many environment steps as PAL's demonstrations contain. Episodes still running when the
@@ -39,6 +41,8 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from procsup.models.action_head import ActionHeadModel, play
+from procsup.objectives.policy_gradient import reinforce_loss
+from procsup.rl.advantages import leave_one_out_baseline
 from procsup.trainers.loop import MetricsLog
 
 BASELINES = ("ema", "batch")
@@ -87,23 +91,6 @@ class ReinforceConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.max_grad_norm < 0:
             raise ValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
-
-
-def leave_one_out_baseline(returns: torch.Tensor) -> torch.Tensor:
-    """returns (B,) -> b (B,): for each episode the mean return of the others (0 when B == 1)."""
-    n = returns.numel()
-    if n == 1:
-        return torch.zeros_like(returns)
-    return (returns.sum() - returns) / (n - 1)
-
-
-def reinforce_loss(step_logps: torch.Tensor, step_episode: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """``-(1/B) sum_i A_i sum_t log pi(a_it | s_it)``, whose gradient is the REINFORCE estimate.
-
-    step_logps (N,) log-probabilities of the taken actions, all episodes' steps concatenated;
-    step_episode (N,) long, the episode of each step; advantages (B,) = R - b, constants (no gradient).
-    """
-    return -(advantages.detach()[step_episode] * step_logps).sum() / advantages.numel()
 
 
 @dataclass

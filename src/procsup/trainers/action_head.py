@@ -7,7 +7,8 @@ outcome term in state mode: every row is a step). The head reads the hidden stat
 prompt ``s_t · input_sep`` (see :mod:`procsup.models.action_head`).
 
 Single process: the whole global batch is computed on one device (``accelerate`` places model and data, as
-in :mod:`procsup.trainers.pal`; the data order is :func:`~procsup.trainers.loop.global_batch`).
+in :mod:`procsup.trainers.pal`; the data order is :func:`~procsup.trainers.loop.global_batch`). The loss
+is :func:`procsup.objectives.pal.action_head_loss`.
 No intermediate checkpoints: runs are short; the final model is saved to ``output_dir/model``.
 
 Logged (``metrics.jsonl``, every ``log_steps``): ``loss`` (minimised, lam included), ``loss_steps`` (mean
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
@@ -32,6 +32,7 @@ from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.data.trajectory import Trajectory
 from procsup.models.action_head import ActionHeadModel, pad_prompts
 from procsup.models.factory import load_model
+from procsup.objectives.pal import action_head_loss
 from procsup.trainers.loop import MetricsLog, TrainResult, global_batch, make_optimizer
 from procsup.trainers.options import OptimizerOptions
 
@@ -126,10 +127,8 @@ def train_action_head(
         idx = global_batch(len(prompts), cfg.batch_size, step, cfg.seed)
         ids, mask = pad_prompts([prompts[i] for i in idx], tokenizer.pad_token_id)
         ids, mask, y = ids.to(accelerator.device), mask.to(accelerator.device), targets[idx].to(accelerator.device)
-        logits = policy(ids, mask).float()  # (B, A)
-        loss_steps = F.cross_entropy(logits, y)
-        loss = cfg.lam * loss_steps
-        accelerator.backward(loss)
+        terms = action_head_loss(policy(ids, mask), y, cfg.lam)  # logits (B, A)
+        accelerator.backward(terms["loss"])
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -141,9 +140,9 @@ def train_action_head(
         if done % cfg.log_steps == 0 or done == cfg.max_steps:
             last = {
                 "step": done,
-                "loss": loss.item(),
-                "loss_steps": loss_steps.item(),
-                "step_accuracy": (logits.argmax(-1) == y).float().mean().item(),
+                "loss": terms["loss"].item(),
+                "loss_steps": terms["loss_steps"].item(),
+                "step_accuracy": terms["step_accuracy"].item(),
                 "lr": scheduler.get_last_lr()[0],
             }
             metrics.write(last, f"step {done}", loss=f"{last['loss']:.4f}", acc=f"{last['step_accuracy']:.3f}")
