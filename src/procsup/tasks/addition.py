@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from procsup.data.trajectory import Step, Trajectory
+from procsup.tasks.base import corrupt_digit, swap_digit
 
 LETTERS = string.ascii_lowercase
 END = "$"  # "next column" of the last column
 _STATE_ACTION = re.compile(r"^([0-9]),([01])$")
+_DIGIT = re.compile(r"[0-9]")
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,17 @@ class AdditionTask:
         return AdditionProblem(int(m["a"]), int(m["b"]), tuple(m.get("hints", "")), tuple(m.get("order", ())))
 
     # --- checkers -----------------------------------------------------------------------------------
+    def corrupt(self, action: str, rng: random.Random) -> str:
+        """History steps ``k:3+6+0=9,0>d``: one digit of the result (``9,0``, after ``=``) changed, so the
+        step stays well-formed and only its arithmetic is wrong. Anything else (a state-mode action ``9,0``):
+        one digit changed (:func:`~procsup.tasks.base.corrupt_digit`)."""
+        eq = action.find("=")
+        if eq < 0:
+            return corrupt_digit(action, rng)
+        end = action.find(">", eq)
+        spots = [eq + 1 + m.start() for m in _DIGIT.finditer(action[eq + 1 : end if end >= 0 else None])]
+        return swap_digit(action, rng.choice(spots), rng) if spots else corrupt_digit(action, rng)
+
     def check_answer(self, p: AdditionProblem, answer: str | None) -> bool:
         return answer is not None and answer.strip() == str(p.a + p.b)
 

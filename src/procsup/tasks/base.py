@@ -9,6 +9,8 @@ interface.
 
 from __future__ import annotations
 
+import random
+import re
 from typing import Any, Protocol, Sequence
 
 from procsup.data.trajectory import Trajectory
@@ -28,6 +30,13 @@ class Task(Protocol):
     def state_trajectory(self, problem: Any) -> Trajectory:
         """The same demonstration for state mode: each step's ``state`` is what the model sees,
         its ``action`` what it must output (see :meth:`render_state`)."""
+
+    def problem_of(self, traj: Trajectory) -> Any:
+        """The problem a trajectory of this task was made for (read back from its ``input``/``meta``, as
+        :meth:`expert` writes them): how rollouts, scorers and search find the problem of a prefix."""
+
+    def corrupt(self, action: str, rng: random.Random) -> str:
+        """A plausible wrong version of ``action`` (for injected label errors); may return it unchanged."""
 
     # --- checkers ----------------------------------------------------------------------------------
     def check_answer(self, problem: Any, answer: str | None) -> bool:
@@ -53,3 +62,18 @@ class Task(Protocol):
 
     def answer(self, state: Any) -> str:
         """The final answer read off a finished state."""
+
+
+_DIGIT = re.compile(r"[0-9]")
+
+
+def corrupt_digit(action: str, rng: random.Random) -> str:
+    """Replace one random digit of ``action`` by another digit; unchanged if it has no digit. The default
+    corruption of the tasks (:meth:`Task.corrupt`)."""
+    spots = [m.start() for m in _DIGIT.finditer(action)]
+    return swap_digit(action, rng.choice(spots), rng) if spots else action
+
+
+def swap_digit(text: str, i: int, rng: random.Random) -> str:
+    """``text`` with its digit at ``i`` replaced by another digit."""
+    return text[:i] + rng.choice([d for d in "0123456789" if d != text[i]]) + text[i + 1 :]

@@ -75,6 +75,7 @@ from functools import cached_property
 from typing import Iterable, Sequence
 
 from procsup.data.trajectory import Step, Trajectory
+from procsup.tasks.base import corrupt_digit
 
 Cell = tuple[int, int]  # (row, column); row 0 is the top
 MOVES: dict[str, Cell] = {"U": (-1, 0), "D": (1, 0), "L": (0, -1), "R": (0, 1)}
@@ -309,6 +310,10 @@ class GridTask:
         return parse_grid(traj.input)
 
     # --- checkers -----------------------------------------------------------------------------------
+    def corrupt(self, action: str, rng: random.Random) -> str:
+        """One digit of the action changed (:func:`~procsup.tasks.base.corrupt_digit`)."""
+        return corrupt_digit(action, rng)
+
     def check_answer(self, p: GridProblem, answer: str | None) -> bool:
         """The moves, executed from the start, are all legal and visit every waypoint in order; the episode
         ends at the last waypoint, so a move after it makes the answer wrong."""

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from procsup.data.trajectory import Step, Trajectory
+from procsup.tasks.base import corrupt_digit
 
 LETTERS = string.ascii_lowercase
 #: Chains of up to this many letters in training, twice as many at test time.
@@ -197,6 +198,10 @@ class LogicTask:
         return LogicProblem(tuple(m["chain"]), tuple(m["question"]), tuple(m["facts"]))
 
     # --- checkers -----------------------------------------------------------------------------------
+    def corrupt(self, action: str, rng: random.Random) -> str:
+        """One digit of the action changed (:func:`~procsup.tasks.base.corrupt_digit`)."""
+        return corrupt_digit(action, rng)
+
     def check_answer(self, p: LogicProblem, answer: str | None) -> bool:
         return answer is not None and answer.strip() == p.answer
 

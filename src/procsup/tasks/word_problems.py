@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from procsup.data.trajectory import Step, Trajectory
+from procsup.tasks.base import corrupt_digit
 
 NAMES = ("Tom", "Sue", "Ana", "Ben", "Mia", "Raj", "Li", "Omar", "Eva", "Kim", "Max", "Zoe")
 ITEMS = ("apples", "marbles", "stickers", "coins", "books", "pencils", "cards", "shells")
@@ -244,6 +245,10 @@ class WordProblemTask:
         return WordProblem(m["person"], m["item"], int(m["start"]), tuple(m["sentences"]), ops)
 
     # --- checkers -----------------------------------------------------------------------------------
+    def corrupt(self, action: str, rng: random.Random) -> str:
+        """One digit of the action changed (:func:`~procsup.tasks.base.corrupt_digit`)."""
+        return corrupt_digit(action, rng)
+
     def check_answer(self, p: WordProblem, answer: str | None) -> bool:
         return answer is not None and answer.strip() == str(p.answer)
 
