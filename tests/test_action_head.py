@@ -15,10 +15,11 @@ import torch.nn.functional as F
 
 from conftest import TINY
 from procsup.data.tokenize import StepFormat, prompt_ids
-from procsup.evaluation.rollout import summarize
-from procsup.models.action_head import ActionHeadModel, play, rollout_action_head
+from procsup.evaluation.metrics import evaluate
+from procsup.models.action_head import ActionHeadModel
+from procsup.rollout import ActionHeadPolicy, complete, start
 from procsup.models.factory import build_tiny_model
-from procsup.tasks.grid import GridTask, grid_metrics
+from procsup.tasks.grid import MOVES, GridTask, grid_metrics
 from procsup.trainers.action_head import ActionHeadConfig, step_rows, train_action_head
 
 ACTIONS = ("U", "D", "L", "R")
@@ -141,19 +142,22 @@ def test_config_validation(overrides, match):
         ActionHeadConfig(**{"output_dir": "x", "actions": ACTIONS, **overrides})
 
 
-def test_rollout_records_agree_with_the_task():
+def test_rollouts_agree_with_the_task():
     task = GridTask(view="local")
     problems = task.sample(seed=3, size=4, count=30)
     model = policy()
-    rollouts = rollout_action_head(model, task, problems)
-    for r in rollouts:
-        assert r.correct == bool(grid_metrics(r.problem, r.answer)["success"])
-        assert len(r.step_ok) == len(r.steps) + (r.answer is None)
-        if r.answer is not None:
-            assert r.answer == "".join(r.steps)
-    assert summarize(rollouts)["n"] == 30
+    rollouts = [ts[0] for ts in complete(ActionHeadPolicy(model, task), start(task, problems))]
+    for p, r in zip(problems, rollouts):
+        answer = r.meta["answer"]
+        assert r.meta["correct"] == bool(grid_metrics(p, answer)["success"])
+        assert all(s.state and s.action in MOVES for s in r.steps)
+        if answer is not None:
+            assert answer == "".join(s.action for s in r.steps)
+    assert evaluate(ActionHeadPolicy(model, task), problems)["n"] == 30
 
-    sampled = [play(model, task, problems, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
-    assert [e.actions for e in sampled[0]] == [e.actions for e in sampled[1]]  # sampling is seeded
-    budget = play(model, task, problems, generator=torch.Generator().manual_seed(7), max_env_steps=11)
-    assert sum(len(e.actions) for e in budget) == 11
+    def sampled(**kw):
+        actor = ActionHeadPolicy(model, task, generator=torch.Generator().manual_seed(7))
+        return [ts[0] for ts in complete(actor, start(task, problems), **kw)]
+
+    assert [[s.action for s in e.steps] for e in sampled()] == [[s.action for s in e.steps] for e in sampled()]  # seeded
+    assert sum(len(e.steps) for e in sampled(max_env_steps=11)) == 11

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procsup.evaluation.rollout import Rollout, summarize
+from procsup.data.trajectory import Step, Trajectory
+from procsup.evaluation.metrics import summarize
 from procsup.tasks.addition import END, AdditionProblem, AdditionTask
 
 HISTORY_STEP = re.compile(r"^([a-z]):([0-9])\+([0-9])\+([01])=([0-9]),([01])>([a-z$])$")
@@ -131,15 +132,23 @@ def test_carry_heavy_range():
 # --- rollout metrics on hand-made rollouts ----------------------------------------------------------
 
 
+def _rollout(task, problem, steps, answer):
+    """A rollout as procsup.rollout.complete writes it: the problem's meta, the answer and its verdict."""
+    meta = {**task.expert(problem).meta, "answer": answer, "correct": task.check_answer(problem, answer)}
+    return Trajectory(task.expert(problem).input, answer or "", tuple(Step(a) for a in steps), meta)
+
+
 def test_summarize_by_hand():
+    task, p = AdditionTask(), AdditionProblem(12, 13, hints=("k", "d"))  # 25: "k:2+3+0=5,0>d", "d:1+1+0=2,0>$"
+    right = [s.action for s in task.expert(p).steps]
     rollouts = [
-        Rollout(None, ["s1", "s2"], "5", True, [True, True]),  # right answer, valid trace
-        Rollout(None, ["s1", "x"], "5", True, [True, False]),  # right answer, a wrong step: the shortcut
-        Rollout(None, ["x"], "4", False, [False, False]),  # wrong answer, wrong trace
-        Rollout(None, [], None, False, []),  # no steps, no answer: not a valid trace
-        Rollout(None, [], "5", True, []),  # right answer with no trace at all: wrong steps too
+        _rollout(task, p, right, "25"),  # right answer, valid trace
+        _rollout(task, p, [right[0], "x"], "25"),  # right answer, a wrong step: the shortcut
+        _rollout(task, p, ["x"], "24"),  # wrong answer, wrong (and short) trace
+        _rollout(task, p, [], None),  # no steps, no answer: not a valid trace
+        _rollout(task, p, [], "25"),  # right answer with no trace at all: wrong steps too
     ]
-    assert summarize(rollouts) == {
+    assert summarize(task, "history", rollouts) == {
         "exact_match": 3 / 5,
         "trace_valid": 1 / 5,
         "right_answer_wrong_steps": 2 / 5,
@@ -147,9 +156,20 @@ def test_summarize_by_hand():
     }
 
 
+def test_summarize_state_mode_needs_a_finished_episode():
+    task, p = AdditionTask(index_hints=False), AdditionProblem(27, 15)  # "7+5+0" -> "2,1", "2+1+1" -> "4,0"
+    steps = [Step("2,1", state="7+5+0"), Step("4,0", state="2+1+1")]
+    meta = {**task.expert(p).meta}
+    done = Trajectory("", "42", tuple(steps), {**meta, "answer": "42", "correct": True})
+    cut = Trajectory("", "", tuple(steps[:1]), {**meta, "answer": None, "correct": False})  # right so far, unfinished
+    assert summarize(task, "state", [done, cut])["trace_valid"] == 0.5
+
+
 def test_summarize_outcome_only_has_no_trace_metrics():
-    rollouts = [Rollout(None, [], "5", True, None), Rollout(None, [], "3", False, None)]
-    assert summarize(rollouts) == {"exact_match": 0.5, "trace_valid": None, "right_answer_wrong_steps": None, "n": 2}
+    task, p = AdditionTask(), AdditionProblem(2, 3)
+    rollouts = [_rollout(task, p, [], "5"), _rollout(task, p, [], "3")]
+    assert summarize(task, "outcome", rollouts) == {"exact_match": 0.5, "trace_valid": None,
+                                                    "right_answer_wrong_steps": None, "n": 2}
 
 
 def test_without_index_hints_the_same_problems_have_letterless_steps():

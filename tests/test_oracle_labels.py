@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import random
 
-import pytest
-import torch
+from dataclasses import dataclass, field
 
-import procsup.annotation.oracle as oracle
-from procsup.annotation.oracle import (
-    corrupt_addition_result, corrupt_digit, inject_corruptions, oracle_label, sample_state_traces, sample_traces,
-)
+import pytest
+
+from procsup.annotation.oracle import inject_corruptions, label_traces, oracle_label, orm_labels
 from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
+from procsup.rollout import LMPolicy
 from procsup.tasks.addition import AdditionProblem, AdditionTask
+from procsup.tasks.base import corrupt_digit
 
 TASK = AdditionTask()
 PROBLEM = AdditionProblem(57, 68, hints=("k", "d"))  # 7+8=15 -> "5,1"; 5+6+1=12 -> "2,1"; answer 125
@@ -52,10 +52,10 @@ def test_oracle_label_without_answer_meta_checks_the_target():
     assert oracle_label(TASK, PROBLEM, traj).meta["correct"] is True
 
 
-def test_corrupt_addition_result_changes_one_result_digit_only():
+def test_addition_corrupts_one_result_digit_only():
     rng = random.Random(0)
     for _ in range(50):
-        out = corrupt_addition_result(RIGHT[0], rng)
+        out = TASK.corrupt(RIGHT[0], rng)
         assert out != RIGHT[0]
         assert out[: out.index("=")] == "k:7+8+0" and out.endswith(">d")
         assert sum(a != b for a, b in zip(out, RIGHT[0])) == 1
@@ -76,6 +76,9 @@ def test_inject_corruptions_on_addition(rate, expected):
 
 class EvenTask:
     """A fake task whose steps are numbers and whose checker accepts any even one: many corruptions stay valid."""
+
+    def corrupt(self, action, rng):
+        return corrupt_digit(action, rng)
 
     def expert(self, problem):
         return Trajectory("q", "0", (Step("12"), Step("34"), Step("56")))
@@ -103,80 +106,71 @@ def test_inject_corruptions_rejects_bad_rate():
         inject_corruptions(TASK, PROBLEM, TASK.expert(PROBLEM), random.Random(0), 1.5)
 
 
-def test_sample_traces_shapes_and_seed(tiny_model):
+def test_label_traces_history_labels_every_step_and_appends_the_answer(tiny_model):
     model, tok = tiny_model
     problems = TASK.sample(seed=0, size=2, count=2)
-    fmt = StepFormat()
-    state = torch.get_rng_state()
-    a = sample_traces(model, tok, TASK, problems, fmt, n=3, temperature=1.0, seed=7, max_new_tokens=10)
-    assert torch.equal(state, torch.get_rng_state())  # the caller's random state is untouched
-    b = sample_traces(model, tok, TASK, problems, fmt, n=3, temperature=1.0, seed=7, max_new_tokens=10)
-    c = sample_traces(model, tok, TASK, problems, fmt, n=3, temperature=1.0, seed=8, max_new_tokens=10)
+    policy = LMPolicy(model, tok, TASK, StepFormat(), temperature=1.0, max_new_tokens=10)
+    a = label_traces(policy, problems, 3, seed=7)
+    assert [[t.to_dict() for t in ts] for ts in a] == [[t.to_dict() for t in ts] for ts in label_traces(policy, problems, 3, seed=7)]
     assert [len(ts) for ts in a] == [3, 3]
-    assert [[t.to_dict() for t in ts] for ts in a] == [[t.to_dict() for t in ts] for ts in b]
-    assert [[t.to_dict() for t in ts] for ts in a] != [[t.to_dict() for t in ts] for ts in c]
     for p, ts in zip(problems, a):
         for t in ts:
-            assert t.input == TASK.expert(p).input
-            assert t.meta["a"] == p.a and t.meta["correct"] == TASK.check_answer(p, t.meta["answer"])
-            assert 0 < t.meta["tokens"] <= 10
-            assert oracle_label(TASK, p, t).labels == TASK.check_steps(p, [s.action for s in t.steps])[: len(t.steps)]
+            actions = [s.action for s in t.steps[:-1]]
+            assert t.labels[:-1] == TASK.check_steps(p, actions)[: len(actions)]
+            assert t.steps[-1].action == "A:" + (t.meta["answer"] or "") and t.labels[-1] is t.meta["correct"]
+    with pytest.raises(ValueError, match="corrupt_rate"):
+        label_traces(policy, problems, 1, seed=0, corrupt_rate=0.5)
 
 
-def _scripted_actions(monkeypatch, script):
-    """Replace the policy: each prompt (a rendered state) gets the next action of ``script[state]``."""
-    queues = {k: iter(v) for k, v in script.items()}
+@dataclass
+class ScriptedStates(LMPolicy):
+    """Each rendered state gets the next action of ``script[state]``."""
 
-    def fake_generate(model, tokenizer, prompts, n, budget, temperature, *, batch_size):
-        assert n == 1
-        states = [tokenizer.decode(list(p), skip_special_tokens=True).strip() for p in prompts]
-        return [[tokenizer(next(queues[s]), add_special_tokens=False)["input_ids"]] for s in states]
+    script: dict = field(default_factory=dict)
 
-    monkeypatch.setattr(oracle, "sample_generate", fake_generate)
+    def propose(self, states, n=1):
+        queues = self.__dict__.setdefault("_queues", {k: iter(v) for k, v in self.script.items()})
+        return [[next(queues[s]) for _ in range(n)] for s in states]
 
 
-def test_sample_state_traces_hand_traced(tiny_model, monkeypatch):
+class SwapTask(AdditionTask):
+    """Addition whose corruption is a fixed swap table: "2,1" -> "3,1", "4,0" -> "5,0"."""
+
+    def corrupt(self, action, rng):
+        return {"2,1": "3,1", "4,0": "5,0"}.get(action, action)
+
+
+def test_label_traces_state_mode_hand_traced(tiny_model):
     # 27 + 15: column 0 is 7+5+0 (right: "2,1"), column 1 is 2+1+carry; answer 42
-    task = AdditionTask(index_hints=False)
-    problem = AdditionProblem(27, 15)
     # sample 1: right, right -> 42; sample 2: wrong sum digit, then right for its state -> 43 (wrong);
     # sample 3: an action the executor cannot apply -> no answer, the trace stops there
-    _scripted_actions(monkeypatch, {"7+5+0": ["2,1", "3,1", "x"], "2+1+1": ["4,0", "4,0"]})
     model, tok = tiny_model
-    (ts,) = sample_state_traces(model, tok, task, [problem], StepFormat(), n=3, temperature=1.0, seed=0)
+    task = AdditionTask(index_hints=False)
+    policy = ScriptedStates(model, tok, task, StepFormat(), mode="state", temperature=1.0,
+                            script={"7+5+0": ["2,1", "3,1", "x"], "2+1+1": ["4,0", "4,0"]})
+    (ts,) = label_traces(policy, [AdditionProblem(27, 15)], 3, seed=0)
     assert [[(s.state, s.action) for s in t.steps] for t in ts] == [
         [("7+5+0", "2,1"), ("2+1+1", "4,0")], [("7+5+0", "3,1"), ("2+1+1", "4,0")], [("7+5+0", "x")]]
     assert [t.labels for t in ts] == [[True, True], [False, True], [False]]
     assert [(t.meta["answer"], t.meta["correct"]) for t in ts] == [("42", True), ("43", False), (None, False)]
-    assert all(t.input == task.expert(problem).input == "27+15 | 7,5 2,1" for t in ts)
+    assert all(t.input == task.expert(AdditionProblem(27, 15)).input == "27+15 | 7,5 2,1" for t in ts)
 
 
-def test_sample_state_traces_injects_corruptions_before_the_checker_and_the_executor(tiny_model, monkeypatch):
+def test_label_traces_injects_corruptions_before_the_checker_and_the_executor(tiny_model):
     # 27 + 15 (answer 42). Sample 1 writes "x" (not executable: stops); sample 2 writes the right actions,
     # each corrupted: "2,1" -> "3,1" in round 0, then in the state that leads to, "4,0" -> "5,0"
-    task = AdditionTask(index_hints=False)
-    _scripted_actions(monkeypatch, {"7+5+0": ["x", "2,1"], "2+1+1": ["4,0"]})
     model, tok = tiny_model
-    swap = {"2,1": "3,1", "4,0": "5,0"}
-    (ts,) = sample_state_traces(model, tok, task, [AdditionProblem(27, 15)], StepFormat(), n=2, temperature=1.0,
-                                seed=0, corrupt_rate=1.0, corrupt=lambda a, rng: swap.get(a, a))
+    policy = ScriptedStates(model, tok, SwapTask(index_hints=False), StepFormat(), mode="state", temperature=1.0,
+                            script={"7+5+0": ["x", "2,1"], "2+1+1": ["4,0"]})
+    (ts,) = label_traces(policy, [AdditionProblem(27, 15)], 2, seed=0, corrupt_rate=1.0)
     assert [[(s.state, s.action) for s in t.steps] for t in ts] == [[("7+5+0", "x")], [("7+5+0", "3,1"), ("2+1+1", "5,0")]]
     assert [t.labels for t in ts] == [[False], [False, False]]
     assert [t.meta["corrupted"] for t in ts] == [[], [0, 1]]  # "x" was left as it was: not a corruption
     assert [(t.meta["answer"], t.meta["correct"]) for t in ts] == [(None, False), ("53", False)]
     with pytest.raises(ValueError, match="corrupt_rate"):
-        sample_state_traces(model, tok, task, [AdditionProblem(27, 15)], StepFormat(), n=1, temperature=1.0, seed=0,
-                            corrupt_rate=1.5)
+        label_traces(policy, [AdditionProblem(27, 15)], 1, seed=0, corrupt_rate=1.5)
 
 
-def test_sample_state_traces_with_a_real_policy_is_seeded(tiny_model):
-    model, tok = tiny_model
-    task = AdditionTask(index_hints=False)
-    problems = task.sample(seed=0, size=2, count=2)
-    a = sample_state_traces(model, tok, task, problems, StepFormat(), n=3, temperature=1.0, seed=7, max_new_tokens=4)
-    b = sample_state_traces(model, tok, task, problems, StepFormat(), n=3, temperature=1.0, seed=7, max_new_tokens=4)
-    assert [len(ts) for ts in a] == [3, 3]
-    assert [[t.to_dict() for t in ts] for ts in a] == [[t.to_dict() for t in ts] for ts in b]
-    for p, ts in zip(problems, a):
-        for t in ts:  # an untrained policy: its first action is almost surely not executable
-            assert 1 <= len(t.steps) <= 2 and t.meta["correct"] == task.check_answer(p, t.meta["answer"])
+def test_orm_labels_keep_only_the_outcome_on_the_last_step():
+    traj = Trajectory("x", "1", (Step("a", label=True), Step("b", label=False)), {"correct": True})
+    assert orm_labels(traj).labels == [None, True]

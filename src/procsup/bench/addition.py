@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from procsup.evaluation.rollout import rollout, summarize
+from procsup.evaluation.metrics import evaluate
 from procsup.models.factory import TinyModelConfig, build_tiny_model
+from procsup.rollout import LMPolicy
 from procsup.tasks.addition import AdditionTask
 from procsup.trainers.pal import PALConfig, train
 
@@ -135,7 +136,7 @@ def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
         seen = {(p.a, p.b) for p in problems}
         probs = [p for p in task.sample(10_000 + seed, digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
         probs = probs[: cfg.test_size]
-        evals[str(digits)] = summarize(rollout(result.model, tok, task, probs, method, pal.step_format))
+        evals[str(digits)] = evaluate(LMPolicy(result.model, tok, task, pal.step_format, mode=method), probs)
     out = {
         "method": method, "seed": seed, "config": key, "eval": evals,
         "train_seconds": result.seconds, "eval_seconds": time.perf_counter() - t0,

@@ -51,10 +51,11 @@ from procsup.bench.addition import AdditionBenchConfig, run_one
 from procsup.bench.cache import cached_run
 from procsup.bench.report import pct as _pct
 from procsup.bench.report import render, stat
-from procsup.evaluation.rollout import rollout, summarize
-from procsup.models.action_head import ActionHeadModel, rollout_action_head
+from procsup.evaluation.metrics import evaluate
+from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import TinyModelConfig, build_tiny_model
 from procsup.rl.reinforce import ReinforceConfig, train_reinforce
+from procsup.rollout import ActionHeadPolicy, LMPolicy, complete, start
 from procsup.tasks.grid import MOVES, VIEWS, GridTask, grid_metrics
 from procsup.tasks.logic import LogicTask
 from procsup.tasks.word_problems import WordProblemTask
@@ -352,11 +353,11 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
         info: dict[str, Any] = {"demonstration_steps": demo_steps}
         if method == "pal-lm":
             model, tok, pal, res = _pal(cfg, run_dir, "state", seed, trajs, **budget)
-            act = lambda probs: rollout(model, tok, task, probs, "state", pal.step_format)  # noqa: E731
+            policy = LMPolicy(model, tok, task, pal.step_format, mode="state")
         elif method in ("text-history", "text-outcome"):
             mode = method.split("-")[1]
             model, tok, pal, res = _pal(cfg, run_dir, mode, seed, trajs, **budget)
-            act = lambda probs: rollout(model, tok, task, probs, mode, pal.step_format)  # noqa: E731
+            policy = LMPolicy(model, tok, task, pal.step_format, mode=mode)
         elif method == "pal-head":
             backbone, tok = build_tiny_model(model_config, seed=seed)
             head = ActionHeadConfig(
@@ -365,7 +366,7 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
                 seed=seed, progress=cfg.progress,
             )
             res = train_action_head(head, model=backbone, tokenizer=tok, trajectories=trajs)
-            act = lambda probs: rollout_action_head(res.model, task, probs)  # noqa: E731
+            policy = ActionHeadPolicy(res.model, task)
         else:  # reinforce: the same policy class as pal-head, as many environment steps as PAL's demonstrations
             backbone, tok = build_tiny_model(model_config, seed=seed)
             policy = ActionHeadModel(backbone, tok, tuple(MOVES), seed=seed)
@@ -373,14 +374,14 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) ->
                                  learning_rate=g.reinforce_learning_rate, seed=seed, progress=cfg.progress)
             res = train_reinforce(rl, policy=policy, task=task, problems=problems)
             info.update(env_steps=res.env_steps, updates=res.updates)
-            act = lambda probs: rollout_action_head(res.policy, task, probs)  # noqa: E731
+            policy = ActionHeadPolicy(res.policy, task)
         info["final_train_metrics"] = res.final_metrics
         seen = set(problems)
         evals = {}
         for size in g.test_sizes:
             probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
-            outs = act(probs)
-            per = [grid_metrics(r.problem, r.answer) for r in outs]
+            outs = complete(policy, start(task, probs))
+            per = [grid_metrics(p, ts[0].meta["answer"]) for p, ts in zip(probs, outs)]
             evals[str(size)] = {m: statistics.fmean(x[m] for x in per) for m in ("success", "spl", "optimal")}
             evals[str(size)]["n"] = len(per)
         return {"method": name, "seed": seed, "eval": evals, **info}
@@ -404,7 +405,7 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5)
         seen, evals = set(problems), {}
         for size in (train_max, 2 * train_max):
             probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
-            evals[str(size)] = summarize(rollout(model, tok, task, probs, method, pal.step_format))
+            evals[str(size)] = evaluate(LMPolicy(model, tok, task, pal.step_format, mode=method), probs)
         return {"method": method, "seed": seed, "eval": evals, "final_train_metrics": res.final_metrics}
 
     return cached_run(Path(cfg.output_dir) / "logic" / f"{method}-seed{seed}", key, run)
@@ -440,7 +441,7 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
         evals = {}
         for label, noise in (("clean", 0), ("noisy", w.test_noise)):
             probs = task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise)
-            evals[label] = summarize(rollout(model, tok, task, probs, method, pal.step_format))
+            evals[label] = evaluate(LMPolicy(model, tok, task, pal.step_format, mode=method), probs)
         return {"method": name, "seed": seed, "eval": evals, "batch_size": pal.batch_size,
                 "final_train_metrics": res.final_metrics}
 

@@ -43,15 +43,16 @@ from pathlib import Path
 
 import torch
 
-import procsup.models.prm as prm_models
-from procsup.annotation.oracle import oracle_label, sample_state_traces, sample_traces, with_answer_step
+from procsup.annotation.oracle import label_traces, orm_labels
 from procsup.bench.cache import cached_run
 from procsup.bench.report import pct, render, stat
 from procsup.data import views
-from procsup.data.trajectory import Step, Trajectory
 from procsup.evaluation import prm_metrics
-from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model
-from procsup.search import beam_search, state_beam_search
+from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
+from procsup.models.prm import build_prm, load_prm
+from procsup.rollout import LMPolicy
+from procsup.scorers import prm_scorer
+from procsup.search import beam_search
 from procsup.tasks.addition import AdditionTask
 from procsup.trainers.pal import PALConfig, train
 from procsup.trainers.prm import PRMConfig, train_prm
@@ -77,9 +78,8 @@ class PRMBenchConfig:
     """Attention heads."""
     policy_mode: str = "state"
     """How the policy is trained and sampled: ``history`` (it writes every step and the answer, see
-    :func:`~procsup.annotation.oracle.sample_traces`) or ``state`` (it sees one column at a time and the
-    task's executor applies its actions and writes the answer, see
-    :func:`~procsup.annotation.oracle.sample_state_traces`: every error is then a step error)."""
+    :func:`~procsup.annotation.oracle.label_traces`) or ``state`` (it sees one column at a time and the
+    task's executor applies its actions and writes the answer: every error is then a step error)."""
     prm_layout: str = "step"
     """State mode only: how the PRM reads a trace (:mod:`procsup.data.views`): ``step``, one row per step
     (the action in its state, as the policy took it), or ``trace``, the whole trace in one row. The ORM
@@ -165,31 +165,6 @@ def _key(cfg: PRMBenchConfig, seed: int) -> dict:
             "seed": seed, "eval_version": EVAL_VERSION}
 
 
-def orm_labels(traj: Trajectory) -> Trajectory:
-    """The ORM's view of a labelled trace: only the last step is labelled, with the outcome
-    (``meta['correct']``; in history mode the last step is the appended answer step, already so labelled)."""
-    last = len(traj.steps) - 1
-    steps = tuple(Step(s.action, s.state, bool(traj.meta["correct"]) if t == last else None, s.key)
-                  for t, s in enumerate(traj.steps))
-    return Trajectory(traj.input, traj.target, steps, traj.meta)
-
-
-def label_traces(policy, tok, task, problems, fmt, samples: int, temperature: float, seed: int,
-                 mode: str = "history", corrupt_rate: float = 0.0) -> list[list[Trajectory]]:
-    """Policy samples with oracle labels on every step; history mode also appends the answer as a last
-    step, labelled by the answer checker (state mode has none: the task's executor composes the answer
-    from the steps, so a right trace has a right answer, and the answer's label would only repeat them).
-    ``corrupt_rate``: state mode's injected corruptions (:func:`~procsup.annotation.oracle.sample_state_traces`)."""
-    if mode == "state":  # the executor writes the answer from the steps: no answer step to judge
-        return sample_state_traces(policy, tok, task, problems, fmt, samples, temperature, seed,
-                                   corrupt_rate=corrupt_rate)
-    if corrupt_rate > 0:
-        raise ValueError("corrupt_rate needs state mode")
-    traces = sample_traces(policy, tok, task, problems, fmt, samples, temperature, seed)
-    return [[with_answer_step(lab := oracle_label(task, p, t), fmt, label=bool(lab.meta["correct"])) for t in ts]
-            for p, ts in zip(problems, traces)]
-
-
 def _task() -> AdditionTask:
     return AdditionTask(carry_heavy=0.3, index_hints=False)
 
@@ -209,9 +184,16 @@ def _policy_config(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> PALConfig
                      progress=cfg.progress, save_total_limit=1)
 
 
-def _layouts(cfg: PRMBenchConfig) -> dict[str, str]:
-    """How each reward model reads a state-mode trace: the PRM as configured, the ORM the whole trace."""
-    return {"prm": cfg.prm_layout, "orm": "trace"}
+def _layouts(cfg: PRMBenchConfig) -> dict[str, str | None]:
+    """How each reward model reads a trace (:mod:`procsup.data.views`): in state mode the PRM as configured
+    and the ORM the whole trace; a history trace is read as written (None)."""
+    return {"prm": cfg.prm_layout, "orm": "trace"} if cfg.policy_mode == "state" else {"prm": None, "orm": None}
+
+
+def _policy(cfg: PRMBenchConfig, model, tok, seed: int, train_dir: Path) -> LMPolicy:
+    """The weak policy as it samples labels, test candidates and beams."""
+    fmt = _policy_config(cfg, seed, train_dir).step_format
+    return LMPolicy(model, tok, _task(), fmt, mode=cfg.policy_mode, temperature=cfg.temperature)
 
 
 def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
@@ -230,9 +212,7 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     demo = task.state_trajectory if cfg.policy_mode == "state" else task.expert
     policy = train(pal, model=policy, tokenizer=tok, trajectories=[demo(p) for p in train_problems]).model
     fmt = pal.step_format
-    policy_dir = train_dir / "policy"
-    policy.save_pretrained(policy_dir)
-    tok.save_pretrained(policy_dir)
+    policy_dir = save_model(policy, tok, train_dir / "policy", fmt=fmt, mode=cfg.policy_mode)
     timings["policy"] = time.perf_counter() - t0
 
     # 2. oracle labels on the policy's own samples (fresh problems from the training range)
@@ -240,8 +220,9 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     seen = {(p.a, p.b) for p in train_problems}
     label_problems = [p for p in task.sample_range(1000 + seed, 3, 2 * cfg.label_problems) if (p.a, p.b) not in seen]
     label_problems = label_problems[: cfg.label_problems]
-    labelled = [t for ts in label_traces(policy, tok, task, label_problems, fmt, cfg.label_samples,
-                                         cfg.temperature, seed, cfg.policy_mode, cfg.label_corrupt_rate) for t in ts]
+    sampler = _policy(cfg, policy, tok, seed, train_dir)
+    labelled = [t for ts in label_traces(sampler, label_problems, cfg.label_samples, seed, cfg.label_corrupt_rate)
+                for t in ts]
     timings["labels"] = time.perf_counter() - t0
     step_labels = [s.label for t in labelled for s in t.steps]
 
@@ -249,12 +230,12 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     layouts = _layouts(cfg)
 
     def rows(trajs, name):  # state-mode traces are laid out for the reward model; history traces are rows
-        return views.in_layout(trajs, layouts[name]) if cfg.policy_mode == "state" else trajs
+        return views.in_layout(trajs, layouts[name]) if layouts[name] else trajs
 
     rm_train = {}
     for name, data in (("prm", rows(labelled, "prm")), ("orm", rows([orm_labels(t) for t in labelled], "orm"))):
         t0 = time.perf_counter()
-        model = prm_models.build_prm(policy_dir, seed=seed)  # the new head's init follows the seed
+        model = build_prm(policy_dir, seed=seed)  # the new head's init follows the seed
         rc = PRMConfig(output_dir=str(train_dir / name), learning_rate=cfg.rm_learning_rate,
                        batch_size=cfg.rm_batch_size, max_steps=cfg.rm_steps,
                        warmup_steps=min(50, cfg.rm_steps // 10), seed=seed, progress=cfg.progress,
@@ -273,26 +254,21 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     """Steps 4-5 for one seed, with the models :func:`train_models` saved in ``train_dir``: best-of-N on
     fresh test problems, step metrics of both reward models, and PRM beam search."""
     task = _task()
-    policy, tok = load_model(train_dir / "policy")
-    policy.eval()
-    rms = {name: prm_models.load_prm(_rm_dir(train_dir, name, cfg))[0] for name in ("prm", "orm")}
-    fmt = _policy_config(cfg, seed, train_dir).step_format
+    model, tok, _ = load_model(train_dir / "policy")
+    policy = _policy(cfg, model, tok, seed, train_dir)
     layouts = _layouts(cfg)
+    scorers = {name: prm_scorer(load_prm(_rm_dir(train_dir, name, cfg))[0], tok, policy.fmt, layouts[name])
+               for name in ("prm", "orm")}
     seen = {(p.a, p.b) for p in _policy_problems(cfg, seed)}
     timings = {}
-
-    def rm_scores(name, trajs):
-        if cfg.policy_mode == "state":
-            return prm_models.score_in_layout(rms[name], tok, trajs, fmt, layouts[name])
-        return prm_models.score(rms[name], tok, trajs, fmt)
 
     # 4. best-of-N on fresh test problems
     t0 = time.perf_counter()
     test = [p for p in task.sample(10_000 + seed, cfg.test_digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
     test = test[: cfg.test_size]
-    cands = label_traces(policy, tok, task, test, fmt, cfg.n, cfg.temperature, seed + 1, cfg.policy_mode)
+    cands = label_traces(policy, test, cfg.n, seed + 1)
     flat = [t for ts in cands for t in ts]
-    scores = {name: rm_scores(name, flat) for name in rms}
+    scores = {name: scorer(flat) for name, scorer in scorers.items()}
     correct = [[bool(t.meta["correct"]) for t in ts] for ts in cands]
     answers = [[t.meta["answer"] for t in ts] for ts in cands]
     # policy samples: generated steps (in history mode the appended answer step is the generated answer line)
@@ -327,7 +303,7 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     step_eval = {}
     solution = {"prm": [[prm_metrics.aggregate(c, "min") for c in row] for row in prm_s],
                 "orm": [[c[-1] for c in row] for row in orm_s]}
-    for name in rms:
+    for name in scorers:
         all_scores = [x for row in scores[name] for x in row]
         proc = [(x, y) for x, y, a in zip(all_scores, labels, is_answer) if not a]
         step_eval[name] = {
@@ -343,13 +319,11 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     beams = {}
     for width, expand in cfg.beams:
         t0 = time.perf_counter()
-        if cfg.policy_mode == "state":
-            res = state_beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
-                                    how="min", layout=cfg.prm_layout, temperature=cfg.temperature, seed=seed + 2)
-        else:
-            res = beam_search(policy, tok, rms["prm"], tok, task, test, fmt, beam_width=width, expand=expand,
-                              max_steps=cfg.test_digits + 2, how="min", temperature=cfg.temperature, seed=seed + 2)
-        beams[f"{width}x{expand}"] = {"accuracy": statistics.fmean(r.chosen.correct for r in res),
+        # history: test_digits + 2 rounds (every column, a final carry, the answer); state: 4x the expert's
+        rounds = cfg.test_digits + 2 if cfg.policy_mode == "history" else None
+        res = beam_search(policy, scorers["prm"], test, beam_width=width, expand=expand, how="min",
+                          max_steps=rounds, seed=seed + 2)
+        beams[f"{width}x{expand}"] = {"accuracy": statistics.fmean(bool(r.chosen.meta["correct"]) for r in res),
                                       "samples": statistics.fmean(r.samples for r in res)}
         timings[f"beam {width}x{expand}"] = time.perf_counter() - t0
     return {
@@ -473,5 +447,5 @@ def main(cfg: PRMBenchConfig) -> dict:
     return result
 
 
-__all__ = ["PRMBenchConfig", "main", "run_seed", "train_models", "evaluate_models", "orm_labels", "label_traces",
+__all__ = ["PRMBenchConfig", "main", "run_seed", "train_models", "evaluate_models",
            "aggregate", "format_tables"]

@@ -1,20 +1,35 @@
-"""Padding tokenized rows into tensors: shared by the trainers and the PRM scorer."""
+"""Padding token rows into tensors: the one padding rule of procsup (trainers, PRM scoring, generation)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
 from procsup.data.tokenize import PROMPT, Row
 
 
-def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, segment_ids (padding is PROMPT: no loss)."""
-    lengths = [len(r.input_ids) for r in rows]
+def pad(seqs: Sequence[Sequence[int]], value: int, side: Literal["right", "left"] = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(padded (B, T), attention_mask (B, T))`` of token-id sequences, padded with ``value``.
+
+    ``right`` for training and scoring (positions count from the first token); ``left`` for generation
+    prompts, so that every row's next token is appended at the same column."""
+    lengths = [len(s) for s in seqs]
     width = max(lengths)
     # one torch.tensor per field, not one per row: that loop was most of a state-mode step's data work
-    ids = torch.tensor([[*r.input_ids, *[pad_id] * (width - n)] for r, n in zip(rows, lengths)])  # (B, T)
-    segs = torch.tensor([[*r.segment_ids, *[PROMPT] * (width - n)] for r, n in zip(rows, lengths)])  # (B, T)
-    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()  # (B, T)
+    if side == "right":
+        ids = torch.tensor([[*s, *[value] * (width - n)] for s, n in zip(seqs, lengths)], dtype=torch.long)
+        mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+    elif side == "left":
+        ids = torch.tensor([[*[value] * (width - n), *s] for s, n in zip(seqs, lengths)], dtype=torch.long)
+        mask = (torch.arange(width) >= width - torch.tensor(lengths)[:, None]).long()
+    else:
+        raise ValueError(f"side must be right or left, got {side!r}")
+    return ids, mask
+
+
+def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, segment_ids (padding is PROMPT: no loss)."""
+    ids, mask = pad([r.input_ids for r in rows], pad_id)  # (B, T)
+    segs, _ = pad([r.segment_ids for r in rows], PROMPT)  # (B, T)
     return {"input_ids": ids, "attention_mask": mask, "segment_ids": segs}

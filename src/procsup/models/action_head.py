@@ -8,9 +8,8 @@ given in state mode, at the position where it would decide its first action toke
 hidden states come from its ``base_model`` (``model.model`` for llama/qwen2, ``transformer`` for gpt2,
 ``gpt_neox`` for neox), so the vocabulary logits are never computed.
 
-:func:`play` runs a policy in a task's executor (greedy or sampled, with an optional budget of
-environment steps); :func:`rollout_action_head` is its greedy evaluation, returning the
-:class:`procsup.evaluation.rollout.Rollout` records that ``summarize`` and the task metrics read.
+It acts in a task's executor as a :class:`procsup.rollout.ActionHeadPolicy` (greedy or sampled), through
+the same :func:`procsup.rollout.complete` as every other policy.
 """
 
 from __future__ import annotations
@@ -23,21 +22,12 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from procsup.data.batch import pad
 from procsup.data.tokenize import StepFormat, prompt_ids
-from procsup.evaluation.rollout import Rollout
 from procsup.models.factory import load_model, save_model
 from procsup.models.saved import FORMAT_FILE, check_kind, load_format, save_format
 
 HEAD_FILE, ACTIONS_FILE = "action_head.safetensors", "actions.json"
-
-
-def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``input_ids`` (B, T) and ``attention_mask`` (B, T) of token-id prompts."""
-    lengths = torch.tensor([len(p) for p in prompts])
-    width = int(lengths.max())
-    ids = torch.tensor([[*p, *[pad_id] * (width - len(p))] for p in prompts], dtype=torch.long)  # (B, T)
-    mask = (torch.arange(width) < lengths[:, None]).long()  # (B, T)
-    return ids, mask
 
 
 class ActionHeadModel(torch.nn.Module):
@@ -79,7 +69,7 @@ class ActionHeadModel(torch.nn.Module):
     def encode(self, states: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded state prompts ``s · input_sep`` on the model's device: input_ids, attention_mask (B, T)."""
         cache = {s: prompt_ids(self.tokenizer, s, self.fmt) for s in set(states)}  # states repeat a lot
-        ids, mask = pad_prompts([cache[s] for s in states], self.tokenizer.pad_token_id)
+        ids, mask = pad([cache[s] for s in states], self.tokenizer.pad_token_id)  # (B, T), right-padded
         return ids.to(self.device), mask.to(self.device)
 
     def state_logits(self, states: Sequence[str]) -> torch.Tensor:
@@ -126,87 +116,3 @@ class ActionHeadModel(torch.nn.Module):
         model = cls(backbone, tokenizer, meta["actions"], fmt)
         model.head.load_state_dict(load_file(path / HEAD_FILE))
         return model
-
-
-@dataclass
-class Episode:
-    """One state-mode episode: the rendered state before each action, the action, and how it ended."""
-
-    problem: Any
-    states: list[str] = field(default_factory=list)
-    actions: list[str] = field(default_factory=list)
-    step_ok: list[bool] = field(default_factory=list)
-    """``task.check_state_step`` of each action."""
-    failed: bool = False
-    """An action could not be applied (the executor returned None): the episode ended there."""
-    answer: str | None = None
-    """``task.answer`` of the final state if the task finished it (done, not failed); else None (failed,
-    or cut by max_steps or the step budget)."""
-    success: bool = False
-    """``task.check_answer(problem, answer)``: the outcome reward of outcome-only RL."""
-
-
-def play(
-    model: ActionHeadModel, task, problems: Sequence[Any], *, max_steps: int | None = None,
-    generator: torch.Generator | None = None, max_env_steps: int | None = None,
-) -> list[Episode]:
-    """Run ``model`` on every problem in the task's executor, all episodes in lockstep.
-
-    Greedy if ``generator`` is None, else actions are sampled from ``softmax(logits)`` with it. An episode
-    ends when the task is done, when an action cannot be applied, or after ``max_steps`` actions (default:
-    4 x the longest expert trajectory, as in :func:`procsup.evaluation.rollout.rollout`). With
-    ``max_env_steps``, at most that many actions are executed in total; episodes still running when it is
-    spent are cut (no answer, no success). Every executed action counts as one environment step, an
-    illegal one included.
-    """
-    episodes = [Episode(p) for p in problems]
-    if not episodes:
-        return episodes
-    states = [task.initial_state(p) for p in problems]
-    limit = max_steps or 4 * max(len(task.expert(p).steps) for p in problems)
-    used = 0
-    was_training = model.training
-    model.eval()
-    for _ in range(limit):
-        live = [i for i, e in enumerate(episodes) if not e.failed and not task.is_done(states[i])]
-        if max_env_steps is not None:
-            live = live[: max(max_env_steps - used, 0)]
-        if not live:
-            break
-        seen = [task.render_state(states[i]) for i in live]
-        with torch.no_grad():
-            logits = model.state_logits(seen)  # (L, A)
-        if generator is None:
-            choice = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits.float(), -1).cpu()
-            choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (L,)
-        used += len(live)
-        for i, s, a in zip(live, seen, choice.tolist()):
-            e, action = episodes[i], model.actions[a]
-            e.states.append(s)
-            e.actions.append(action)
-            e.step_ok.append(task.check_state_step(states[i], action))
-            nxt = task.execute(states[i], action)
-            if nxt is None:
-                e.failed = True
-            else:
-                states[i] = nxt
-    model.train(was_training)
-    for e, state in zip(episodes, states):
-        if not e.failed and task.is_done(state):
-            e.answer = task.answer(state)
-        e.success = task.check_answer(e.problem, e.answer)
-    return episodes
-
-
-def rollout_action_head(
-    model: ActionHeadModel, task, problems: Sequence[Any], max_steps: int | None = None
-) -> list[Rollout]:
-    """Greedy state-mode rollouts of an action-head policy, as the records
-    :func:`procsup.evaluation.rollout.summarize` reads (an unfinished episode gets one more wrong step, as
-    in the LM state rollout)."""
-    return [
-        Rollout(e.problem, e.actions, e.answer, e.success, e.step_ok if e.answer is not None else [*e.step_ok, False])
-        for e in play(model, task, problems, max_steps=max_steps)
-    ]

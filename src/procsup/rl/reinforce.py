@@ -40,8 +40,9 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from procsup.models.action_head import ActionHeadModel, play
+from procsup.models.action_head import ActionHeadModel
 from procsup.objectives.policy_gradient import reinforce_loss
+from procsup.rollout import ActionHeadPolicy, complete, start
 from procsup.rl.advantages import leave_one_out_baseline
 from procsup.trainers.loop import MetricsLog
 
@@ -127,28 +128,26 @@ def train_reinforce(
     metrics = MetricsLog(out_dir, bar)
     while used < cfg.env_steps:
         pick = torch.randint(len(problems), (cfg.episodes_per_update,), generator=gen).tolist()
-        episodes = play(
-            policy, task, [problems[i] for i in pick], max_steps=cfg.max_episode_steps, generator=gen,
-            max_env_steps=cfg.env_steps - used,
-        )
-        episodes = [e for e in episodes if e.actions]  # cut by the budget before their first step
-        n_steps = sum(len(e.actions) for e in episodes)
+        actor = ActionHeadPolicy(policy, task, generator=gen, max_steps=cfg.max_episode_steps)
+        rolled = complete(actor, start(task, [problems[i] for i in pick]), max_env_steps=cfg.env_steps - used)
+        episodes = [ts[0] for ts in rolled if ts[0].steps]  # cut by the budget before their first step
+        n_steps = sum(len(e.steps) for e in episodes)
         if n_steps == 0:
             raise ValueError("no episode took a step: every problem is done in its initial state")
         used += n_steps
         episodes_total += len(episodes)
 
-        returns = torch.tensor([float(e.success) for e in episodes], device=accelerator.device)  # (B,)
+        returns = torch.tensor([float(e.meta["correct"]) for e in episodes], device=accelerator.device)  # (B,)
         if cfg.baseline == "ema":
             baseline = torch.full_like(returns, ema)
             ema = cfg.baseline_decay * ema + (1 - cfg.baseline_decay) * returns.mean().item()
         else:
             baseline = leave_one_out_baseline(returns)
         advantages = returns - baseline  # (B,)
-        states = [s for e in episodes for s in e.states]
-        taken = torch.tensor([action_index[a] for e in episodes for a in e.actions], device=accelerator.device)  # (N,)
+        states = [s.state for e in episodes for s in e.steps]
+        taken = torch.tensor([action_index[s.action] for e in episodes for s in e.steps], device=accelerator.device)  # (N,)
         step_episode = torch.tensor(
-            [i for i, e in enumerate(episodes) for _ in e.actions], device=accelerator.device
+            [i for i, e in enumerate(episodes) for _ in e.steps], device=accelerator.device
         )  # (N,)
         logps = torch.log_softmax(policy.state_logits(states).float(), -1)  # (N, A)
         step_logps = logps.gather(-1, taken[:, None]).squeeze(-1)  # (N,)
@@ -166,9 +165,9 @@ def train_reinforce(
                 "env_steps": used,
                 "episodes": episodes_total,
                 "return": returns.mean().item(),
-                "success": sum(e.success for e in episodes) / len(episodes),
+                "success": sum(bool(e.meta["correct"]) for e in episodes) / len(episodes),
                 "episode_len": n_steps / len(episodes),
-                "illegal": sum(e.failed for e in episodes) / len(episodes),
+                "illegal": sum(bool(e.meta["failed"]) for e in episodes) / len(episodes),
                 "baseline": baseline.mean().item(),
                 "entropy": -(logps.exp() * logps).sum(-1).mean().item(),
                 "loss": loss.item(),

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from procsup.data.io import read_jsonl
 from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.data.trajectory import Trajectory
-from procsup.models.action_head import ActionHeadModel, pad_prompts
+from procsup.data.batch import pad
+from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import load_model
 from procsup.objectives.pal import action_head_loss
 from procsup.trainers.loop import MetricsLog, TrainResult, global_batch, make_optimizer
@@ -125,7 +126,7 @@ def train_action_head(
     metrics = MetricsLog(out_dir, bar)
     for step in range(cfg.max_steps):
         idx = global_batch(len(prompts), cfg.batch_size, step, cfg.seed)
-        ids, mask = pad_prompts([prompts[i] for i in idx], tokenizer.pad_token_id)
+        ids, mask = pad([prompts[i] for i in idx], tokenizer.pad_token_id)  # (B, T), right-padded
         ids, mask, y = ids.to(accelerator.device), mask.to(accelerator.device), targets[idx].to(accelerator.device)
         terms = action_head_loss(policy(ids, mask), y, cfg.lam)  # logits (B, A)
         accelerator.backward(terms["loss"])

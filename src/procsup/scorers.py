@@ -1,0 +1,63 @@
+"""Step scorers: plain callables that map trajectories to one score per step.
+
+``StepScorer = Callable[[Sequence[Trajectory]], list[list[float]]]``: ``scorer(trajs)[i][t]`` is the score
+of step t of trajectory i (for a PRM, P(step is correct); for an exact checker, 1.0 or 0.0). Search,
+annotation and RL take any scorer; a PRM, a task's exact checker, a Monte Carlo estimate or a hand-written
+lambda in a test all fit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from procsup.data import views
+from procsup.data.tokenize import StepFormat
+from procsup.data.trajectory import Trajectory
+
+StepScorer = Callable[[Sequence[Trajectory]], list[list[float]]]
+
+
+def prm_scorer(model, tokenizer, fmt: StepFormat, layout: str | None = None, batch_size: int = 32) -> StepScorer:
+    """A PRM (a token-classification model, :mod:`procsup.models.prm`) as a scorer, reading each trajectory
+    as it was trained: ``layout=None``, the steps as written (``x · sep_in · a_1 · sep · …``); ``trace`` or
+    ``step``, a state-mode trajectory in one of the views of :mod:`procsup.data.views`."""
+    from procsup.models import prm  # torch and transformers: only when a PRM is used
+
+    if layout is not None and layout not in views.LAYOUTS:
+        raise ValueError(f"layout must be None or one of {views.LAYOUTS}, got {layout!r}")
+
+    def score(trajectories: Sequence[Trajectory]) -> list[list[float]]:
+        if not trajectories:
+            return []
+        if layout is None:
+            return prm.score(model, tokenizer, trajectories, fmt, batch_size)
+        return prm.score_in_layout(model, tokenizer, trajectories, fmt, layout, batch_size)
+
+    return score
+
+
+def exact_labels(task, mode: str, trajectories: Sequence[Trajectory]) -> list[list[bool]]:
+    """Each step judged by the task's exact checker. History mode: ``task.check_steps`` (a step beyond the
+    expert's last is wrong); state mode: ``task.check_state_step`` in the state the executor reaches by
+    replaying the trajectory's actions (steps after one that cannot be applied are wrong)."""
+    out = []
+    for traj in trajectories:
+        problem = task.problem_of(traj)
+        actions = [s.action for s in traj.steps]
+        if mode == "state":
+            ok, state = [], task.initial_state(problem)
+            for action in actions:
+                ok.append(state is not None and task.check_state_step(state, action))
+                state = None if state is None else task.execute(state, action)
+        else:
+            verdict = task.check_steps(problem, actions)
+            ok = verdict[: len(actions)] + [False] * (len(actions) - len(verdict))
+        out.append([bool(v) for v in ok])
+    return out
+
+
+def exact_scorer(task, mode: str) -> StepScorer:
+    """The task's exact step checker as a scorer (1.0 right, 0.0 wrong; see :func:`exact_labels`)."""
+    if mode not in ("history", "state"):
+        raise ValueError(f"mode must be history or state, got {mode!r}")
+    return lambda trajectories: [[float(v) for v in row] for row in exact_labels(task, mode, trajectories)]
