@@ -221,7 +221,7 @@ def data_seconds(rows, batch_size: int, pad_id: int, steps: int, batcher, collat
 # (label, path suffix, function): the outermost call of each is what cProfile's cumulative time counts
 PHASES = [
     ("tokenize (build_rows, once)", "procsup/trainers/pal.py", "build_rows"),
-    ("data: global_batch", "procsup/trainers/pal.py", "global_batch"),
+    ("data: global_batch", "procsup/trainers/loop.py", "global_batch"),
     ("data: collate", "procsup/trainers/pal.py", "collate"),
     ("model forward", "torch/nn/modules/module.py", "_wrapped_call_impl"),
     ("loss (token_nll + pal_loss)", "procsup/objectives/pal.py", "token_nll"),
@@ -231,7 +231,7 @@ PHASES = [
     ("optimizer step + zero_grad", "accelerate/optimizer.py", "step"),
     ("optimizer step + zero_grad", "accelerate/optimizer.py", "zero_grad"),
     ("lr scheduler", "torch/optim/lr_scheduler.py", "step"),
-    ("final checkpoint", "procsup/trainers/pal.py", "save_checkpoint"),
+    ("final checkpoint", "procsup/trainers/loop.py", "save_checkpoint"),
 ]
 
 

@@ -14,7 +14,8 @@ from accelerate import Accelerator
 
 from procsup.models.factory import load_model
 from procsup.tasks.addition import AdditionTask
-from procsup.trainers.pal import PALConfig, TrainResult, train
+from procsup.trainers.loop import TrainResult
+from procsup.trainers.pal import PALConfig, train
 
 MAX_STEPS = 5
 
