@@ -9,7 +9,8 @@ import json
 import pytest
 
 import procsup.bench.prm as bench
-from procsup.annotation.oracle import oracle_label, with_answer_step
+from procsup.annotation.oracle import oracle_label
+from procsup.data.views import with_answer_step
 from procsup.bench.prm import PRMBenchConfig, orm_labels
 from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory

@@ -200,7 +200,7 @@ def test_parse_history_inverts_the_layout(actions, target, fmt):
 @pytest.mark.parametrize("tok_name, step_sep", [("char_tok", " ;;\n"), ("bpe_tok", " ки\n")])
 def test_generated_history_round_trip(request, tok_name, step_sep, history_trajs):
     """Training row -> the tokens a perfect model would generate after the prompt (EOS cut, as in
-    greedy_generate) -> decoded text -> parse_history gives back the steps and the answer."""
+    procsup.rollout.generate) -> decoded text -> parse_history gives back the steps and the answer."""
     tok = request.getfixturevalue(tok_name)
     fmt = StepFormat(step_sep=step_sep)
     for traj in history_trajs:

@@ -17,8 +17,8 @@ import random
 from dataclasses import replace
 from typing import Any, Sequence
 
-from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
+from procsup.data.views import with_answer_step
 from procsup.rollout import complete, start
 from procsup.scorers import exact_labels
 
@@ -28,7 +28,7 @@ def label_traces(policy, problems: Sequence[Any], samples: int, seed: int, corru
     """``samples`` rollouts of ``policy`` per problem, every step labelled by the task's checker.
 
     History mode (the policy writes its steps and the answer line): :func:`oracle_label`, and the answer
-    appended as one more step labelled by the answer checker (:func:`with_answer_step`), since copying
+    appended as one more step labelled by the answer checker (:func:`~procsup.data.views.with_answer_step`), since copying
     errors in the answer line are errors no step label sees. State mode (the executor applies the actions
     and composes the answer, so a right trace has a right answer): each action judged in the state it was
     taken in. ``corrupt_rate > 0`` (state mode) replaces each sampled action, with that probability, by
@@ -68,19 +68,6 @@ def oracle_label(task, problem: Any, traj: Trajectory) -> Trajectory:
     answer = traj.meta.get("answer", traj.target)
     meta = {**traj.meta, "correct": task.check_answer(problem, answer), "missing_steps": max(0, len(ok) - len(actions))}
     return Trajectory(traj.input, traj.target, steps, meta)
-
-
-def with_answer_step(traj: Trajectory, fmt: StepFormat, label: bool | None = None) -> Trajectory:
-    """``traj`` with its final answer appended as one more step, ``answer_prefix + answer`` (``meta['answer']``,
-    or the target if absent; an empty answer when none was generated), labelled ``label``.
-
-    The ``steps`` layout that a PRM reads has no answer: a trace whose steps are right but whose answer
-    was copied wrong would look perfect. With the answer as the last step (as PRM800K's last step holds
-    the answer), a PRM judges it too, and an outcome reward model (ORM) is a PRM whose only label sits on
-    that step."""
-    answer = traj.meta.get("answer", traj.target)
-    step = Step(fmt.answer_prefix + (answer or ""), label=label)
-    return Trajectory(traj.input, traj.target, (*traj.steps, step), traj.meta)
 
 
 def orm_labels(traj: Trajectory) -> Trajectory:

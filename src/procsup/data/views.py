@@ -1,7 +1,8 @@
-"""How a reward model reads a state-mode trajectory: as one trace, or as one row per step.
+"""How a reward model reads a trajectory: a state-mode one as one trace or as one row per step, and any
+one with its answer as a last step (:func:`with_answer_step`).
 
-A state-mode trajectory (``task.state_trajectory``,
-:func:`~procsup.annotation.oracle.sample_state_traces`) stores at each step the rendered state ``s_t`` the
+A state-mode trajectory (``task.state_trajectory``, or a state-mode policy's rollout from
+:func:`procsup.rollout.complete`) stores at each step the rendered state ``s_t`` the
 policy saw and the action ``a_t`` it took there (``Step(action=a_t, state=s_t)``). A reward model reads it
 in one of two layouts (:data:`LAYOUTS`):
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory, TrajectoryError
 
 STATE_JOINER = " -> "
@@ -61,3 +63,16 @@ def regroup(row_scores: Sequence[list[float]], trajectories: Sequence[Trajectory
         return [list(s) for s in row_scores]
     it = iter(row_scores)
     return [[next(it)[0] for _ in t.steps] for t in trajectories]
+
+
+def with_answer_step(traj: Trajectory, fmt: StepFormat, label: bool | None = None) -> Trajectory:
+    """``traj`` with its final answer appended as one more step, ``answer_prefix + answer`` (``meta['answer']``,
+    or the target if absent; an empty answer when none was generated), labelled ``label``.
+
+    The ``steps`` layout that a PRM reads has no answer: a trace whose steps are right but whose answer
+    was copied wrong would look perfect. With the answer as the last step (as PRM800K's last step holds
+    the answer), a PRM judges it too, and an outcome reward model (ORM) is a PRM whose only label sits on
+    that step."""
+    answer = traj.meta.get("answer", traj.target)
+    step = Step(fmt.answer_prefix + (answer or ""), label=label)
+    return Trajectory(traj.input, traj.target, (*traj.steps, step), traj.meta)

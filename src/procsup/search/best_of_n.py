@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from procsup.annotation.oracle import with_answer_step
 from procsup.data.trajectory import Trajectory
+from procsup.data.views import with_answer_step
 from procsup.evaluation import prm_metrics
 from procsup.evaluation.prm_metrics import Aggregation, aggregate
 from procsup.rollout import complete, start
@@ -72,7 +72,7 @@ def best_of_n(policy, scorer: StepScorer, problems: Sequence[Any], n: int, how: 
     """Sample ``n`` traces per problem (:func:`procsup.rollout.complete`, any policy mode), score their steps
     and choose the highest ``aggregate(step_scores, how)``; ties go to the first sample, as in
     :func:`prm_metrics.best_of_n`, which computes ``accuracy``. With ``score_answer`` the scorer also scores
-    the answer line, as one more step (:func:`~procsup.annotation.oracle.with_answer_step`); the candidates'
+    the answer line, as one more step (:func:`~procsup.data.views.with_answer_step`); the candidates'
     step scores then end with the answer's."""
     traces = complete(policy, start(policy.task, problems), n, seed=seed)
     flat = [t for ts in traces for t in ts]

@@ -3,7 +3,7 @@
 A task makes problems of a given size from a seed, writes the expert trajectory of a problem, and
 checks steps and answers exactly. For state-mode rollouts (PAL's ``M(s_t) -> a_t``) it also renders
 states and executes actions. Trainers never import a task: they see only trajectories, so a new task
-is added without touching them; :mod:`procsup.evaluation.rollout` drives any task through this
+is added without touching them; :func:`procsup.rollout.complete` drives any task through this
 interface.
 """
 
