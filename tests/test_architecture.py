@@ -77,7 +77,7 @@ ALLOWED = {
     "tasks": {"data"},
     "models": {"data"},
     "objectives": {"data"},
-    "rollout": {"data"},
+    "rollout": {"data", "models"},
     "scorers": {"data", "models"},
     "evaluation": {"data", "rollout", "scorers"},
     "annotation": {"data", "rollout", "scorers"},

@@ -36,6 +36,18 @@ def prm_scorer(model, tokenizer, fmt: StepFormat, layout: str | None = None, bat
     return score
 
 
+def load_prm_scorer(path, layout: str | None = None, batch_size: int = 32, *, step_sep: str | None = None,
+                    input_sep: str | None = None) -> StepScorer:
+    """:func:`prm_scorer` of the PRM saved in ``path`` (:func:`procsup.models.prm.load_prm`), with the step
+    format it was trained with; a given separator must agree with it (an error names both)."""
+    from procsup.models.prm import load_prm
+    from procsup.models.saved import resolve_format
+
+    model, tokenizer, saved = load_prm(path)
+    fmt = resolve_format(saved, path, input_sep=input_sep, step_sep=step_sep)
+    return prm_scorer(model, tokenizer, fmt, layout, batch_size)
+
+
 def exact_labels(task, mode: str, trajectories: Sequence[Trajectory]) -> list[list[bool]]:
     """Each step judged by the task's exact checker. History mode: ``task.check_steps`` (a step beyond the
     expert's last is wrong); state mode: ``task.check_state_step`` in the state the executor reaches by

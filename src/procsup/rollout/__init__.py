@@ -6,6 +6,7 @@
 
 from procsup.rollout.complete import complete, history_budget, start, step_budget
 from procsup.rollout.generate import generate, seeded
-from procsup.rollout.policy import ActionHeadPolicy, LMPolicy
+from procsup.rollout.policy import ActionHeadPolicy, LMPolicy, load_policy
 
-__all__ = ["ActionHeadPolicy", "LMPolicy", "complete", "generate", "history_budget", "seeded", "start", "step_budget"]
+__all__ = ["ActionHeadPolicy", "LMPolicy", "complete", "generate", "history_budget", "load_policy", "seeded", "start",
+           "step_budget"]

@@ -71,6 +71,18 @@ class LMPolicy:
         return [[self.tokenizer.decode(t) for t in row] for row in self.generate(prompts, n, self.max_new_tokens or 16)]
 
 
+def load_policy(path, task, *, mode: PolicyMode | None = None, **sampling) -> LMPolicy:
+    """The causal LM saved in ``path`` (:func:`procsup.models.factory.load_model`) as a policy of ``task``,
+    with the step format and mode it was trained with (``procsup.json``; a given ``mode`` must agree);
+    ``sampling``: the other :class:`LMPolicy` fields (temperature, batch_size, ...)."""
+    from procsup.models.factory import load_model
+    from procsup.models.saved import resolve_format, resolve_mode
+
+    model, tokenizer, saved = load_model(path)
+    fmt = resolve_format(saved, path)
+    return LMPolicy(model, tokenizer, task, fmt, mode=resolve_mode(saved, path, mode, "history"), **sampling)
+
+
 @dataclass
 class ActionHeadPolicy:
     """An :class:`~procsup.models.action_head.ActionHeadModel`: a classification head over a fixed action
