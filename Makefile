@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # OpenMP's default spin-waiting made training ~35x slower on a shared 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test setup clean
+.PHONY: demo test lint setup clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: setup
 # pytest exits 5 when it collects no test; that is not a failure of the suite's code.
 test: setup
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# ruff: pyflakes, pycodestyle and import order (pyproject.toml [tool.ruff]); CI runs it before the tests
+lint: setup
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) runs

@@ -66,7 +66,10 @@ def main(argv=None) -> dict:
     for r in range(args.repeats):
         for name in (("one", "naive") if r % 2 == 0 else ("naive", "one")):  # alternate order against drift
             t0 = time.perf_counter()
-            s = score(model, tok, trajs, batch_size=args.batch) if name == "one" else per_prefix_scores(model, tok, trajs, args.batch)
+            if name == "one":
+                s = score(model, tok, trajs, batch_size=args.batch)
+            else:
+                s = per_prefix_scores(model, tok, trajs, args.batch)
             (one if name == "one" else naive).append((time.perf_counter() - t0, s))
     max_diff = max(abs(a - b) for (_, x), (_, y) in zip(one, naive) for xs, ys in zip(x, y) for a, b in zip(xs, ys))
     t_one, t_naive = statistics.median(t for t, _ in one), statistics.median(t for t, _ in naive)

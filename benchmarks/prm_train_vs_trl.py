@@ -126,7 +126,8 @@ def run_procsup(init, tok, train: list[Trajectory], args, out_dir: str, sparse: 
 
 def trl_trainer(init, tok, ds: Dataset, args, out_dir: str):
     """TRL's PRMTrainer in its fastest CPU configuration; the constructor tokenizes ``ds`` (datasets.map)."""
-    from trl.experimental.prm import PRMConfig as TRLPRMConfig, PRMTrainer
+    from trl.experimental.prm import PRMConfig as TRLPRMConfig
+    from trl.experimental.prm import PRMTrainer
 
     cfg = TRLPRMConfig(
         output_dir=out_dir, learning_rate=args.lr, per_device_train_batch_size=args.batch, max_steps=args.steps,

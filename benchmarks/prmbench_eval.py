@@ -77,7 +77,10 @@ def read_heldout(patterns=HELDOUT) -> tuple[list[Trajectory], dict[str, int]]:
 
 def score_by_length(model, tokenizer, trajectories: list[Trajectory], fmt, batch_size: int) -> list[list[float]]:
     """:func:`score` on length-sorted batches (less padding), returned in the input order."""
-    order = sorted(range(len(trajectories)), key=lambda i: len(trajectories[i].input) + sum(len(s.action) for s in trajectories[i].steps))
+    def length(i: int) -> int:
+        return len(trajectories[i].input) + sum(len(s.action) for s in trajectories[i].steps)
+
+    order = sorted(range(len(trajectories)), key=length)
     scores = score(model, tokenizer, [trajectories[i] for i in order], fmt, batch_size=batch_size)
     out: list[list[float]] = [[] for _ in trajectories]
     for i, s in zip(order, scores):
@@ -85,7 +88,9 @@ def score_by_length(model, tokenizer, trajectories: list[Trajectory], fmt, batch
     return out
 
 
-def best_threshold(scores: list[list[float]], labels: list[list[bool]], classes: list[str], candidates: int = 200) -> tuple[float, float]:
+def best_threshold(
+    scores: list[list[float]], labels: list[list[bool]], classes: list[str], candidates: int = 200
+) -> tuple[float, float]:
     """The threshold among ``candidates`` quantiles of the step scores (and the official 0.5) with the
     highest overall PRMScore, and that PRMScore; ties go to the lower threshold."""
     flat = sorted(s for ss in scores for s in ss)
@@ -102,7 +107,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_tiny_prm_args(p, threads=1)
     p.add_argument("--calibration", type=int, default=400, help="training solutions sampled to choose the tuned threshold")
-    p.add_argument("--limit", type=int, default=0, help="score every k-th held-out record so that about this many remain (0: all)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="score every k-th held-out record so that about this many remain (0: all)")
     p.add_argument("--seed", type=int, default=0, help="for the calibration sample and the coin-flip predictor")
     p.add_argument("--out", default="benchmarks/results/prmbench_eval.json")
     args = p.parse_args(argv)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from procsup.data.converters import read_processbench, read_prmbench
+from procsup.data.converters import read_prmbench, read_processbench
 from procsup.data.trajectory import Trajectory
 from procsup.evaluation.prm_metrics import choose_threshold, first_error, processbench_scores, step_auroc
 from procsup.models.factory import TinyModelConfig, build_tiny_model, save_model

@@ -45,11 +45,11 @@ import torch
 import transformers
 from torch.profiler import ProfilerActivity, profile
 
+from procsup.data.batch import collate
 from procsup.data.tokenize import ANSWER, MODES, PROMPT, STEP0, Row, StepFormat
 from procsup.models.factory import TinyModelConfig, build_tiny_model
 from procsup.objectives.pal import pal_loss, token_nll
 from procsup.tasks.addition import AdditionTask
-from procsup.data.batch import collate
 from procsup.trainers.loop import global_batch
 from procsup.trainers.pal import PALConfig, build_rows, train
 
@@ -243,7 +243,9 @@ def profile_train(args, model0, tok, trajs) -> list[dict]:
         train(pal_config(args, tmp), model=copy.deepcopy(model0), tokenizer=tok, trajectories=trajs)
         prof.disable()
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
-    cum = lambda suffix, name: max((v[3] for k, v in stats.items() if k[0].endswith(suffix) and k[2] == name), default=0.0)
+    def cum(suffix: str, name: str) -> float:
+        return max((v[3] for k, v in stats.items() if k[0].endswith(suffix) and k[2] == name), default=0.0)
+
     total = cum("procsup/trainers/pal.py", "train")
     phases: dict[str, float] = {}
     for label, suffix, name in PHASES:
@@ -360,7 +362,8 @@ def main(argv=None) -> dict:
     for r in range(args.repeats):
         for side in ((0, 1) if r % 2 == 0 else (1, 0)):
             if side == 0:
-                data_before.append(data_seconds(bench_rows, args.batch, tok.pad_token_id, 20, global_batch_redrawn, collate_per_row))
+                data_before.append(
+                    data_seconds(bench_rows, args.batch, tok.pad_token_id, 20, global_batch_redrawn, collate_per_row))
             else:
                 data_after.append(data_seconds(bench_rows, args.batch, tok.pad_token_id, 20, global_batch, collate))
 
@@ -384,7 +387,8 @@ def main(argv=None) -> dict:
     loop_s = args.bench_steps * trainer_s["s_per_step"]
     proj = {
         "trajectories": args.bench_size, "steps": args.bench_steps, "loop_seconds": loop_s,
-        "tokenize_seconds_before": per_1k_before * args.bench_size / 1e3, "tokenize_seconds_after": per_1k_after * args.bench_size / 1e3,
+        "tokenize_seconds_before": per_1k_before * args.bench_size / 1e3,
+        "tokenize_seconds_after": per_1k_after * args.bench_size / 1e3,
     }
     proj["share_before"] = proj["tokenize_seconds_before"] / (proj["tokenize_seconds_before"] + loop_s)
     proj["share_after"] = proj["tokenize_seconds_after"] / (proj["tokenize_seconds_after"] + loop_s)
@@ -403,28 +407,35 @@ def main(argv=None) -> dict:
         f"Model FLOPs per token = {FLOPS_FORMULA} = {fpt / 1e6:.3f} MFLOP.  ",
         f"Medians of {args.repeats} repeats of {args.steps} optimizer steps (each repeat runs both rows, alternating order).",
         "",
-        md_table(["float32 torch.mm, n x n", *[str(n) for n in mm]], [["GFLOP/s (median)", *[f"{med(v):.1f}" for v in mm.values()]]]),
+        md_table(["float32 torch.mm, n x n", *[str(n) for n in mm]],
+                 [["GFLOP/s (median)", *[f"{med(v):.1f}" for v in mm.values()]]]),
         f"\nMatmul peak (the best median): **{peak:.1f} GFLOP/s**.\n",
         md_table(
             ["loop", "tokens/s (non-pad)", "samples/s", "s/step", "model GFLOP/s", "MFU"],
             [[name, f"{s['tokens_per_s']:,.0f}", f"{s['samples_per_s']:.1f}", f"{s['s_per_step']:.3f}", f"{s['gflop_per_s']:.1f}",
-              f"{100 * s['mfu']:.1f}%"] for name, s in (("procsup train()", trainer_s), ("hand-written loop, batches collated in advance (lower bound)", hand_s))],
+              f"{100 * s['mfu']:.1f}%"]
+             for name, s in (("procsup train()", trainer_s),
+                             ("hand-written loop, batches collated in advance (lower bound)", hand_s))],
         ),
         f"\ntrain() reaches {100 * loop_ratio:.0f}% of the hand-written loop's speed (median of per-repeat ratios).\n",
         "Where one train() call's time goes (cProfile; it inflates Python-heavy parts such as tokenization):\n",
         md_table(["phase", "seconds", "ms per step", "share"],
-                 [[p["phase"], f"{p['seconds']:.2f}", "-" if "once" in p["phase"] or "total" in p["phase"] or "checkpoint" in p["phase"]
+                 [[p["phase"], f"{p['seconds']:.2f}",
+                   "-" if "once" in p["phase"] or "total" in p["phase"] or "checkpoint" in p["phase"]
                    else f"{p['seconds'] / args.steps * 1e3:.1f}", f"{100 * p['share']:.1f}%"] for p in phases]),
         "",
         f"Op time in the hand loop ({min(4, args.steps)} steps, torch.profiler self time):\n",
         md_table(["ops", "share", "GFLOP/s of these ops"],
-                 [[o["ops"], f"{100 * o['share']:.1f}%", f"{o['gflop_per_s']:.1f}" if o["ops"].startswith("matmul") else "-"] for o in ops]),
-        f"\nOverhead removed (1): tokenizing each piece with its own tokenizer call ({args.setup_size:,} {args.mode} trajectories, same rows checked equal):\n",
+                 [[o["ops"], f"{100 * o['share']:.1f}%", f"{o['gflop_per_s']:.1f}" if o["ops"].startswith("matmul") else "-"]
+                  for o in ops]),
+        "\nOverhead removed (1): tokenizing each piece with its own tokenizer call "
+        f"({args.setup_size:,} {args.mode} trajectories, same rows checked equal):\n",
         md_table(["tokenization", "seconds (median)", "s per 1k trajectories"],
                  [["before: one tokenizer call per piece", f"{med(before):.2f}", f"{per_1k_before:.2f}"],
                   ["after: tokenize_many, one call over distinct pieces", f"{med(after):.2f}", f"{per_1k_after:.2f}"]]),
         f"\nSpeed-up {tok_ratio:.1f}x (median of per-repeat ratios). Projected on the addition benchmark "
-        f"({args.bench_size:,} trajectories, {args.bench_steps} steps at this run's {trainer_s['s_per_step']:.3f} s/step = {loop_s:.0f} s): "
+        f"({args.bench_size:,} trajectories, {args.bench_steps} steps at this run's "
+        f"{trainer_s['s_per_step']:.3f} s/step = {loop_s:.0f} s): "
         f"tokenization (scaled linearly) {proj['tokenize_seconds_before']:.1f} s -> {proj['tokenize_seconds_after']:.1f} s, "
         f"{100 * proj['share_before']:.1f}% -> {100 * proj['share_after']:.1f}% of the train() call.",
         f"\nOverhead removed (2): the data work of every step, at the addition benchmark's {len(bench_rows):,} rows "
@@ -441,7 +452,8 @@ def main(argv=None) -> dict:
     result = {
         "command": command, "date": started.isoformat(), "machine": info, "args": vars(args), "model": model_desc,
         "flops_formula": FLOPS_FORMULA, "flops_per_token": fpt, "non_embedding_params": n_params, "mean_row_length": mean_len,
-        "pad_fraction": 1 - real / padded, "matmul_gflop_per_s": {str(n): v for n, v in mm.items()}, "matmul_peak_gflop_per_s": peak,
+        "pad_fraction": 1 - real / padded, "matmul_gflop_per_s": {str(n): v for n, v in mm.items()},
+        "matmul_peak_gflop_per_s": peak,
         "trainer": trainer_s, "hand_loop": hand_s, "trainer_over_hand_speed": loop_ratio,
         "profile_phases": phases, "profile_ops": ops,
         "data_per_step": {"rows": len(bench_rows), "before_s": data_before, "after_s": data_after},

@@ -13,14 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY
 from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.evaluation.metrics import evaluate
 from procsup.models.action_head import ActionHeadModel
-from procsup.rollout import ActionHeadPolicy, complete, start
 from procsup.models.factory import build_tiny_model
+from procsup.rollout import ActionHeadPolicy, complete, start
 from procsup.tasks.grid import MOVES, GridTask, grid_metrics
 from procsup.trainers.action_head import ActionHeadConfig, step_rows, train_action_head
+
+from conftest import TINY
 
 ACTIONS = ("U", "D", "L", "R")
 STATES = ["U# D- L# R+", "###/#@./#.# +2,+0", "U+ D+ L- R#"]  # different lengths, so that there is padding

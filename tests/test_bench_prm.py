@@ -10,10 +10,10 @@ import pytest
 
 import procsup.bench.prm as bench
 from procsup.annotation.oracle import oracle_label
-from procsup.data.views import with_answer_step
 from procsup.bench.prm import PRMBenchConfig, orm_labels
 from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
+from procsup.data.views import with_answer_step
 from procsup.tasks.addition import AdditionTask
 
 TASK = AdditionTask()
@@ -54,7 +54,8 @@ def test_config_rejects_bad_values():
                                                  ("state", "trace", 0.0), ("state", "step", 0.5)])
 def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout, corrupt):
     cfg = PRMBenchConfig(output_dir=str(tmp_path), seeds=(0,), hidden_size=16, num_layers=1, num_heads=2,
-                         policy_mode=mode, prm_layout=layout, label_corrupt_rate=corrupt, policy_train_size=16, policy_steps=2, label_problems=3,
+                         policy_mode=mode, prm_layout=layout, label_corrupt_rate=corrupt, policy_train_size=16,
+                         policy_steps=2, label_problems=3,
                          label_samples=2, rm_steps=2, rm_batch_size=4, test_digits=2, test_size=3, n=4, beams=((2, 2),))
     result = bench.main(cfg)
     table = result["table"]

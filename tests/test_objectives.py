@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from procsup.data.batch import collate
 from procsup.data.tokenize import ANSWER, PROMPT, STEP0, StepFormat, step_boundaries, tokenize
 from procsup.data.trajectory import Step, Trajectory
 from procsup.objectives.pal import pal_loss, segment_means, token_nll
-from procsup.data.batch import collate
 
 LN2, LN3 = math.log(2), math.log(3)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-
 from dataclasses import dataclass, field
 
 import pytest
@@ -111,7 +110,8 @@ def test_label_traces_history_labels_every_step_and_appends_the_answer(tiny_mode
     problems = TASK.sample(seed=0, size=2, count=2)
     policy = LMPolicy(model, tok, TASK, StepFormat(), temperature=1.0, max_new_tokens=10)
     a = label_traces(policy, problems, 3, seed=7)
-    assert [[t.to_dict() for t in ts] for ts in a] == [[t.to_dict() for t in ts] for ts in label_traces(policy, problems, 3, seed=7)]
+    again = label_traces(policy, problems, 3, seed=7)
+    assert [[t.to_dict() for t in ts] for ts in a] == [[t.to_dict() for t in ts] for ts in again]
     assert [len(ts) for ts in a] == [3, 3]
     for p, ts in zip(problems, a):
         for t in ts:

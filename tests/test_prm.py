@@ -16,6 +16,7 @@ from procsup.data.trajectory import Step, Trajectory
 from procsup.models.factory import tiny_hf_config
 from procsup.models.prm import build_prm, score, step_probabilities
 from procsup.objectives.prm import label_tensors, place_step_labels, prm_loss
+
 from tests.conftest import TINY
 
 SEPARATORS = ["\n", " ки\n", "\n\n", " | "]

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY
 from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import build_tiny_model
 from procsup.objectives.policy_gradient import reinforce_loss
 from procsup.rl.advantages import leave_one_out_baseline
 from procsup.rl.reinforce import ReinforceConfig, train_reinforce
 from procsup.tasks.grid import GridTask
+
+from conftest import TINY
 
 ACTIONS = ("U", "D", "L", "R")
 

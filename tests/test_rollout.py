@@ -92,7 +92,8 @@ def test_state_loop_by_hand_budget_failure_and_replay():
     # 27 + 15: "7+5+0" -> "2,1", then "2+1+1" -> "4,0": answer 42
     right = Fixed({"7+5+0": "2,1", "2+1+1": "4,0"})
     (ts,) = complete(right, start(STATE_TASK, [AdditionProblem(27, 15)]), 2)
-    assert [(t.meta["answer"], t.meta["correct"], t.meta["finished"], t.meta["failed"]) for t in ts] == [("42", True, True, False)] * 2
+    ends = [(t.meta["answer"], t.meta["correct"], t.meta["finished"], t.meta["failed"]) for t in ts]
+    assert ends == [("42", True, True, False)] * 2
     (cut,) = complete(right, start(STATE_TASK, [AdditionProblem(27, 15)]), 2, max_env_steps=3)
     assert [len(t.steps) for t in cut] == [2, 1] and cut[1].meta["answer"] is None  # the budget ran out
     (bad,) = complete(Fixed({}), start(STATE_TASK, [AdditionProblem(27, 15)]), 1)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY
 from procsup.cli import app
 from procsup.data.io import read_jsonl, write_jsonl
 from procsup.data.tokenize import StepFormat
@@ -18,8 +17,17 @@ from procsup.data.trajectory import Step, Trajectory
 from procsup.models.action_head import ACTIONS_FILE, ActionHeadModel
 from procsup.models.factory import DEFAULT_CHARSET, build_tiny_model, char_tokenizer, load_model, save_model
 from procsup.models.prm import build_prm, load_prm, score
-from procsup.models.saved import (FORMAT_FILE, SavedFormat, check_kind, load_format, resolve_format, resolve_mode,
-                                  save_format, unescape)
+from procsup.models.saved import (
+    FORMAT_FILE,
+    check_kind,
+    load_format,
+    resolve_format,
+    resolve_mode,
+    save_format,
+    unescape,
+)
+
+from conftest import TINY
 
 runner = CliRunner()
 #: A non-default, non-ASCII separator (the Math-Shepherd one): unicode_escape used to mangle it.
@@ -128,7 +136,8 @@ def test_a_flag_that_disagrees_names_both_values_and_the_file(tmp_path):
 
 @pytest.mark.parametrize("text", ["{not json", '["a list"]', '{"kind": "policy"}', '{"kind": "critic", "step_format": {}}',
                                   '{"kind": "prm", "step_format": {"step_sep": ""}}',
-                                  '{"kind": "prm", "step_format": {"sep": "|"}}', '{"kind": "prm", "step_format": {}, "mode": 3}'])
+                                  '{"kind": "prm", "step_format": {"sep": "|"}}',
+                                  '{"kind": "prm", "step_format": {}, "mode": 3}'])
 def test_a_corrupt_format_file_is_named(tmp_path, text):
     (tmp_path / FORMAT_FILE).write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=str(tmp_path / FORMAT_FILE)):

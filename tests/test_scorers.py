@@ -14,6 +14,7 @@ from procsup.models.saved import save_format
 from procsup.rollout import load_policy
 from procsup.scorers import exact_scorer, load_prm_scorer, prm_scorer
 from procsup.tasks.addition import AdditionProblem, AdditionTask
+
 from tests.conftest import TINY
 
 

@@ -16,6 +16,7 @@ from procsup.rollout import LMPolicy
 from procsup.scorers import prm_scorer
 from procsup.search import beam_search, best_of_n, solution_score
 from procsup.tasks.addition import AdditionProblem, AdditionTask
+
 from tests.conftest import TINY
 
 TASK = AdditionTask()

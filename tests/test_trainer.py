@@ -19,13 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-import ddp_worker
 import procsup.trainers.pal as pal_trainer
-from conftest import TINY
 from procsup.data.trajectory import TrajectoryError
 from procsup.models.factory import build_tiny_model, load_model, save_model
 from procsup.trainers.loop import global_batch
 from procsup.trainers.pal import PALConfig, train
+
+import ddp_worker
+from conftest import TINY
 
 
 def config(tmp_path: Path, **overrides) -> PALConfig:
@@ -115,7 +116,8 @@ def test_resume_is_exact(tmp_path, char_tok, history_trajs, monkeypatch):
         torch.testing.assert_close(v, want[k], rtol=0, atol=1e-7, msg=k)
     # and the logged losses of steps 7..12 are the same as in the straight run
     losses = {m["step"]: m["loss"] for m in read_metrics(crashed_cfg.output_dir)}
-    assert [m["loss"] for m in read_metrics(straight_cfg.output_dir)] == pytest.approx([losses[s] for s in range(1, 13)], abs=1e-6)
+    straight = [m["loss"] for m in read_metrics(straight_cfg.output_dir)]
+    assert straight == pytest.approx([losses[s] for s in range(1, 13)], abs=1e-6)
 
 
 @settings(max_examples=100, deadline=None)

@@ -55,6 +55,7 @@ def test_score_in_layout_reads_each_step_where_its_row_puts_it(char_tok, layout)
     from procsup.data.tokenize import StepFormat
     from procsup.models.factory import tiny_hf_config
     from procsup.models.prm import score, score_in_layout
+
     from tests.conftest import TINY
 
     torch.manual_seed(0)

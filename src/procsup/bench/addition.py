@@ -191,7 +191,8 @@ def plot(table: dict, cfg: AdditionBenchConfig, path: Path) -> None:
     ax.set_xlabel("digits per operand (test)")
     ax.set_ylabel("exact match (%)")
     ax.set_ylim(-3, 103)
-    ax.set_title(f"Addition, trained on 1-{cfg.train_max_digits} digits ({len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}, mean ± std)")
+    seeds = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}"
+    ax.set_title(f"Addition, trained on 1-{cfg.train_max_digits} digits ({seeds}, mean ± std)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -32,7 +32,8 @@ budget of optimizer steps x rows) with PAL and with a baseline, and tests where 
 
 Each row's settings are a group of :class:`PaperBenchConfig` (``procsup bench paper quick=true
 grid.steps=100``). Every (task, method, seed) run is cached in
-``<output_dir>/<task>/<method>-seed<k>/eval.json`` with the configuration it ran with; a re-run with the same settings reads it instead of training (resume).
+``<output_dir>/<task>/<method>-seed<k>/eval.json`` with the configuration it ran with; a re-run with the
+same settings reads it instead of training (resume).
 Writes ``results.json``, one PNG per task, and prints our figure beside the paper's.
 """
 

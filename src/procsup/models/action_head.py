@@ -15,9 +15,8 @@ the same :func:`procsup.rollout.complete` as every other policy.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file

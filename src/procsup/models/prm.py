@@ -16,9 +16,9 @@ import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel
 
 from procsup.data import views
+from procsup.data.batch import collate
 from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_many
 from procsup.data.trajectory import Trajectory
-from procsup.data.batch import collate
 from procsup.models.positions import PositionReader
 from procsup.models.saved import SavedFormat, check_kind, load_format
 

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 
 from procsup.models.action_head import ActionHeadModel
 from procsup.objectives.policy_gradient import reinforce_loss
-from procsup.rollout import ActionHeadPolicy, complete, start
 from procsup.rl.advantages import leave_one_out_baseline
+from procsup.rollout import ActionHeadPolicy, complete, start
 from procsup.trainers.loop import MetricsLog
 
 BASELINES = ("ema", "batch")

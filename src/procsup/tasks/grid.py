@@ -61,7 +61,7 @@ Renderings:
   :func:`state_ambiguity` on 1,000 4x4 and 6x6, 300 10x10 and 20x20 problems: 0.9%, 2.5%, 3.1%, 15.8% of
   expert steps (local view: 6.6%, 15.9%, 21.6%, 45.5%). A rule over this view alone ("go toward the
   waypoint through a cell drawn ``.`` or ``*``") succeeds on 100% of 6x6 problems, 98% of 10x10 and 90% of
-  20x20 within the step limit; trained numbers are in ``docs/results/grid_views.md``.
+  20x20 within the step limit; trained numbers are in ``benchmarks/results/paper/grid_views.md``.
 
 Checkers accept any shortest-path move, not just the expert's tie-break.
 """

@@ -27,10 +27,10 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from procsup.data.batch import pad
 from procsup.data.io import read_jsonl
 from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.data.trajectory import Trajectory
-from procsup.data.batch import pad
 from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import load_model
 from procsup.objectives.pal import action_head_loss

@@ -23,8 +23,8 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from procsup.data.io import read_jsonl
 from procsup.data.batch import collate
+from procsup.data.io import read_jsonl
 from procsup.data.tokenize import MODES, Mode, Row, StepFormat, step_starts, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.models.factory import load_model
