@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from procsup.data.convert import (
+    convert_file,
     from_dataset,
     from_stepwise,
     read_stepwise_jsonl,
@@ -20,11 +22,11 @@ from procsup.data.convert import (
     to_stepwise,
     write_stepwise_jsonl,
 )
-from procsup.data.io import iter_jsonl, read_jsonl, write_jsonl
+from procsup.data.io import PathError, check_paths, iter_jsonl, read_jsonl, write_jsonl
 from procsup.data.trajectory import Step, Trajectory, TrajectoryError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "stepwise_sample.jsonl"
-STEPWISE_RESERVED = {"prompt", "completions", "labels", "target"}
+STEPWISE_RESERVED = {"prompt", "completions", "labels", "target", "states", "keys"}
 
 
 def canon(trajectories: list[Trajectory]) -> list[str]:
@@ -62,12 +64,17 @@ metas = st.dictionaries(text, json_values, max_size=3)
 trajectories = st.builds(
     Trajectory, input=text, target=text, steps=st.lists(steps, min_size=1, max_size=4), meta=metas
 )
-# What the stepwise format can hold: every step labelled, no state/key, meta keys not its columns.
+# What the stepwise format can hold: every step labelled with a hard label (TRL casts labels with
+# int()), meta keys not its columns; target, states and keys travel in extra columns.
 stepwise_trajectories = st.builds(
     Trajectory,
     input=text,
     target=text,
-    steps=st.lists(st.builds(Step, action=st.text(min_size=1, max_size=12), label=labels), min_size=1, max_size=4),
+    steps=st.lists(
+        st.builds(Step, action=st.text(min_size=1, max_size=12), label=st.booleans(), state=st.none() | text,
+                  key=st.none() | text),
+        min_size=1, max_size=4,
+    ),
     meta=metas.map(lambda m: {k: v for k, v in m.items() if k not in STEPWISE_RESERVED}),
 )
 
@@ -101,16 +108,67 @@ def test_dataset_round_trip(ts):
 @FAST
 @given(stepwise_trajectories)
 def test_stepwise_round_trip(t):
-    record = to_stepwise(t, target_field="target")
-    assert canon([from_stepwise(json.loads(json.dumps(record)), target_field="target")]) == canon([t])
+    """procsup -> stepwise -> procsup keeps the target and each step's state and key (the round trip of
+    `procsup convert` dropped all three), read back by from_stepwise and by the trajectory reader alike."""
+    record = json.loads(json.dumps(to_stepwise(t)))
+    assert canon([from_stepwise(record)]) == canon([t])
+    with tempfile.TemporaryDirectory() as d:
+        write_stepwise_jsonl([t], Path(d) / "s.jsonl")
+        assert canon(read_jsonl(Path(d) / "s.jsonl")) == canon([t])
+
+
+def test_convert_round_trip_keeps_target_state_and_key(tmp_path):
+    t = Trajectory("q", "42", [Step("a", state="s0", key="k0", label=True), Step("b", label=False)], meta={"src": 1})
+    write_jsonl([t], tmp_path / "t.jsonl")
+    assert convert_file(tmp_path / "t.jsonl", tmp_path / "s.jsonl", "stepwise") == 1
+    row = json.loads((tmp_path / "s.jsonl").read_text())
+    assert row == {"prompt": "q", "completions": ["a", "b"], "labels": [True, False], "target": "42",
+                   "states": ["s0", None], "keys": ["k0", None], "src": 1}
+    convert_file(tmp_path / "s.jsonl", tmp_path / "back.jsonl", "procsup")
+    assert canon(read_jsonl(tmp_path / "back.jsonl")) == canon([t])
 
 
 def test_bool_and_float_labels_keep_their_type(tmp_path):
     t = Trajectory("x", "y", [Step("a", label=True), Step("b", label=1.0), Step("c", label=0.0), Step("d", label=False)])
     expected = [True, 1.0, 0.0, False]
     write_jsonl([t], tmp_path / "t.jsonl")
-    for back in (read_jsonl(tmp_path / "t.jsonl")[0], from_dataset(to_dataset([t]))[0], from_stepwise(to_stepwise(t))):
+    for back in (read_jsonl(tmp_path / "t.jsonl")[0], from_dataset(to_dataset([t]))[0]):
         assert [(type(lab), lab) for lab in back.labels] == [(type(lab), lab) for lab in expected]
+    hard = Trajectory("x", "y", [Step("a", label=True), Step("d", label=False)])
+    assert from_stepwise(to_stepwise(hard)).labels == [True, False]
+
+
+def test_integer_labels_0_and_1_are_hard_labels():
+    """JSON ``1``/``0`` is how many tools write true/false: a hard label (bool), not the soft label 1.0
+    (which a hard-label PRM run refused as "soft"). Floats stay soft, 1.0 included."""
+    t = Trajectory.from_dict(good(steps=[{"action": "a", "label": 1}, {"action": "b", "label": 0},
+                                         {"action": "c", "label": 1.0}, {"action": "d", "label": 0.5}]))
+    assert [(type(lab), lab) for lab in t.labels] == [(bool, True), (bool, False), (float, 1.0), (float, 0.5)]
+    assert [type(lab) for lab in Trajectory.from_dict(good(steps=["a", "b"], labels=[1, 0])).labels] == [bool, bool]
+    for bad in (2, -1, 10**5000):
+        with pytest.raises(TrajectoryError, match=r"steps\[0\].label.*in \[0, 1\]"):
+            Trajectory.from_dict(good(steps=[{"action": "a", "label": bad}]))
+
+
+def test_top_level_labels_must_agree_with_step_labels():
+    """A top-level ``labels`` list silently overrode the step labels (or erased them with nulls)."""
+    steps = [{"action": "a", "label": True}, {"action": "b", "label": False}]
+    with pytest.raises(TrajectoryError, match=r"field 'labels\[1\]': is True but steps\[1\].label is False"):
+        Trajectory.from_dict(good(steps=steps, labels=[True, True]))
+    with pytest.raises(TrajectoryError, match=r"labels\[0\]': is 1.0 but steps\[0\].label is True"):
+        Trajectory.from_dict(good(steps=steps, labels=[1.0, False]))  # a verdict is not an estimate
+    assert Trajectory.from_dict(good(steps=steps, labels=[True, False])).labels == [True, False]
+    assert Trajectory.from_dict(good(steps=steps, labels=[1, 0])).labels == [True, False]  # 1 is true
+    assert Trajectory.from_dict(good(steps=steps, labels=[None, None])).labels == [True, False]  # null: not given
+    assert Trajectory.from_dict(good(steps=["a", {"action": "b"}], labels=[0.5, None])).labels == [0.5, None]
+
+
+def test_soft_labels_are_not_written_to_stepwise_silently():
+    """TRL casts stepwise labels with int(): 0.7 became 0 with no word. Refused, or thresholded on request."""
+    t = Trajectory("q", "", [Step("a", label=True), Step("b", label=0.7), Step("c", label=0.2)])
+    with pytest.raises(TrajectoryError, match=r"steps\[1\].label': soft label 0.7: TRL casts stepwise labels with int"):
+        to_stepwise(t)
+    assert to_stepwise(t, threshold=0.5)["labels"] == [True, True, False]
 
 
 def test_optional_fields_round_trip_through_dataset():
@@ -137,7 +195,20 @@ BAD_LINES = {
     "empty action": (json.dumps(good(steps=[{"action": ""}])), "steps[0].action", "must not be empty"),
     "label 1.5": (json.dumps(good(steps=[{"action": "a", "label": 1.5}])), "steps[0].label", "got 1.5"),
     "label -1": (json.dumps(good(steps=["a", {"action": "b", "label": -1}])), "steps[1].label", "got -1"),
-    "label NaN": ('{"input": "q", "target": "", "steps": [{"action": "a", "label": NaN}]}', "steps[0].label", "got nan"),
+    "label NaN": ('{"input": "q", "target": "", "steps": [{"action": "a", "label": NaN}]}', "steps[0].label",
+                  "nan is not a JSON number"),
+    "NaN deep in meta": ('{"input": "q", "target": "", "steps": ["a"], "meta": {"x": [1, {"y": NaN}]}}', "meta.x[1].y",
+                         "NaN and Infinity are not standard JSON"),
+    "1e999 is inf": ('{"input": "q", "target": "", "steps": ["a"], "meta": {"p": 1e999}}', "meta.p", "inf is not"),
+    "lone surrogate": ('{"input": "q\\ud800", "target": "", "steps": ["a"]}', "input", "lone surrogate"),
+    "surrogate in a meta key": ('{"input": "q", "target": "", "steps": ["a"], "meta": {"k": {"\\udc00": 1}}}', "meta.k",
+                                "lone surrogate"),
+    "duplicate key": ('{"input": "q", "target": "", "steps": [{"action": "a", "label": true, "label": false}]}', None,
+                      "duplicate key 'label'"),
+    "huge int": ('{"input": "q", "target": "", "steps": ["a"], "meta": {"n": ' + "9" * 5000 + "}}", None,
+                 "invalid JSON: Exceeds the limit"),
+    "pretty-printed": ("{", None, "a record spread over several lines"),
+    "JSON array": ('[{"input": "q", "target": "", "steps": ["a"]},', None, "a JSON array is not JSON Lines"),
     "huge int label": (json.dumps(good(steps=[{"action": "a", "label": 10**400}])), "steps[0].label", "in [0, 1]"),
     "label as string": (json.dumps(good(steps=[{"action": "a", "label": "+"}])), "steps[0].label", "got str"),
     "unknown field": (json.dumps(good(extra=1)), "extra", "belongs in 'meta'"),
@@ -279,3 +350,114 @@ def test_stepwise_fixture_reads_and_round_trips(tmp_path):
     write_stepwise_jsonl(ts, tmp_path / "copy.jsonl")
     original = [json.loads(x) for x in FIXTURE.read_text(encoding="utf-8").splitlines()]
     assert [json.loads(x) for x in (tmp_path / "copy.jsonl").read_text(encoding="utf-8").splitlines()] == original
+
+
+# --- TRL stepwise files read as trajectories ---
+
+
+def test_trajectory_reader_accepts_stepwise_records(tmp_path):
+    """`procsup train-prm` users pass TRL's stepwise files: read as they are, beside procsup records."""
+    lines = [json.dumps({"prompt": "q", "completions": ["a", "b"], "labels": [True, 0], "source": "x"}), json.dumps(good())]
+    ts = read_jsonl(write_lines(tmp_path / "s.jsonl", lines))
+    assert canon(ts[:1]) == canon([Trajectory("q", "", [Step("a", label=True), Step("b", label=False)], {"source": "x"})])
+    assert ts[1].target == "4"
+    path = write_lines(tmp_path / "bad.jsonl", [json.dumps({"prompt": "q", "completions": ["a"], "labels": [0.5, 1]})])
+    with pytest.raises(TrajectoryError, match=r"bad.jsonl:1: field 'labels': 2 labels for 1 steps"):
+        read_jsonl(path)
+
+
+# --- paths: checked at the door ---
+
+
+def test_rejects_equal_to_the_input_is_refused(tmp_path):
+    """`validate F --rejects F` read its own rejects forever (the file grew to ~2 GB in 60 s): refused before
+    anything is read or written, by path, through a symlink and through a hard link."""
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps(good()), "not json"])
+    before = path.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(path)
+    os.link(path, tmp_path / "hard.jsonl")
+    for rejects in (path, tmp_path / "link.jsonl", tmp_path / "hard.jsonl", tmp_path / "sub" / ".." / "d.jsonl"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(PathError, match=f"rejects {rejects} is the same file as input {path}"):
+            read_jsonl(path, rejects=rejects)
+        assert path.read_bytes() == before
+
+
+def test_convert_refuses_an_output_that_is_the_input_or_the_rejects(tmp_path):
+    """`convert --rejects R` with R the output: the output overwrote the rejects."""
+    src = write_lines(tmp_path / "in.jsonl", [json.dumps(good()), "not json"])
+    with pytest.raises(PathError, match="output .*in.jsonl is the same file as input"):
+        convert_file(src, src, "stepwise")
+    with pytest.raises(PathError, match="rejects .*out.jsonl is the same file as output"):
+        convert_file(src, tmp_path / "out.jsonl", "stepwise", rejects=tmp_path / "out.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    assert convert_file(src, tmp_path / "out.jsonl", "stepwise", rejects=tmp_path / "r.jsonl") == 1
+    assert json.loads((tmp_path / "r.jsonl").read_text())["line"] == 2
+
+
+def test_reject_file_is_overwritten_not_appended(tmp_path):
+    path, rejects = write_lines(tmp_path / "d.jsonl", [json.dumps(good()), "bad 1"]), tmp_path / "r.jsonl"
+    read_jsonl(path, rejects=rejects)
+    read_jsonl(path, rejects=rejects)
+    assert len(rejects.read_text().splitlines()) == 1  # this run's rejects only
+    write_lines(path, [json.dumps(good())])
+    read_jsonl(path, rejects=rejects)
+    assert rejects.read_text() == ""  # a clean run leaves no stale rejects behind
+
+
+@pytest.mark.parametrize("where", ["input", "output", "rejects"])
+def test_folders_and_missing_paths_are_one_line_errors(tmp_path, where):
+    data = write_lines(tmp_path / "d.jsonl", [json.dumps(good())])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    paths = {"input": data, "output": tmp_path / "o.jsonl", "rejects": tmp_path / "r.jsonl", where: folder}
+    with pytest.raises(PathError, match=f"^{where} {folder}: is a folder, not a file$"):
+        convert_file(paths["input"], paths["output"], "procsup", rejects=paths["rejects"])
+    paths[where] = tmp_path / "missing" / "x.jsonl"
+    message = "no such file" if where == "input" else f"folder {tmp_path / 'missing'} does not exist"
+    with pytest.raises(PathError, match=message) as info:
+        convert_file(paths["input"], paths["output"], "procsup", rejects=paths["rejects"])
+    assert isinstance(info.value, OSError) and "\n" not in str(info.value)
+
+
+def test_check_paths_names_roles_and_skips_none(tmp_path):
+    data = write_lines(tmp_path / "d.jsonl", [json.dumps(good())])
+    check_paths(inputs={"train_file": data}, outputs={"rejects_file": None})
+    with pytest.raises(PathError, match=r"rejects_file .* is the same file as train_file"):
+        check_paths(inputs={"train_file": data}, outputs={"rejects_file": data})
+    with pytest.raises(PathError, match="is the same file as output"):
+        check_paths(outputs=[tmp_path / "a", tmp_path / "a"])
+
+
+def test_write_into_a_folder_or_a_missing_folder_is_refused(tmp_path):
+    t = [Trajectory("q", "", [Step("a")])]
+    with pytest.raises(PathError, match="is a folder"):
+        write_jsonl(t, tmp_path)
+    with pytest.raises(PathError, match="does not exist"):
+        write_jsonl(t, tmp_path / "no" / "x.jsonl")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes everything")
+def test_permission_errors_are_one_line(tmp_path):
+    data = write_lines(tmp_path / "d.jsonl", [json.dumps(good())])
+    data.chmod(0)
+    with pytest.raises(PathError, match="permission denied"):
+        read_jsonl(data)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(PathError, match="permission denied"):
+        write_jsonl([], locked / "x.jsonl")
+
+
+# --- counts ---
+
+
+def test_records_in_equal_kept_plus_rejected(tmp_path):
+    lines = [json.dumps(good()), "", "{", '  "input": "q",', "}", json.dumps(good(labels=[False])), "\r",
+             json.dumps(good(meta={"x": float("nan")})), b"\xff", json.dumps(good(target="5"))]
+    path, rejects = write_lines(tmp_path / "d.jsonl", lines), tmp_path / "r.jsonl"
+    kept = read_jsonl(path, rejects=rejects)
+    rows = [json.loads(x) for x in rejects.read_text(encoding="utf-8").splitlines()]
+    records_in = sum(1 for x in path.read_bytes().split(b"\n") if x.strip())
+    assert (records_in, len(kept), len(rows)) == (8, 2, 6)
+    assert all(r["error"] and "\n" not in r["error"] for r in rows)

@@ -2,23 +2,28 @@
 
 TRL's "stepwise supervision" format (the dataset type of its ``PRMTrainer``) is one record per
 solution: ``{"prompt": str, "completions": [str, ...], "labels": [bool, ...]}``, one label per
-completion (= step). It has no place for a target, a step's state or key, so those are handled by
-the explicit policy documented on :func:`from_stepwise` and :func:`to_stepwise`.
+completion (= step). It has no place for a target, a step's state or key: procsup writes them as extra
+columns (``target``, ``states``, ``keys``), which TRL's trainer drops, so the round trip through it
+loses nothing. TRL casts every label with ``int()`` (0.7 -> 0), so soft labels are never written
+as they are: :func:`to_stepwise` refuses them unless given a threshold. The trajectory readers
+(:func:`procsup.data.io.read_jsonl`) read stepwise records as they are (:func:`from_stepwise`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, Features, List, Value
 
-from procsup.data.io import iter_records, write_records
-from procsup.data.trajectory import Step, Trajectory, TrajectoryError
+from procsup.data.io import check_paths, iter_records, read_jsonl, write_jsonl, write_records
+from procsup.data.trajectory import STEPWISE_COLUMNS, STEPWISE_EXTRAS, Step, Trajectory, TrajectoryError, from_stepwise
+
+__all__ = ["FEATURES", "STEPWISE_COLUMNS", "convert_file", "from_dataset", "from_stepwise", "read_stepwise_jsonl",
+           "to_dataset", "to_stepwise", "write_stepwise_jsonl"]
 
 # An Arrow column has one type, so a list of labels mixing True and 0.7 would come back as 1.0 and
 # 0.7: the hard/soft distinction (a human verdict vs a Monte-Carlo estimate) would be lost. We keep
@@ -41,8 +46,6 @@ FEATURES = Features(
         "meta": Value("string"),
     }
 )
-
-STEPWISE_COLUMNS = ("prompt", "completions", "labels")
 
 
 def _dump_meta(meta: dict[str, Any], where: str) -> str:
@@ -113,79 +116,43 @@ def from_dataset(ds: Dataset) -> list[Trajectory]:
     return out
 
 
-def _stepwise_field(field: str | None, target_field: str | None) -> str | None:
-    """Rename a trajectory field in an error to its stepwise column (``steps[2]`` -> ``completions[2]``)."""
-    if field is None:
-        return None
-    if field == "input":
-        return "prompt"
-    if field == "target":
-        return target_field or "target"
-    return re.sub(r"^steps(\[\d+\])?(\.action)?", r"completions\1", field)
-
-
-def _check_stepwise(record: Any, target_field: str | None) -> None:
-    """The checks :meth:`Trajectory.from_dict` does not make: TRL's columns, string steps, no null label."""
-    if not isinstance(record, dict):
-        raise TrajectoryError(f"a stepwise record must be a JSON object, got {type(record).__name__}")
-    for name in STEPWISE_COLUMNS + ((target_field,) if target_field else ()):
-        if name not in record:
-            raise TrajectoryError("missing required field", field=name)
-    for name in ("completions", "labels"):
-        if not isinstance(record[name], list):
-            raise TrajectoryError(f"must be a list, got {type(record[name]).__name__}", field=name)
-    for i, completion in enumerate(record["completions"]):
-        if not isinstance(completion, str):
-            raise TrajectoryError(f"must be a string, got {type(completion).__name__}", field=f"completions[{i}]")
-    for i, label in enumerate(record["labels"]):
-        if label is None:
-            raise TrajectoryError("must be a bool or a number in [0, 1], got null", field=f"labels[{i}]")
-
-
-def from_stepwise(record: Any, *, target_field: str | None = None) -> Trajectory:
-    """A TRL stepwise record -> trajectory: ``prompt`` -> input, ``completions`` -> step actions,
-    ``labels`` -> step labels (bools, or floats in [0, 1] for soft labels).
-
-    Target policy: TRL's format has no target, so ``target`` is ``record[target_field]`` when
-    ``target_field`` is given (then required) and ``""`` otherwise. Any other column is kept in
-    ``meta``, so :func:`to_stepwise` gives it back. Errors name the stepwise column (``labels[3]``).
-    """
-    _check_stepwise(record, target_field)
-    reserved = {*STEPWISE_COLUMNS, target_field}
-    as_trajectory = {
-        "input": record["prompt"],
-        "target": record[target_field] if target_field else "",
-        "steps": record["completions"],
-        "labels": record["labels"],
-        "meta": {k: v for k, v in record.items() if k not in reserved},
-    }
-    try:
-        return Trajectory.from_dict(as_trajectory)
-    except TrajectoryError as e:
-        raise TrajectoryError(e.message, field=_stepwise_field(e.field, target_field)) from None
-
-
-def to_stepwise(trajectory: Trajectory, *, target_field: str | None = None) -> dict[str, Any]:
+def to_stepwise(trajectory: Trajectory, *, target_field: str | None = None, threshold: float | None = None) -> dict[str, Any]:
     """A trajectory -> TRL stepwise record; every step must be labelled.
 
-    Labels keep their type: bools stay bools, soft labels stay floats (TRL's own trainer expects
-    bools). Meta entries become extra columns. Lossy by design, as the format has no place for
-    them: each step's ``state`` and ``key``, and the target unless ``target_field`` names a column.
+    Hard labels stay bools. A soft label is an error (TRL's ``PRMTrainer`` casts labels with ``int()``,
+    so 0.7 would silently train as 0) unless ``threshold`` is given: then ``label >= threshold`` is the
+    hard label written. The target goes to the ``target`` column (``target_field`` renames it) unless it
+    is empty; each step's state and key to the ``states`` and ``keys`` columns when any step has one;
+    meta entries become extra columns. :func:`from_stepwise` reads all of them back.
     """
+    labels = []
     for i, step in enumerate(trajectory.steps):
         if step.label is None:
             raise TrajectoryError("the stepwise format needs a label on every step", field=f"steps[{i}].label")
-    reserved = {*STEPWISE_COLUMNS, target_field}
+        if not isinstance(step.label, bool):
+            if threshold is None:
+                raise TrajectoryError(f"soft label {step.label!r}: TRL casts stepwise labels with int() (0.7 becomes 0); "
+                                      "give a threshold to write hard labels, or keep the procsup format",
+                                      field=f"steps[{i}].label")
+            labels.append(step.label >= threshold)
+        else:
+            labels.append(step.label)
+    name = target_field or "target"
+    reserved = {*STEPWISE_COLUMNS, *STEPWISE_EXTRAS, name}
     clash = sorted(k for k in trajectory.meta if k in reserved)
     if clash:
         raise TrajectoryError(f"key {clash[0]!r} clashes with a stepwise column", field=f"meta.{clash[0]}")
     record: dict[str, Any] = {
         "prompt": trajectory.input,
         "completions": [s.action for s in trajectory.steps],
-        "labels": [s.label for s in trajectory.steps],
+        "labels": labels,
     }
-    if target_field:
-        record[target_field] = trajectory.target
+    if trajectory.target or target_field:
+        record[name] = trajectory.target
+    if any(s.state is not None for s in trajectory.steps):
+        record["states"] = [s.state for s in trajectory.steps]
+    if any(s.key is not None for s in trajectory.steps):
+        record["keys"] = [s.key for s in trajectory.steps]
     return {**record, **trajectory.meta}
 
 
@@ -198,7 +165,27 @@ def read_stepwise_jsonl(
 
 
 def write_stepwise_jsonl(
-    trajectories: Iterable[Trajectory], path: str | Path, *, target_field: str | None = None
+    trajectories: Iterable[Trajectory], path: str | Path, *, target_field: str | None = None,
+    threshold: float | None = None,
 ) -> None:
     """Atomically write trajectories as TRL stepwise JSONL (see :func:`to_stepwise`)."""
-    write_records((to_stepwise(t, target_field=target_field) for t in trajectories), path)
+    records = (to_stepwise(t, target_field=target_field, threshold=threshold) for t in trajectories)
+    write_records(records, path)
+
+
+def convert_file(
+    src: str | Path, dst: str | Path, to: str, *, rejects: str | Path | None = None, threshold: float | None = None
+) -> int:
+    """``procsup convert``: read ``src`` (procsup or TRL stepwise records), write ``dst`` atomically in the
+    format ``to`` (``"stepwise"`` or ``"procsup"``); returns the number of records written. The three
+    paths are checked first (:func:`procsup.data.io.check_paths`): the output or the reject file must not
+    be the input or each other, or one would overwrite the other."""
+    if to not in ("stepwise", "procsup"):
+        raise ValueError(f"to must be 'stepwise' or 'procsup', got {to!r}")
+    check_paths(inputs={"input": src}, outputs={"output": dst, "rejects": rejects})
+    trajectories = read_jsonl(src, rejects=rejects)  # read whole before writing: a bad record writes nothing
+    if to == "stepwise":
+        write_stepwise_jsonl(trajectories, dst, threshold=threshold)
+    else:
+        write_jsonl(trajectories, dst)
+    return len(trajectories)
