@@ -1,18 +1,30 @@
 """The ``procsup`` command. Every subcommand builds a config dataclass (from ``--config FILE.yaml``
-and ``key=value`` overrides) and calls the same ``main``/``train`` function the Python API exposes."""
+and ``key=value`` or ``--key value`` overrides) and calls the same ``main``/``train`` function the Python
+API exposes.
+
+Help must stay fast (no torch): the modules of the trainers and benchmarks import torch and transformers,
+so a command's help reads its config class's fields from the module's *source* (:func:`static_fields`)
+instead of importing it, and every heavy import sits inside the command that needs it.
+"""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import importlib
 import logging
+import re
+import time
+import types
+import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperCommand
 
-from procsup.config import build_config, config_help
+from procsup.config import build_config
 
 app = typer.Typer(help="procsup: process supervision for Hugging Face models.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -20,19 +32,247 @@ bench_app = typer.Typer(help="Benchmarks that reproduce published claims.", no_a
 app.add_typer(bench_app, name="bench")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of config fields (overrides win).")
-OverridesArg = typer.Argument(None, help="key=value config fields; see the list below.", show_default=False)
+OverridesArg = typer.Argument(None, help="key=value (or --key value) config fields; see the list below.",
+                              show_default=False)
+# --model x, --learning-rate 1e-4 (TRL's habit) reach the overrides list instead of being refused by click
+CONFIG_CONTEXT = {"ignore_unknown_options": True, "allow_extra_args": True}
+TASKS = ("addition", "grid", "logic", "word_problems")
+SOURCES = ("prm800k", "math-shepherd", "processbench", "prmbench", "mr-ben", "gsm8k", "agentprocessbench")
+_TRUE_FALSE = {"1", "true", "yes", "on", "0", "false", "no", "off"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"procsup {version('procsup')}")
+        except PackageNotFoundError:
+            typer.echo("procsup (not installed: running from a source tree)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Print the version and exit.")) -> None:
+    """procsup: process supervision for Hugging Face models."""
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"procsup: {message}", err=True)
+    return typer.Exit(code)
+
+
+# --- --key value -> key=value ------------------------------------------------------------------------------
+
+
+def _field_hint(cls, dotted: str) -> Any:
+    """The type of the field ``dotted`` (``grid.steps``) of config class ``cls``, or None if unknown."""
+    for part in dotted.split("."):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints or part not in {f.name for f in dataclasses.fields(cls)}:
+            return None
+        cls = hints[part]
+    return cls
+
+
+def _is_bool(hint: Any) -> bool:
+    return hint is bool or (typing.get_origin(hint) in (typing.Union, types.UnionType) and bool in typing.get_args(hint))
+
+
+def normalize_overrides(cls, args: list[str]) -> list[str]:
+    """``--field value``, ``--field=value`` and ``--field`` alone (a bool field: true; ``--no-field``: false) as
+    ``field=value``;
+    ``-`` in names as ``_`` (``--learning-rate``); ``key=value`` items pass through."""
+    out, i = [], 0
+    while i < len(args):
+        item = args[i]
+        if item.startswith("--") and len(item) > 2:
+            key, eq, value = item[2:].partition("=")
+            key = key.replace("-", "_")
+            negated = key.startswith("no_") and _is_bool(_field_hint(cls, key[3:]))
+            if eq:
+                out.append(f"{key}={value}")
+            elif negated:  # --no-progress
+                out.append(f"{key[3:]}=false")
+            else:
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                if _is_bool(_field_hint(cls, key)) and (nxt is None or nxt.lower() not in _TRUE_FALSE):
+                    out.append(f"{key}=true")
+                elif nxt is None:
+                    raise ValueError(f"--{item[2:]} needs a value (--{item[2:]} VALUE or {key}=VALUE)")
+                else:
+                    out.append(f"{key}={nxt}")
+                    i += 1
+        else:
+            out.append(item)
+        i += 1
+    return out
 
 
 def _build(cls, config: Optional[Path], overrides: Optional[list[str]]):
     try:
-        return build_config(cls, config, overrides)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        typer.echo(f"procsup: bad configuration: {e}", err=True)
-        raise typer.Exit(2) from None
+        return build_config(cls, config, normalize_overrides(cls, list(overrides or [])))
+    except (ValueError, TypeError, OSError) as e:
+        raise _fail(f"bad configuration: {e}", 2) from None
 
 
-def _epilog(cls) -> str:
-    return "Config fields:\n\n" + "\n\n".join(config_help(cls).splitlines())
+# --- help in CLI syntax, without importing the config's module ---------------------------------------------
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def cli_text(text: str) -> str:
+    """A docstring as plain text: ``:func:`~a.b.c``` -> ``c`` (``a.b.c`` without ``~``), ````x```` -> ``x``."""
+    text = re.sub(r":[a-z]+:`~([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = _ROLE.sub(lambda m: m.group(1), text)
+    return text.replace("``", "")
+
+
+def cli_value(value: Any) -> str:
+    """A default as it would be typed on the command line: ``a,b`` for a tuple, ``true``, ``none``,
+    ``\\n`` for a newline, ``""`` for an empty string."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(cli_value(v) for v in value)
+    if isinstance(value, str):
+        if value == "":
+            return '""'
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    return str(value)
+
+
+class _Unparsed(str):
+    """A default given by an expression that is not a literal: shown as written."""
+
+
+def _module_file(module: str) -> Path:
+    parts = module.split(".")
+    if parts[0] != "procsup":
+        raise ValueError(f"{module} is not a procsup module")
+    return Path(__file__).resolve().parent.joinpath(*parts[1:]).with_suffix(".py")
+
+
+def _literal(node: ast.AST | None, constants: dict[str, ast.AST]) -> Any:
+    if node is None:
+        return dataclasses.MISSING
+    if isinstance(node, ast.Name) and node.id in constants:
+        return _literal(constants[node.id], constants)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return _Unparsed(ast.unparse(node))
+
+
+def static_fields(module: str, name: str, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(dotted name, default, doc)`` of every field of the dataclass ``name`` in ``module``, read from the
+    source with :mod:`ast` (no import): own fields first, then inherited ones (as ``procsup.config.config_help``
+    orders them), nested config groups expanded as ``group.field``. A required field has
+    ``dataclasses.MISSING`` as default. ``tests/test_cli.py`` checks it against the imported classes."""
+    tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+    constants: dict[str, ast.AST] = {}
+    classes: dict[str, ast.ClassDef] = {}
+    imported: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            constants[node.targets[0].id] = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            constants[node.target.id] = node.value
+        elif isinstance(node, ast.ClassDef):
+            classes[node.name] = node
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("procsup"):
+            for alias in node.names:
+                imported[alias.asname or alias.name] = node.module
+
+    def where(cls_name: str) -> tuple[str, str] | None:
+        if cls_name in classes:
+            return module, cls_name
+        if cls_name in imported:
+            return imported[cls_name], cls_name
+        return None
+
+    cls = classes[name]
+    own: list[tuple[str, Any, str]] = []
+    body = cls.body
+    for i, node in enumerate(body):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        annotation = ast.unparse(node.annotation)
+        if annotation.startswith("ClassVar"):
+            continue
+        nxt = body[i + 1] if i + 1 < len(body) else None
+        doc = " ".join(nxt.value.value.split()) if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                                                    and isinstance(nxt.value.value, str)) else ""
+        value = node.value
+        group = where(annotation) if isinstance(node.annotation, ast.Name) else None
+        if group and (group[0] != module or group[1] in classes) and _is_dataclass_node(group, classes):
+            own.extend(static_fields(group[0], group[1], f"{prefix}{node.target.id}."))
+            continue
+        if isinstance(value, ast.Call) and ast.unparse(value.func) == "field":
+            kwargs = {k.arg: k.value for k in value.keywords}
+            if "default" in kwargs:
+                default = _literal(kwargs["default"], constants)
+            elif "default_factory" in kwargs:
+                factory = ast.unparse(kwargs["default_factory"])
+                default = {"list": [], "dict": {}, "tuple": ()}.get(factory, _Unparsed(f"{factory}()"))
+            else:
+                default = dataclasses.MISSING
+        else:
+            default = _literal(value, constants)
+        own.append((prefix + node.target.id, default, doc))
+    inherited: list[tuple[str, Any, str]] = []
+    for base in cls.bases:
+        found = where(ast.unparse(base)) if isinstance(base, ast.Name) else None
+        if found:
+            inherited.extend(static_fields(found[0], found[1], prefix))
+    names = {n for n, _, _ in own}
+    return own + [f for f in inherited if f[0] not in names]
+
+
+def _is_dataclass_node(found: tuple[str, str], classes: dict[str, ast.ClassDef]) -> bool:
+    module, name = found
+    node = classes.get(name)
+    if node is None:
+        tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+        node = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    return node is not None and any("dataclass" in ast.unparse(d) for d in node.decorator_list)
+
+
+def fields_help(module: str, name: str) -> str:
+    """The ``Config fields`` section of a command's help: ``name=default: doc`` per field, in CLI syntax."""
+    lines = []
+    for field_name, default, doc in static_fields(module, name):
+        shown = "(required)" if default is dataclasses.MISSING else cli_value(default)
+        lines.append(f"{field_name}={shown}: {cli_text(doc)}")
+    return "\n".join(lines)
+
+
+def _help_with_fields(config: str) -> type[TyperCommand]:
+    """A command class whose ``--help`` ends with the fields of the config class ``config``
+    (``"module:Class"``), read from its source when that help is shown (:func:`static_fields`)."""
+
+    class ConfigCommand(TyperCommand):
+        def format_help(self, ctx, formatter):
+            from rich.markup import escape
+
+            module, _, name = config.partition(":")
+            fields = fields_help(module, name).splitlines()
+            self.epilog = "Config fields (key=value or --key value):\n\n" + "\n\n".join(escape(f) for f in fields)
+            return super().format_help(ctx, formatter)
+
+    return ConfigCommand
+
+
+def _config_command(group: typer.Typer, name: str, config: str):
+    return group.command(name, cls=_help_with_fields(config), context_settings=CONFIG_CONTEXT)
+
+
+# --- shared helpers ----------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -41,34 +281,101 @@ def _bad_input(*kinds: type[BaseException]):
     try:
         yield
     except kinds as e:
-        typer.echo(f"procsup: {e}", err=True)
-        raise typer.Exit(1) from None
+        raise _fail(str(e)) from None
 
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _help_with_fields(config: str) -> type[TyperCommand]:
-    """A command class whose ``--help`` ends with the fields of the config class ``config``
-    (``"module:Class"``), imported only when that help is shown: the trainer and benchmark modules import
-    torch and transformers, which ``procsup --help`` and the light commands should not wait for (click's
-    lazy loading of subcommands, applied to the one thing the help needs)."""
+def _quiet_transformers(verbose: bool = False) -> None:
+    """transformers' loading bars and LOAD REPORT warnings only when asked for (``progress=true``)."""
+    if verbose:
+        return
+    import transformers
 
-    class ConfigCommand(TyperCommand):
-        def format_help(self, ctx, formatter):
-            module, _, name = config.partition(":")
-            self.epilog = _epilog(getattr(importlib.import_module(module), name))
-            return super().format_help(ctx, formatter)
-
-    return ConfigCommand
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
-@app.command(cls=_help_with_fields("procsup.trainers.pal:PALConfig"))
+def _distinct_paths(**paths: Optional[Path]) -> None:
+    """Input, output and reject files must be different files (resolved paths): a reject file equal to
+    the input grows forever, an output equal to the input truncates it before it is read."""
+    try:
+        from procsup.data.io import check_distinct_paths  # the shared check, where it exists
+    except ImportError:
+        check_distinct_paths = None
+    given = {k: p for k, p in paths.items() if p is not None}
+    if check_distinct_paths is not None:
+        try:
+            check_distinct_paths(**given)
+        except ValueError as e:
+            raise _fail(str(e)) from None
+        return
+    seen: dict[Path, str] = {}
+    for role, path in given.items():
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise _fail(f"{role} {path} is the same file as {seen[resolved]}; give different files")
+        seen[resolved] = f"{role} {path}"
+
+
+def _output_file(path: Path) -> None:
+    """Make ``path``'s folder now, before any work, and refuse a directory: a bad output fails in a second."""
+    if path.is_dir():
+        raise _fail(f"output {path} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _fail(f"cannot create the folder of {path}: {e.strerror or e}") from None
+
+
+def _task(name: str):
+    if name not in TASKS:
+        raise typer.BadParameter(f"task must be one of {', '.join(TASKS)}, got {name!r}")
+    module = importlib.import_module(f"procsup.tasks.{name}")
+    cls = {"addition": "AdditionTask", "grid": "GridTask", "logic": "LogicTask", "word_problems": "WordProblemTask"}[name]
+    return getattr(module, cls)()
+
+
+def read_source(path: Path, source: Optional[str], mapping: Optional[str], *, rejects: Optional[Path] = None,
+                keep_after_error: bool = False):
+    """Trajectories from ``path``: procsup JSONL, or a public dataset (``source``, one of :data:`SOURCES`)
+    through its converter, or any dataset of the usual shape through a field ``mapping``."""
+    from procsup.data import converters as c
+    from procsup.data.io import read_jsonl
+
+    if source is not None and mapping is not None:
+        raise typer.BadParameter("give --from or --map, not both")
+    if mapping is not None:
+        return c.read_mapped(path, c.parse_mapping(mapping), rejects=rejects, keep_after_error=keep_after_error)
+    if source is None:
+        return read_jsonl(path, rejects=rejects)
+    if source not in SOURCES:
+        raise typer.BadParameter(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source in ("processbench", "mr-ben"):
+        reader = c.read_processbench if source == "processbench" else c.read_mr_ben
+        return reader(path, rejects=rejects, keep_after_error=keep_after_error)
+    reader = {"prm800k": c.read_prm800k, "math-shepherd": c.read_math_shepherd, "prmbench": c.read_prmbench,
+              "gsm8k": c.read_gsm8k, "agentprocessbench": c.read_agentprocessbench}[source]
+    return reader(path, rejects=rejects)
+
+
+FromOpt = typer.Option(None, "--from", help=f"Read a public dataset through its converter: {', '.join(SOURCES)}.")
+MapOpt = typer.Option(None, "--map", help="Read any dataset of the usual shape: key=field pairs for question, steps, "
+                      "first_error (0-based, -1 none) or labels (per step), answer; e.g. "
+                      "question=problem,steps=steps,first_error=label,answer=final. Dotted fields reach into objects.")
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+
+@_config_command(app, "train", "procsup.trainers.pal:PALConfig")
 def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Train a local Hugging Face causal LM with PAL (mode=history|state) or outcome-only (mode=outcome).
 
-    Example: procsup train model=./tiny train_file=data.jsonl output_dir=runs/pal mode=history lam=1.0
+    Example: procsup train --model ./tiny --train_file data.jsonl --output_dir runs/pal --mode history
+
     Several processes: accelerate launch --num_processes 2 -m procsup.cli train ...
     """
     from procsup.data.trajectory import TrajectoryError
@@ -77,17 +384,17 @@ def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = O
 
     _setup_logging()
     cfg = _build(PALConfig, config, overrides)
-    with _bad_input(TrajectoryError, FileNotFoundError, ValueError):
+    with _bad_input(TrajectoryError, OSError, ValueError):
         result = run(cfg)
     typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
-    typer.echo(f"checkpoint: {Path(cfg.output_dir) / f'checkpoint-{cfg.max_steps}'}")
+    typer.echo(f"checkpoint: {Path(cfg.output_dir) / f'checkpoint-{result.steps}'}")
 
 
-@app.command("train-prm", cls=_help_with_fields("procsup.trainers.prm:PRMConfig"))
+@_config_command(app, "train-prm", "procsup.trainers.prm:PRMConfig")
 def train_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Train a process reward model on trajectories with step labels (hard: soft=false; soft: soft=true).
 
-    Example: procsup train-prm model=./tiny train_file=labelled.jsonl output_dir=runs/prm
+    Example: procsup train-prm --model ./tiny --train_file labelled.jsonl --output_dir runs/prm
     """
     from procsup.data.trajectory import TrajectoryError
     from procsup.trainers.prm import PRMConfig
@@ -95,45 +402,285 @@ def train_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]]
 
     _setup_logging()
     cfg = _build(PRMConfig, config, overrides)
-    with _bad_input(TrajectoryError, FileNotFoundError, ValueError):
+    with _bad_input(TrajectoryError, OSError, ValueError):
         result = run(cfg)
     typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
+    typer.echo(f"checkpoint: {Path(cfg.output_dir) / f'checkpoint-{result.steps}'}")
+
+
+# --- data -------------------------------------------------------------------------------------------------
+
+
+@app.command("make-data")
+def make_data(
+    task: str = typer.Argument(..., help="addition, grid, logic or word_problems."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL of trajectories (written atomically)."),
+    mode: str = typer.Option("history", help="history (the task's expert trace: the steps as text) or state "
+                             "(each step with the state it is taken in, for mode=state training)."),
+    labels: str = typer.Option("none", help="none; exact (every step True); corrupt (steps corrupted with "
+                               "--corrupt-rate, every step labelled by the task's exact checker: PRM data)."),
+    corrupt_rate: float = typer.Option(0.3, help="With --labels corrupt: the chance that a step is corrupted."),
+    count: int = typer.Option(100, help="Number of problems (one trajectory each)."),
+    size: str = typer.Option("3", help="Problem size (digits, grid side, chain length, operations), or a range "
+                             "such as 1-3 (the count split evenly over the sizes)."),
+    seed: int = typer.Option(0, help="Seed of the problems (and of the corruptions)."),
+) -> None:
+    """Write trajectories of a verifiable task: expert traces for PAL training, or labelled ones for a PRM.
+
+    Example: procsup make-data addition --mode state --count 200 --size 1-3 -o data.jsonl
+    """
+    import random
+    from dataclasses import replace
+
+    from procsup.data.io import write_jsonl
+
+    if mode not in ("history", "state"):
+        raise typer.BadParameter(f"--mode must be history or state, got {mode!r}")
+    if labels not in ("none", "exact", "corrupt"):
+        raise typer.BadParameter(f"--labels must be none, exact or corrupt, got {labels!r}")
+    if not 0.0 <= corrupt_rate <= 1.0:
+        raise typer.BadParameter(f"--corrupt-rate must be in [0, 1], got {corrupt_rate}")
+    if count < 1:
+        raise typer.BadParameter(f"--count must be >= 1, got {count}")
+    lo, dash, hi = size.partition("-")
+    try:
+        sizes = list(range(int(lo), int(hi) + 1)) if dash else [int(size)]
+    except ValueError:
+        raise typer.BadParameter(f"--size must be an int or a range a-b, got {size!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"--size must be >= 1 (a range low-high), got {size!r}")
+    _output_file(out)
+    t = _task(task)
+    problems = []
+    for k, s in enumerate(sizes):
+        n = count // len(sizes) + (k < count % len(sizes))
+        if n:
+            problems += t.sample(seed, s, n)
+    rng = random.Random(seed)
+    trajs = []
+    for p in problems:
+        traj = t.expert(p) if mode == "history" else t.state_trajectory(p)
+        if labels == "exact":
+            traj = replace(traj, steps=tuple(replace(st, label=True) for st in traj.steps))
+        elif labels == "corrupt" and mode == "history":
+            from procsup.annotation.oracle import inject_corruptions
+
+            traj = inject_corruptions(t, p, traj, rng, corrupt_rate)
+        elif labels == "corrupt":
+            traj = _corrupt_state_trajectory(t, p, traj, rng, corrupt_rate)
+        else:
+            traj = replace(traj, steps=tuple(replace(st, label=None) for st in traj.steps))
+        trajs.append(traj)
+    with _bad_input(OSError, ValueError):
+        write_jsonl(trajs, out)
+    n_labels = [lab for tr in trajs for lab in tr.labels if lab is not None]
+    wrong = sum(lab is False for lab in n_labels)
+    note = f"; {len(n_labels)} labelled steps, {wrong} wrong" if labels != "none" else ""
+    typer.echo(f"wrote {len(trajs)} {task} trajectories ({mode} mode, sizes {size}){note} to {out}")
+
+
+def _corrupt_state_trajectory(task, problem, traj, rng, rate: float):
+    """A state-mode expert trace with each action corrupted with probability ``rate``, each step labelled by
+    ``task.check_state_step`` in the state it was recorded in (the expert's: later steps stay as recorded,
+    the view a state-mode PRM reads one step at a time). ``meta['corrupted']`` lists the changed steps."""
+    from dataclasses import replace
+
+    state, steps, changed = task.initial_state(problem), [], []
+    for i, st in enumerate(traj.steps):
+        action = task.corrupt(st.action, rng) if rng.random() < rate else st.action
+        if action != st.action:
+            changed.append(i)
+        steps.append(replace(st, action=action, label=bool(task.check_state_step(state, action))))
+        state = task.execute(state, st.action)  # the recorded (expert) path
+    return replace(traj, steps=tuple(steps), meta={**traj.meta, "corrupted": changed})
+
+
+@app.command()
+def validate(
+    path: Path = typer.Argument(..., help="JSONL of trajectories."),
+    rejects: Optional[Path] = typer.Option(None, help="Write bad records here with their reason instead of stopping."),
+) -> None:
+    """Check a trajectory file; the first error names file, line and field."""
+    from procsup.data.io import read_jsonl
+    from procsup.data.trajectory import TrajectoryError
+
+    _distinct_paths(input=path, rejects=rejects)
+    with _bad_input(TrajectoryError, OSError):
+        trajs = read_jsonl(path, rejects=rejects)
+    labelled = sum(t.has_labels for t in trajs)
+    typer.echo(f"{path}: {len(trajs)} valid trajectories, {sum(len(t.steps) for t in trajs)} steps, {labelled} fully labelled")
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="Input file."),
+    dst: Path = typer.Argument(..., help="Output JSONL (written atomically)."),
+    source: Optional[str] = FromOpt,
+    mapping: Optional[str] = MapOpt,
+    to: Optional[str] = typer.Option(None, "--to", help="procsup (trajectories; the default with --from/--map) or "
+                                     "stepwise (TRL prompt/completions/labels). Without --from/--map, the input "
+                                     "is the other of the two."),
+    keep_after_error: bool = typer.Option(False, help="First-error datasets (processbench, mr-ben, --map "
+                                          "first_error): keep the steps after the first error, unlabelled."),
+    rejects: Optional[Path] = typer.Option(None, help="Reject file for bad records (with the reason)."),
+) -> None:
+    """Convert a public step-labelled dataset (--from) or any of the usual shape (--map) to procsup
+    trajectories, or between procsup trajectories and TRL's stepwise-supervision format (--to).
+
+    Examples: procsup convert --from math-shepherd math_shepherd.jsonl train.jsonl;
+    procsup convert my.jsonl train.jsonl --map question=problem,steps=steps,first_error=label,answer=final;
+    procsup convert data.jsonl stepwise.jsonl --to stepwise
+    """
+    from procsup.data.convert import read_stepwise_jsonl, write_stepwise_jsonl
+    from procsup.data.io import write_jsonl
+    from procsup.data.trajectory import TrajectoryError
+
+    if to not in (None, "stepwise", "procsup"):
+        raise typer.BadParameter(f"--to must be stepwise or procsup, got {to!r}")
+    if to is None and source is None and mapping is None:
+        raise typer.BadParameter("give --from DATASET, --map FIELDS, or --to stepwise|procsup")
+    _distinct_paths(input=src, output=dst, rejects=rejects)
+    _output_file(dst)
+    with _bad_input(TrajectoryError, OSError, ValueError):
+        if source is None and mapping is None and to == "procsup":
+            trajs = read_stepwise_jsonl(src, rejects=rejects)
+        else:
+            trajs = read_source(src, source, mapping, rejects=rejects, keep_after_error=keep_after_error)
+        if to == "stepwise":
+            write_stepwise_jsonl(trajs, dst)
+        else:
+            write_jsonl(trajs, dst)
+    labelled = sum(lab is not None for t in trajs for lab in t.labels)
+    steps = sum(len(t.steps) for t in trajs)
+    note = f"; rejects in {rejects}" if rejects is not None else ""
+    typer.echo(f"wrote {len(trajs)} trajectories ({steps} steps, {labelled} labelled) to {dst}{note}")
+
+
+# --- scoring and evaluation -------------------------------------------------------------------------------
 
 
 @app.command()
 def score(
     model: Path = typer.Argument(..., help="A PRM checkpoint directory (procsup train-prm)."),
-    data: Path = typer.Argument(..., help="JSONL of trajectories to score (labels, if any, are ignored)."),
-    out: Path = typer.Argument(..., help="Output JSONL: the trajectories with meta['step_scores'] (written atomically)."),
+    data: Path = typer.Argument(..., help="Trajectories to score (labels, if any, are ignored): procsup JSONL, or "
+                                "a dataset read with --from/--map."),
+    out: Path = typer.Argument(..., help="Output JSONL: the trajectories with meta.step_scores (written atomically)."),
+    source: Optional[str] = FromOpt,
+    mapping: Optional[str] = MapOpt,
     step_sep: Optional[str] = typer.Option(
         None, help="Only for a PRM saved without procsup.json: its step separator (\\n, \\t, \\\\ decoded). "
         "Otherwise the saved one is used, and a different value is an error."),
     input_sep: Optional[str] = typer.Option(None, help="Like --step-sep, for the input separator."),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, help="Trajectories per forward pass (>= 1)."),
 ) -> None:
     """Score every step of every trajectory with a PRM, all steps of a trajectory in one forward pass, in the
-    step format the PRM was saved with (its procsup.json)."""
+    step format the PRM was saved with (its procsup.json). With --from/--map a first-error dataset keeps the
+    steps after the error (all are scored; meta.first_error keeps the truth)."""
     from dataclasses import replace
 
-    from procsup.data.io import read_jsonl, write_jsonl
+    from procsup.data.io import write_jsonl
     from procsup.data.trajectory import TrajectoryError
-    from procsup.models.prm import load_prm
-    from procsup.models.prm import score as run
     from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format, unescape
 
+    if batch_size < 1:
+        raise typer.BadParameter(f"--batch-size must be >= 1, got {batch_size}")
+    _distinct_paths(input=data, output=out)
+    _output_file(out)
     with _bad_input(TrajectoryError, OSError, ValueError):
         saved = load_format(model)  # checked before the weights load: a wrong folder or flag fails at once
         check_kind(saved, "prm", model)
         fmt = resolve_format(saved, model, step_sep=step_sep and unescape(step_sep, "--step-sep"),
                              input_sep=input_sep and unescape(input_sep, "--input-sep"))
-        trajs = read_jsonl(data)
+        trajs = read_source(data, source, mapping, keep_after_error=True)
+    if not trajs:
+        raise _fail(f"{data} holds no trajectory")
+    _quiet_transformers()
+    from procsup.models.prm import load_prm
+    from procsup.models.prm import score as run
+
+    with _bad_input(OSError, ValueError):
         prm, tok, _ = load_prm(model)
     if saved is None:
         typer.echo(f"procsup: warning: {model} has no {FORMAT_FILE}, its step format was not recorded; using {fmt}",
                    err=True)
     scores = run(prm, tok, trajs, fmt, batch_size=batch_size)
-    write_jsonl([replace(t, meta={**t.meta, "step_scores": s}) for t, s in zip(trajs, scores)], out)
-    typer.echo(f"scored {len(trajs)} trajectories into {out}")
+    with _bad_input(TrajectoryError, OSError):
+        write_jsonl([replace(t, meta={**t.meta, "step_scores": s}) for t, s in zip(trajs, scores)], out)
+    written = sum(1 for line in out.open(encoding="utf-8") if line.strip())
+    if written != len(trajs):
+        raise _fail(f"wrote {written} lines for {len(trajs)} trajectories into {out}")
+    typer.echo(f"scored {written} trajectories ({sum(map(len, scores))} steps) into {out}")
+
+
+@app.command("evaluate-prm")
+def evaluate_prm(
+    prm_or_data: Path = typer.Argument(..., metavar="[PRM] DATA",
+                                       help="A PRM checkpoint then the data; or only data already scored "
+                                       "(meta.step_scores, from procsup score)."),
+    data: Optional[Path] = typer.Argument(None, show_default=False, metavar=""),
+    source: Optional[str] = FromOpt,
+    mapping: Optional[str] = MapOpt,
+    threshold: Optional[float] = typer.Option(None, help="First-error threshold for every sample. Default: chosen "
+                                              "on a seeded random half, the F1 reported on the other half."),
+    seed: int = typer.Option(0, help="Seed of the split and of the random rows."),
+    draws: int = typer.Option(100, help="Draws of the random rows (mean and 90th percentile reported)."),
+    batch_size: int = typer.Option(32, help="Trajectories per forward pass when scoring (>= 1)."),
+    layout: Optional[str] = typer.Option(None, help="State-mode data only: trace or step, the view the PRM was "
+                                         "trained on."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report as JSON here."),
+) -> None:
+    """Evaluate a PRM on step-labelled data: ProcessBench first-error F1 (threshold chosen on a held-out
+    random half, or given), step AUROC and accuracy, PRMBench's PRMScore (data with meta.classification),
+    best-of-N and voting (several candidates per problem with meta.correct), each beside trivial rows:
+    uniform random scores through the same threshold procedure, always correct, always the first step wrong,
+    a coin biased to the label prior.
+
+    Examples: procsup evaluate-prm runs/prm/checkpoint-50 gsm8k.json --from processbench;
+    procsup evaluate-prm scored.jsonl
+    """
+    import json
+
+    from procsup.data.trajectory import TrajectoryError
+    from procsup.evaluation.prm_report import format_report, prm_report
+
+    if batch_size < 1:
+        raise typer.BadParameter(f"--batch-size must be >= 1, got {batch_size}")
+    if draws < 1:
+        raise typer.BadParameter(f"--draws must be >= 1, got {draws}")
+    prm, data = (prm_or_data, data) if data is not None else (None, prm_or_data)
+    if json_out is not None:
+        _distinct_paths(input=data, json=json_out)
+        _output_file(json_out)
+    with _bad_input(TrajectoryError, OSError, ValueError):
+        if prm is not None:
+            from procsup.models.saved import check_kind, load_format
+
+            check_kind(load_format(prm), "prm", prm)
+        trajs = read_source(data, source, mapping, keep_after_error=True)
+    if not trajs:
+        raise _fail(f"{data} holds no trajectory")
+    if prm is None:
+        missing = [i for i, t in enumerate(trajs) if not isinstance(t.meta.get("step_scores"), list)]
+        if missing:
+            raise _fail(f"{data}: trajectory {missing[0]} has no meta.step_scores; give a PRM first "
+                        f"(procsup evaluate-prm PRM {data}) or score it (procsup score)")
+        scores = [t.meta["step_scores"] for t in trajs]
+    else:
+        _quiet_transformers()
+        from procsup.scorers import load_prm_scorer
+
+        with _bad_input(OSError, ValueError):
+            scorer = load_prm_scorer(prm, layout, batch_size)
+        scores = scorer(trajs)
+    with _bad_input(ValueError):
+        report = prm_report(trajs, scores, threshold=threshold, seed=seed, draws=draws)
+    report["data"], report["prm"] = str(data), None if prm is None else str(prm)
+    typer.echo(format_report(report))
+    if json_out is not None:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        tmp.replace(json_out)
+        typer.echo(f"wrote {json_out}")
 
 
 @app.command("init-model")
@@ -151,43 +698,6 @@ def init_model(
     model, tok = build_tiny_model(TinyModelConfig(arch, hidden_size, num_layers, num_heads), seed=seed)
     save_model(model, tok, path)
     typer.echo(f"wrote {arch} model ({sum(p.numel() for p in model.parameters()):,} parameters) to {path}")
-
-
-@app.command()
-def validate(
-    path: Path = typer.Argument(..., help="JSONL of trajectories."),
-    rejects: Optional[Path] = typer.Option(None, help="Write bad records here with their reason instead of stopping."),
-) -> None:
-    """Check a trajectory file; the first error names file, line and field."""
-    from procsup.data.io import read_jsonl
-    from procsup.data.trajectory import TrajectoryError
-
-    with _bad_input(TrajectoryError, FileNotFoundError):
-        trajs = read_jsonl(path, rejects=rejects)
-    labelled = sum(t.has_labels for t in trajs)
-    typer.echo(f"{path}: {len(trajs)} valid trajectories, {sum(len(t.steps) for t in trajs)} steps, {labelled} fully labelled")
-
-
-@app.command()
-def convert(
-    src: Path = typer.Argument(..., help="Input JSONL."),
-    dst: Path = typer.Argument(..., help="Output JSONL (written atomically)."),
-    to: str = typer.Option(..., "--to", help="'stepwise' (TRL prompt/completions/labels) or 'procsup'."),
-    rejects: Optional[Path] = typer.Option(None, help="Reject file for bad records."),
-) -> None:
-    """Convert between procsup trajectories and TRL's stepwise-supervision format."""
-    from procsup.data.convert import read_stepwise_jsonl, write_stepwise_jsonl
-    from procsup.data.io import read_jsonl, write_jsonl
-    from procsup.data.trajectory import TrajectoryError
-
-    if to not in ("stepwise", "procsup"):
-        raise typer.BadParameter("--to must be 'stepwise' or 'procsup'")
-    with _bad_input(TrajectoryError, FileNotFoundError):
-        if to == "stepwise":
-            write_stepwise_jsonl(read_jsonl(src, rejects=rejects), dst)
-        else:
-            write_jsonl(read_stepwise_jsonl(src, rejects=rejects), dst)
-    typer.echo(f"wrote {dst}")
 
 
 @app.command()
@@ -213,16 +723,11 @@ def evaluate(
     from procsup.models.factory import load_model
     from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format, resolve_mode
     from procsup.rollout import LMPolicy
-    from procsup.tasks.addition import AdditionTask
-    from procsup.tasks.grid import GridTask
-    from procsup.tasks.logic import LogicTask
-    from procsup.tasks.word_problems import WordProblemTask
 
-    tasks = {"addition": AdditionTask, "grid": GridTask, "logic": LogicTask, "word_problems": WordProblemTask}
-    if task not in tasks:
-        raise typer.BadParameter(f"task must be one of {sorted(tasks)}")
+    t = _task(task)
     if mode is not None and mode not in MODES:
-        raise typer.BadParameter(f"mode must be one of {MODES}")
+        raise typer.BadParameter(f"mode must be one of {', '.join(MODES)}")
+    _quiet_transformers()
     with _bad_input(FileNotFoundError, OSError, ValueError):
         saved = load_format(model)  # checked before the weights load: a wrong folder or mode fails at once
         check_kind(saved, "policy", model)  # a PRM, or an action head (its backbone alone is not the policy)
@@ -232,35 +737,36 @@ def evaluate(
     if saved is None:
         typer.echo(f"procsup: warning: {model} has no {FORMAT_FILE}, its step format and mode were not recorded; "
                    f"using {fmt} and mode {mode!r}", err=True)
-    t = tasks[task]()
     metrics = run(LMPolicy(lm, tok, t, fmt, mode), t.sample(seed, size, count))
     typer.echo(json.dumps({"task": task, "size": size, "mode": mode, **metrics}))
 
 
-@bench_app.command("addition", cls=_help_with_fields("procsup.bench.addition:AdditionBenchConfig"))
+# --- benchmarks -------------------------------------------------------------------------------------------
+
+
+@_config_command(bench_app, "addition", "procsup.bench.addition:AdditionBenchConfig")
 def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Outcome-only vs PAL-history vs PAL-state on n-digit addition: train on 1-3 digits, test on 3/5/10/20.
 
     Example (quick): procsup bench addition seeds=0 steps=300 test_size=100
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from procsup.bench.addition import AdditionBenchConfig, main
+    from procsup.bench.report import cached_note, fit_table
 
     cfg = _build(AdditionBenchConfig, config, overrides)
+    _quiet_transformers(cfg.progress)
+    started = time.time()
     result = main(cfg)
-    header, *rows = result["rows"]
-    table = Table(title=f"Addition exact match (%), mean ± std over seeds {list(cfg.seeds)}")
-    for h in header:
-        table.add_column(h, justify="right")
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
-    typer.echo(f"wall time {result['wall_seconds']:.0f}s; wrote {cfg.output_dir}/results.json and accuracy.png")
+    typer.echo(f"Addition exact match (%), mean ± std over seeds {','.join(map(str, cfg.seeds))}")
+    typer.echo(fit_table(result["rows"]))
+    runs = {f"{r['method']}-seed{r['seed']}": Path(cfg.output_dir) / f"{r['method']}-seed{r['seed']}" / "eval.json"
+            for r in result["runs"]}
+    reused = [name for name, path in runs.items() if path.is_file() and path.stat().st_mtime < started]
+    typer.echo(f"{cached_note(reused, len(runs), result['wall_seconds'])}; "
+               f"wrote {cfg.output_dir}/results.json and accuracy.png")
 
 
-@bench_app.command("paper", cls=_help_with_fields("procsup.bench.paper:PaperBenchConfig"))
+@_config_command(bench_app, "paper", "procsup.bench.paper:PaperBenchConfig")
 def bench_paper(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """The synthetic rows of the PAL paper's Table 1 with our tasks (addition, grid, logic, word problems,
     consistency ablation), our figures beside the paper's, mean ± std over seeds.
@@ -269,10 +775,12 @@ def bench_paper(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str
     """
     from procsup.bench.paper import PaperBenchConfig, main
 
-    main(_build(PaperBenchConfig, config, overrides))
+    cfg = _build(PaperBenchConfig, config, overrides)
+    _quiet_transformers(cfg.progress)
+    main(cfg)
 
 
-@bench_app.command("prm", cls=_help_with_fields("procsup.bench.prm:PRMBenchConfig"))
+@_config_command(bench_app, "prm", "procsup.bench.prm:PRMBenchConfig")
 def bench_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
     """Best-of-N with a PRM (each aggregation) vs an ORM vs majority vote, step AUROC against oracle
     labels, and PRM beam search at equal policy samples, on addition with a weak policy.
@@ -281,7 +789,9 @@ def bench_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]]
     """
     from procsup.bench.prm import PRMBenchConfig, main
 
-    main(_build(PRMBenchConfig, config, overrides))
+    cfg = _build(PRMBenchConfig, config, overrides)
+    _quiet_transformers(cfg.progress)
+    main(cfg)
 
 
 if __name__ == "__main__":

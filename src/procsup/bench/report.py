@@ -1,8 +1,11 @@
-"""Benchmark summaries: mean ± std over seeds, and tables as text or Markdown."""
+"""Benchmark summaries: mean ± std over seeds, tables as text (at most 80 columns) or Markdown, and the
+line that says which runs were read back from the cache."""
 
 from __future__ import annotations
 
 import statistics
+
+WIDTH = 80
 
 
 def stat(values: list[float | None]) -> dict | None:
@@ -24,4 +27,40 @@ def render(rows: list[list[str]], markdown: bool = False) -> str:
         lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def fit_table(rows: list[list[str]], width: int = WIDTH, keys: int = 1) -> str:
+    """:func:`render` as text, split into several tables of at most ``width`` columns when it is wider: each
+    part repeats the first ``keys`` columns (the row names) and takes as many of the others as fit. A single
+    column too wide to fit is cut with ``…``."""
+    if len(render(rows)) and max(map(len, render(rows).splitlines())) <= width:
+        return render(rows)
+    key_rows = [r[:keys] for r in rows]
+    key_width = max(map(len, render(key_rows).splitlines())) + 2
+    parts, current, used = [], [], key_width
+    for i in range(keys, len(rows[0])):
+        col = max(len(r[i]) for r in rows) + 2
+        if current and used + col > width:
+            parts.append(current)
+            current, used = [], key_width
+        current.append(i)
+        used += col
+    if current:
+        parts.append(current)
+    tables = []
+    for cols in parts:
+        part = [r[:keys] + [r[i] for i in cols] for r in rows]
+        tables.append("\n".join(line if len(line) <= width else line[: width - 1] + "…"
+                                for line in render(part).splitlines()))
+    return "\n\n".join(tables)
+
+
+def cached_note(reused: list[str], total: int, wall_seconds: float) -> str:
+    """``"all 3 runs cached (read back, not re-run): a, b, c"``, or the wall time and which runs were cached."""
+    if total and len(reused) == total:
+        return f"all {total} runs cached (read back, not re-run): {', '.join(reused)}"
+    note = f"wall time {wall_seconds:.0f}s"
+    if reused:
+        note += f"; {len(reused)} of {total} runs cached (read back): {', '.join(reused)}"
+    return note

@@ -673,3 +673,113 @@ def read_agentprocessbench(
     """AgentProcessBench JSONL with full ``messages`` (e.g. ``hotpotqa.jsonl``) -> trajectories."""
     _neutral(neutral)
     return list(iter_records(path, functools.partial(from_agentprocessbench, neutral=neutral), rejects=rejects))
+
+
+# --- Any dataset of the usual shape (a field mapping) ------------------------------------------
+
+MAP_KEYS = ("question", "steps", "first_error", "labels", "answer")
+"""The fields :func:`from_mapped` reads; a mapping names, for each, the record's field (dotted for nesting)."""
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """``"question=problem,steps=steps,first_error=label,answer=final"`` -> ``{"question": "problem", ...}``.
+    ``question`` and ``steps`` are required; at most one of ``first_error`` and ``labels``."""
+    mapping: dict[str, str] = {}
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        key, sep, field = item.partition("=")
+        key, field = key.strip(), field.strip()
+        if not sep or not field:
+            raise ValueError(f"--map item {item!r} must look like key=field")
+        if key not in MAP_KEYS:
+            raise ValueError(f"--map key {key!r} is not one of {', '.join(MAP_KEYS)}")
+        mapping[key] = field
+    missing = [k for k in ("question", "steps") if k not in mapping]
+    if missing:
+        raise ValueError(f"--map needs {' and '.join(missing)} (e.g. question=problem,steps=steps)")
+    if "first_error" in mapping and "labels" in mapping:
+        raise ValueError("--map takes first_error or labels, not both")
+    return mapping
+
+
+def _get(record: Any, dotted: str) -> Any:
+    """``record["a"]["b"]`` for ``"a.b"``; a missing part is a :class:`TrajectoryError` naming the path."""
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            raise TrajectoryError(f"must be a JSON object, got {type(value).__name__}", field=dotted.rpartition(".")[0] or None)
+        if part not in value:
+            raise TrajectoryError("missing required field", field=dotted)
+        value = value[part]
+    return value
+
+
+def _mapped_label(value: Any, field: str) -> Label | None:
+    """A per-step label of a mapped dataset: true/false, 1/0 (hard), +1/-1 (ratings), a float in [0, 1]
+    (soft), null (unlabelled). ``0`` is False, as in 0/1 lists; -1 is False, as in ratings."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (-1, 0, 1):
+        return value == 1
+    if isinstance(value, float) and 0.0 <= value <= 1.0:
+        return value
+    if isinstance(value, str) and value in ("+", "-"):
+        return value == "+"
+    raise TrajectoryError(f"must be true/false, 1/0/-1, '+'/'-', a float in [0, 1] or null, got {value!r}", field=field)
+
+
+def from_mapped(record: Any, mapping: dict[str, str], *, keep_after_error: bool = False) -> Trajectory:
+    """One record of a dataset of the usual shape -> trajectory, its fields named by ``mapping``
+    (:func:`parse_mapping`): ``question`` (a string), ``steps`` (a list of strings, or one string split on
+    newlines), ``answer`` (optional; any scalar, as a string), and the labels either as ``first_error`` (the
+    0-based index of the first wrong step; -1, null or "N/A" for none; steps after it dropped unless
+    ``keep_after_error``, as for ProcessBench) or as per-step ``labels`` (see :func:`_mapped_label`).
+    Without either, the steps are unlabelled."""
+    question = _get(record, mapping["question"])
+    if not isinstance(question, str):
+        raise TrajectoryError(f"must be a string, got {type(question).__name__}", field=mapping["question"])
+    raw_steps = _get(record, mapping["steps"])
+    steps_field = mapping["steps"]
+    if isinstance(raw_steps, str):
+        raw_steps = [s for s in raw_steps.split("\n") if s.strip()]
+    if not isinstance(raw_steps, list):
+        raise TrajectoryError(f"must be a list of strings or a string, got {type(raw_steps).__name__}", field=steps_field)
+    for i, s in enumerate(raw_steps):
+        if not isinstance(s, str):
+            raise TrajectoryError(f"must be a string, got {type(s).__name__}", field=f"{steps_field}[{i}]")
+    meta: dict[str, Any] = {"source": "mapped"}
+    if "first_error" in mapping:
+        raw = _get(record, mapping["first_error"])
+        if raw is None or raw == "N/A":
+            raw = -1
+        if isinstance(raw, bool) or not isinstance(raw, int) or not -1 <= raw < len(raw_steps):
+            raise TrajectoryError(f"{raw!r} is not -1 or a step index (0..{len(raw_steps) - 1})", field=mapping["first_error"])
+        labels = _first_error_labels(len(raw_steps), raw, keep_after_error=keep_after_error)
+        meta.update(first_error=raw, n_steps=len(raw_steps))
+    elif "labels" in mapping:
+        raw_labels = _get(record, mapping["labels"])
+        if not isinstance(raw_labels, list) or len(raw_labels) != len(raw_steps):
+            got = f"{len(raw_labels)} labels" if isinstance(raw_labels, list) else type(raw_labels).__name__
+            raise TrajectoryError(f"must be a list of one label per step ({len(raw_steps)}), got {got}", field=mapping["labels"])
+        labels = [_mapped_label(v, f"{mapping['labels']}[{i}]") for i, v in enumerate(raw_labels)]
+    else:
+        labels = [None] * len(raw_steps)
+    target = ""
+    if "answer" in mapping:
+        answer = _get(record, mapping["answer"])
+        target = "" if answer is None else answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
+    kept = raw_steps[: len(labels)]
+    sources = [f"{steps_field}[{i}]" for i in range(len(kept))]
+    return _build(question, target, kept, labels, sources, meta, steps_field=steps_field)
+
+
+def read_mapped(path: str | Path, mapping: dict[str, str], *, rejects: str | Path | None = None,
+                keep_after_error: bool = False) -> list[Trajectory]:
+    """A JSONL file, or a JSON array file (``.json``), of records of the usual shape -> trajectories; see
+    :func:`from_mapped`."""
+    path = Path(path)
+    parse = functools.partial(from_mapped, mapping=mapping, keep_after_error=keep_after_error)
+    if path.suffix == ".json":
+        return list(_convert_items(path, _json_array_items(path), parse, rejects))
+    return list(iter_records(path, parse, rejects=rejects))
