@@ -131,7 +131,7 @@ def test_nested_overrides_are_typed_and_merge_with_yaml(tmp_path):
     path.write_text("grid:\n  steps: 100\n  lr: 0.5\nlogic: {views: [field]}\n")
     cfg = build_config(_Bench, path, ["grid.lr=none"])
     assert cfg.grid == _Row(steps=100, lr=None)  # the file's other grid fields survive an override of one
-    assert cfg.logic == _Row(steps=5, views=["field"])  # the group's own default (steps=5) under the file's values
+    assert cfg.logic == _Row(steps=5, views=("field",))  # the group's own default (steps=5) under the file's values
 
 
 @pytest.mark.parametrize(
@@ -164,3 +164,111 @@ def test_config_help_lists_nested_fields():
     assert "grid.steps=300: Optimizer steps of the row." in lines
     assert "logic.steps=5: Optimizer steps of the row." in lines  # the group's default, not the class's
     assert len(lines) == 7
+
+
+# --- YAML values go through the same typed parser as key=value ---
+
+
+def _yaml(tmp_path, text: str, name: str = "run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_yaml_values_are_typed_like_overrides(tmp_path):
+    """YAML ``resume: "false"`` resumed (a non-empty string is truthy) and ``1e-3`` stayed a string (PyYAML
+    wants ``1.0e-3``): each YAML value now means what the same text means as key=value."""
+    path = _yaml(tmp_path, 'output_dir: out\nresume: "false"\nprogress: "off"\nlearning_rate: 1e-3\nlam: 1\n'
+                           'max_grad_norm: "0.5"\nbatch_size: "8"\nmodel: null\n')
+    cfg = build_config(PALConfig, path)
+    assert cfg.resume is False and cfg.progress is False
+    assert cfg.learning_rate == 1e-3 and type(cfg.learning_rate) is float
+    assert cfg.lam == 1.0 and type(cfg.lam) is float
+    assert cfg.max_grad_norm == 0.5 and cfg.batch_size == 8 and cfg.model is None
+    words = ["output_dir=out", "resume=false", "progress=off", "learning_rate=1e-3", "lam=1", "max_grad_norm=0.5",
+             "batch_size=8", "model=null"]
+    assert build_config(PALConfig, None, words) == cfg
+
+
+def test_yaml_lists_become_tuples_and_scalars_one_item_tuples(tmp_path):
+    cfg = build_config(_Bench, _yaml(tmp_path, "grid: {views: [a, b]}\nlogic: {views: c}\n"))
+    assert cfg.grid.views == ("a", "b") and cfg.logic.views == ("c",)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("resume: maybe", r"run.yaml: resume must be true or false, got 'maybe'"),
+        ("resume: 2", "resume must be true or false, got 2"),
+        ("lam: much", "lam must be float, got 'much'"),
+        ("lam: true", "lam must be float, got True"),
+        ("lam: .nan", "lam must be a finite number"),
+        ("learning_rate: inf", "learning_rate must be a finite number"),
+        ("batch_size: 3.0", "batch_size must be int, got 3.0"),
+        ("batch_size: true", "batch_size must be int, got True"),
+        ("batch_size: null", "batch_size must not be null"),
+        ("batch_size: [1, 2]", "batch_size must be a single value, got a list"),
+        ("output_dir: 2024", r"output_dir must be a string, got 2024 \(int\); quote it"),
+        ("output_dir: {a: 1}", "output_dir must be a single value, got a mapping"),
+        ("mode: 1", "mode must be a string"),
+        ("mode: steps", "mode must be one of"),
+    ],
+)
+def test_bad_yaml_values_name_file_and_field(tmp_path, text, match):
+    path = _yaml(tmp_path, "output_dir: out\n" + text + "\n" if not text.startswith("output_dir") else text + "\n")
+    with pytest.raises(ValueError, match=match) as info:
+        build_config(PALConfig, path)
+    assert str(info.value).startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("output_dir: [unclosed\n", r"run.yaml:2: invalid YAML"),
+        ("output_dir: out\n  bad: indent\n", r"run.yaml:2: invalid YAML"),
+        ("output_dir: a\noutput_dir: b\n", r"run.yaml:2: invalid YAML: duplicate key 'output_dir'"),
+        ("- output_dir\n- out\n", r"run.yaml:1: a config file must be a mapping of field: value, got a list"),
+        ("just text\n", "got a str"),
+        ("1: 2\n", "field names must be strings"),
+        ("\t- x\n", "invalid YAML"),
+    ],
+)
+def test_broken_yaml_is_one_line_naming_file_and_line(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match) as info:
+        build_config(PALConfig, _yaml(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_config_files_are_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such config file"):
+        build_config(PALConfig, tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="is a folder"):
+        build_config(PALConfig, tmp_path)
+    (tmp_path / "bin.yaml").write_bytes(b"output_dir: \xff\n")
+    with pytest.raises(ValueError, match="bin.yaml: not valid UTF-8"):
+        build_config(PALConfig, tmp_path / "bin.yaml")
+    assert build_config(PALConfig, _yaml(tmp_path, ""), ["output_dir=o"]).output_dir == "o"  # empty file: no fields
+
+
+def test_nested_yaml_values_are_typed(tmp_path):
+    cfg = build_config(_Bench, _yaml(tmp_path, 'grid: {steps: "100", lr: 1e-3}\n'))
+    assert cfg.grid.steps == 100 and cfg.grid.lr == 1e-3
+    with pytest.raises(ValueError, match=r"bench.yaml: grid.steps must be int, got 'many'"):
+        build_config(_Bench, _yaml(tmp_path, "grid: {steps: many}\n", "bench.yaml"))
+
+
+def test_tuple_of_pairs_from_text_and_yaml(tmp_path):
+    """``beams=2,4,4,4`` became ((2,), (4,), (4,), (4,)) without a word; pairs are ``2:4,4:4`` or a YAML list."""
+    from procsup.bench.prm import PRMBenchConfig
+
+    assert build_config(PRMBenchConfig, None, ["beams=2:4,8:2"]).beams == ((2, 4), (8, 2))
+    assert build_config(PRMBenchConfig, _yaml(tmp_path, "beams: [[2, 4], [8, 2]]\n")).beams == ((2, 4), (8, 2))
+    with pytest.raises(ValueError, match="beams must be 2 values, got 1"):
+        build_config(PRMBenchConfig, None, ["beams=2,4"])
+    with pytest.raises(ValueError, match=r"run.yaml: beams\[0\] must be 2 values, got 3"):
+        build_config(PRMBenchConfig, _yaml(tmp_path, "beams: [[2, 4, 1]]\n"))
+
+
+def test_override_floats_must_be_finite():
+    with pytest.raises(ValueError, match="lam must be a finite number"):
+        build_config(PALConfig, None, ["output_dir=o", "lam=inf"])

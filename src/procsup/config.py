@@ -4,6 +4,13 @@ Each method keeps its own dataclass (fields documented by a docstring right unde
 ``__post_init__``); this module only fills one in. It is hand-written because the typed CLI library
 (typer) does not read dataclasses, and one generic filler beats repeating every field as a CLI option.
 A field typed as another config dataclass is a nested group (``grid.steps=300``; ``grid: {steps: 300}``).
+
+A YAML value and a ``key=value`` text go through the same typed parser, so they mean the same thing: a
+bool is a YAML bool or one of the words true/false/yes/no/on/off/1/0 (``resume: "false"`` does not
+resume); a float takes ints and numeric text (PyYAML reads ``1e-3`` as a string), never NaN or
+infinity; an int is an int (not ``3.0``, not ``true``); a string field wants a string (quote ``2024``);
+a tuple takes a YAML list or comma-separated text, a tuple of pairs ``2:4,4:4``; null only where the
+field allows None. Errors name the file, the line where YAML can say it, and the field.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from pathlib import Path
@@ -44,17 +52,28 @@ def _own_field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def _coerce(text: str, hint: Any, name: str) -> Any:
+def _item_hints(hint: Any, n: int, name: str) -> list[Any]:
+    """The type of each of the ``n`` items of a list/tuple field: ``tuple[int, ...]`` -> int for all;
+    ``tuple[int, int]`` -> exactly two ints."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis:
+        if n != len(args):
+            raise ValueError(f"{name} must be {len(args)} values, got {n}")
+        return list(args)
+    return [args[0] if args else str] * n
+
+
+def _coerce(text: str, hint: Any, name: str, sep: str = ",") -> Any:
+    """``key=value`` text (or a YAML string) -> a value of type ``hint``; ``ValueError`` naming ``name``."""
     origin = typing.get_origin(hint)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if origin in (typing.Union, types.UnionType):
         if text.lower() in ("none", "null") and type(None) in typing.get_args(hint):
             return None
-        return _coerce(text, args[0], name)
+        return _coerce(text, args[0], name, sep)
     if origin in (list, tuple):
-        items = [t for t in text.split(",") if t != ""]
-        inner = args[0] if args else str
-        values = [_coerce(t, inner, name) for t in items]
+        items = [t for t in text.split(sep) if t != ""]
+        values = [_coerce(t, h, name, ":") for t, h in zip(items, _item_hints(hint, len(items), name))]
         return tuple(values) if origin is tuple else values
     if origin is typing.Literal:
         if text not in typing.get_args(hint):
@@ -68,10 +87,132 @@ def _coerce(text: str, hint: Any, name: str) -> Any:
         raise ValueError(f"{name} must be true or false, got {text!r}")
     if hint in (int, float):
         try:
-            return hint(text)
+            value = hint(text)
         except ValueError:
-            raise ValueError(f"{name} must be {hint.__name__}, got {text!r}") from None
+            raise ValueError(f"{name} must be {hint.__name__}, got {_short(text)}") from None
+        if hint is float and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {text!r}")
+        return value
     return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check(value: Any, hint: Any, name: str) -> Any:
+    """A value read from YAML -> a value of type ``hint``, by the rules of :func:`_coerce` (text goes through
+    it as is): YAML's own types are accepted only where they mean what a ``key=value`` text would."""
+    if isinstance(value, str):
+        return _coerce(value, hint, name)
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if value is None:
+        if type(None) in typing.get_args(hint):
+            return None
+        raise ValueError(f"{name} must not be null")
+    if origin in (typing.Union, types.UnionType):
+        return _check(value, args[0], name)
+    if origin in (list, tuple):
+        items = list(value) if isinstance(value, (list, tuple)) else [value]  # a scalar: a one-item list
+        values = [_check(v, h, f"{name}[{i}]") for i, (v, h) in enumerate(zip(items, _item_hints(hint, len(items), name)))]
+        return tuple(values) if origin is tuple else values
+    if isinstance(value, (dict, list, tuple)):
+        raise ValueError(f"{name} must be a single value, got a {'mapping' if isinstance(value, dict) else 'list'}")
+    if origin is typing.Literal or hint is str:
+        raise ValueError(f"{name} must be a string, got {_short(value)} ({type(value).__name__}); quote it in YAML")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if type(value) is int and value in (0, 1):  # the words 1 and 0
+            return value == 1
+        raise ValueError(f"{name} must be true or false, got {_short(value)}")
+    if hint is int:
+        if type(value) is not int:  # a bool is an int in Python, not here; nor is 3.0
+            raise ValueError(f"{name} must be int, got {_short(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be float, got {_short(value)}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError(f"{name} must be a finite number, got a huge int") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        return value
+    return value
+
+
+def _check_yaml(cls, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every known field of a YAML mapping typed by :func:`_check`, groups entered; unknown keys are left
+    for :func:`_instantiate` to name with the known ones."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in names:
+            out[key] = value
+        elif _is_config(hints[key]):
+            out[key] = _check_yaml(hints[key], value, f"{prefix}{key}.") if isinstance(value, dict) else value
+        else:
+            out[key] = _check(value, hints[key], prefix + key)
+    return out
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice (PyYAML keeps the last value without a word)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: let PyYAML say it
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML config file; every problem one ``ValueError`` naming the file (and line)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        loaded = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: invalid YAML: {' '.join(str(e.problem or e.context).split())}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: invalid YAML: nested too deeply") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}:1: a config file must be a mapping of field: value, got a {type(loaded).__name__}")
+    bad = [k for k in loaded if not isinstance(k, str)]
+    if bad:
+        raise ValueError(f"{path}: field names must be strings, got {_short(bad[0])}")
+    return loaded
 
 
 def _is_config(hint: Any) -> bool:
@@ -150,10 +291,10 @@ def build_config(cls: type[C], yaml_path: str | Path | None = None, overrides: l
     a config dataclass is a group: ``grid.steps=300`` on the command line, ``grid: {steps: 300}`` in YAML."""
     values: dict[str, Any] = {}
     if yaml_path is not None:
-        loaded = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{yaml_path}: a config file must be a mapping of field: value")
-        values.update(loaded)
+        try:
+            values.update(_check_yaml(cls, _read_yaml(yaml_path)))
+        except ValueError as e:
+            raise ValueError(str(e) if str(e).startswith(f"{yaml_path}") else f"{yaml_path}: {e}") from None
     given: dict[str, Any] = {}
     for item in overrides or []:
         key, sep, text = item.partition("=")
