@@ -68,7 +68,7 @@ class Row:
 
 
 def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
 
 
 def _prompt_pieces(text: str, fmt: StepFormat) -> list[tuple[str, int]]:
@@ -119,7 +119,10 @@ def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat
         raise ValueError(f"mode must be one of {LAYOUTS}, got {mode!r}")
     layouts = [row for traj in trajectories for row in _layout(traj, fmt, mode)]
     texts = list(dict.fromkeys(text for pieces, _, _ in layouts for text, _ in pieces if text))
-    encoded = dict(zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"])) if texts else {}
+    # split_special_tokens: data that reads "<|endoftext|>" or "<eos>" is text, never the EOS id mid-row
+    # (hub tokenizers default to False); procsup inserts special tokens by id, below
+    ids = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+    encoded = dict(zip(texts, ids))
     eos, rows = tokenizer.eos_token_id, []
     for pieces, eos_segment, keys in layouts:
         ids, segs = [], []
@@ -137,6 +140,20 @@ def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat
 def tokenize(traj: Trajectory, tokenizer, fmt: StepFormat, mode: Layout) -> list[Row]:
     """Rows for one trajectory in the given mode (one row, or one per step in ``state`` mode)."""
     return tokenize_many([traj], tokenizer, fmt, mode)
+
+
+def check_length(rows: Sequence[Row], max_length: int | None, where: Sequence[str] | None = None) -> None:
+    """Refuse a row longer than ``max_length`` tokens (None: no limit) with a ValueError naming it: by
+    ``where[i]`` (e.g. ``"train.jsonl:7"``, ``"trajectory 3, step 2"``) or else ``row i``. Past a model's
+    positions a gpt2 dies with a bare IndexError and a rotary model silently reads positions it never
+    saw; cutting the row would silently drop the labels of its last steps."""
+    if max_length is None:
+        return
+    for i, row in enumerate(rows):
+        if len(row.input_ids) > max_length:
+            name = where[i] if where is not None else f"row {i}"
+            raise ValueError(f"{name}: {len(row.input_ids)} tokens, longer than max_length {max_length} "
+                             "(raise max_length if the model has the positions, or shorten or drop the record)")
 
 
 def step_starts(row: Row) -> list[int]:

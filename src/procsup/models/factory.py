@@ -1,16 +1,19 @@
 """Models: load any local Hugging Face causal LM, or build a tiny one from a config.
 
 No hub access is assumed anywhere: ``load_model`` reads a local directory with safetensors weights and
-``trust_remote_code`` off unless the caller turns it on. ``build_tiny_model`` makes the small models
+``trust_remote_code`` off unless the caller turns it on; a hub id (``org/name``) is read from the local
+Hugging Face cache when it is there (:func:`resolve_model`), never downloaded. ``build_tiny_model`` makes the small models
 used by tests and benchmarks, with a character-level tokenizer made locally, so that everything runs
 on a fresh machine with no download.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
@@ -137,15 +140,47 @@ def save_model(model: PreTrainedModel, tokenizer, path: str | Path, fmt: StepFor
     return path
 
 
+_HUB_ID = re.compile(r"([A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+
+
+def resolve_model(name: str | Path) -> Path:
+    """The local folder of the model ``name``: a directory (with a ``config.json``), or a hub id
+    (``org/name``) found in the local Hugging Face cache (``huggingface_hub.try_to_load_from_cache``: no
+    network). Anything else is a one-line FileNotFoundError, never a failed connection to the hub."""
+    path = Path(name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+        return path
+    if path.exists():
+        raise FileNotFoundError(f"{path}: is a file; a model is a directory (config.json, weights, tokenizer)")
+    if isinstance(name, str) and _HUB_ID.fullmatch(name) and not name.startswith("."):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if isinstance(cached, str):
+            return Path(cached).parent
+        raise FileNotFoundError(f"model {name!r} not found: no such folder, and not in the local Hugging Face cache; "
+                                "procsup loads local folders and cached hub ids only (download it first, e.g. "
+                                f"`hf download {name}`)")
+    raise FileNotFoundError(f"model folder {path} not found")
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a model's positions cover (``max_position_embeddings``; gpt2's ``n_positions``
+    under that name), or None if its config does not say."""
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def load_model(
     path: str | Path, *, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast, SavedFormat | None]:
     """Load a causal LM, its tokenizer and its ``procsup.json`` (None if the directory has none, e.g. a base
-    model or any Hugging Face folder) from a local directory (safetensors only, no hub). A PRM directory is
-    refused: its head is not a language-model head (:func:`procsup.models.prm.load_prm` loads it)."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json); procsup loads local models only")
+    model or any Hugging Face folder) from a local directory or a cached hub id (:func:`resolve_model`;
+    safetensors only, no download). A PRM directory is refused: its head is not a language-model head
+    (:func:`procsup.models.prm.load_prm` loads it)."""
+    path = resolve_model(path)
     saved = load_format(path)  # before the weights: a bad procsup.json fails fast
     if saved is not None and saved.kind == "prm":
         raise ValueError(f"{path} holds a 'prm' model, not a causal LM ({path / FORMAT_FILE}); "

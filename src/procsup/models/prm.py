@@ -17,23 +17,41 @@ from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokeni
 
 from procsup.data import views
 from procsup.data.batch import collate
-from procsup.data.tokenize import Row, StepFormat, step_boundaries, tokenize_many
+from procsup.data.tokenize import Row, StepFormat, check_length, step_boundaries, tokenize_many
 from procsup.data.trajectory import Trajectory
+from procsup.models.factory import max_positions, resolve_model
 from procsup.models.positions import PositionReader
 from procsup.models.saved import SavedFormat, check_kind, load_format
+
+#: The classes a PRM head's outputs stand for, written into its config.json (Hugging Face's id2label).
+HARD_LABELS = {0: "wrong", 1: "right"}
+SOFT_LABELS = {0: "right"}
+"""One logit: its sigmoid is P(step is right)."""
 
 
 def build_prm(backbone: str | Path, *, soft: bool = False, classifier_dropout: float = 0.0,
               trust_remote_code: bool = False, seed: int | None = None) -> PreTrainedModel:
-    """A PRM on a local backbone directory: a 2-class head (hard labels) or a 1-logit head (soft labels).
-    The head is new (randomly initialised: from ``seed`` if given, without touching the caller's random
-    state; else from torch's global generator as it stands); the backbone's weights are loaded
-    (safetensors only).
+    """A PRM on a local backbone directory (or a cached hub id): a 2-class head (hard labels) or a 1-logit
+    head (soft labels), its classes named in ``config.id2label``. On a causal LM the head is new (randomly
+    initialised: from ``seed`` if given, without touching the caller's random state; else from torch's
+    global generator as it stands); the backbone's weights are loaded (safetensors only). On a PRM
+    checkpoint its trained head is kept, so the head must have the outputs asked for: ``soft`` on a 2-class
+    PRM (or hard labels on a 1-logit one) is an error rather than a silently new head.
 
     Dropout before the head is off by default (transformers' token-classification heads default to
     0.1): with it, two runs of the same seed drift apart, and TRL's PRMTrainer turns it off too."""
+    backbone = resolve_model(backbone)
     config = AutoConfig.from_pretrained(backbone, local_files_only=True, trust_remote_code=trust_remote_code)
-    config.num_labels = 1 if soft else 2
+    want = 1 if soft else 2
+    is_prm = any(a.endswith("ForTokenClassification") for a in (config.architectures or []))
+    if is_prm and config.num_labels != want:
+        raise ValueError(
+            f"{backbone} is a PRM with a {config.num_labels}-output head ({'soft' if config.num_labels == 1 else 'hard'} "
+            f"labels); soft={str(soft).lower()} needs a {want}-output head: keep soft={str(config.num_labels == 1).lower()}, "
+            "or train from the causal LM it was built on")
+    config.num_labels = want
+    config.id2label = dict(SOFT_LABELS if soft else HARD_LABELS)
+    config.label2id = {v: k for k, v in config.id2label.items()}
     config.classifier_dropout = classifier_dropout
 
     def load() -> PreTrainedModel:
@@ -93,6 +111,7 @@ def score(model, tokenizer, trajectories: Sequence[Trajectory], fmt: StepFormat 
     model.eval()
     reader = PositionReader(model, sparse=sparse_last_block)
     rows = tokenize_many(trajectories, tokenizer, fmt, "steps")
+    check_length(rows, max_positions(model.config), [f"trajectory {i}" for i in range(len(rows))])
     out: list[list[float]] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]

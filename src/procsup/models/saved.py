@@ -9,7 +9,16 @@ PRM, action head), and read back by every loader; commands never re-ask for it.
     {"kind": "policy" | "prm" | "action-head",
      "step_format": {"input_sep": "\\n", "step_sep": "\\n", "answer_prefix": "A:"},
      "mode": "history" | "state" | "outcome" | null,   # how a policy was trained; a PRM's row layout
-     "procsup_version": "0.1.0"}
+     "procsup_version": "0.1.0",
+     # written by the trainers' checkpoints, each optional (older files have none of them):
+     "base_model": "./tiny",                            # what training started from (cfg.model), if a path
+     "data": {"train_file": "data.jsonl", "sha256": "..."} | {"source": "in-memory"},
+     "label_source": ["math-shepherd"],                 # the trajectories' meta "label_source" values
+     "metrics": {"step": 1000, "loss": 0.12, ...}}      # the last metrics line before the save
+
+A PRM's classes are in its ``config.json`` (Hugging Face's ``id2label``: ``{0: "wrong", 1: "right"}`` for
+a 2-class head, ``{0: "right"}`` for a 1-logit one). A checkpoint also holds a model card ``README.md``
+(:func:`write_model_card`), generated from the same record.
 """
 
 from __future__ import annotations
@@ -45,14 +54,25 @@ class SavedFormat:
     mode: str | None = None
     """A policy's training mode (history, state, outcome); a PRM's row layout (steps, or a state-mode view)."""
     procsup_version: str = ""
+    base_model: str | None = None
+    """The model training started from (a local folder or a cached hub id), when it was loaded by name."""
+    data: dict | None = None
+    """The training data: ``{"train_file", "sha256"}`` or ``{"source": "in-memory"}``."""
+    label_source: tuple[str, ...] | None = None
+    """Where the step labels came from, as the data's ``meta["label_source"]`` says (None: not said)."""
+    metrics: dict | None = None
+    """The last metrics line logged before the save."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "step_format": asdict(self.step_format), "mode": self.mode,
-                "procsup_version": self.procsup_version or procsup_version()}
+        out = {"kind": self.kind, "step_format": asdict(self.step_format), "mode": self.mode,
+               "procsup_version": self.procsup_version or procsup_version()}
+        extra = {"base_model": self.base_model, "data": self.data, "metrics": self.metrics,
+                 "label_source": list(self.label_source) if self.label_source is not None else None}
+        return {**out, **{k: v for k, v in extra.items() if v is not None}}  # small: only what is known
 
     @classmethod
     def from_dict(cls, record: Any, where: str = FORMAT_FILE) -> "SavedFormat":
@@ -64,19 +84,81 @@ class SavedFormat:
             raise ValueError(f"{where}: field 'step_format' must hold only the strings {sorted(known)}, got {fmt!r}")
         if not isinstance(record.get("mode"), (str, type(None))):
             raise ValueError(f"{where}: field 'mode' must be a string or null, got {record['mode']!r}")
+        for name, kind in (("base_model", str), ("data", dict), ("metrics", dict), ("label_source", list)):
+            if not isinstance(record.get(name), (kind, type(None))):
+                raise ValueError(f"{where}: field {name!r} must be a {kind.__name__} or absent, got {record[name]!r}")
+        labels = record.get("label_source")
         try:
             return cls(kind=record.get("kind"), step_format=StepFormat(**fmt), mode=record.get("mode"),
-                       procsup_version=str(record.get("procsup_version", "")))
+                       procsup_version=str(record.get("procsup_version", "")), base_model=record.get("base_model"),
+                       data=record.get("data"), metrics=record.get("metrics"),
+                       label_source=tuple(map(str, labels)) if labels is not None else None)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
 
 
 def save_format(path: str | Path, kind: str, fmt: StepFormat, mode: str | None = None) -> Path:
     """Write ``procsup.json`` into the model directory ``path`` (atomically: a temporary file, then renamed)."""
+    return write_format(path, SavedFormat(kind, fmt, mode))
+
+
+def write_format(path: str | Path, saved: SavedFormat) -> Path:
+    """Write ``saved`` as ``procsup.json`` into the model directory ``path`` (atomically)."""
     out = Path(path) / FORMAT_FILE
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(SavedFormat(kind, fmt, mode).to_dict(), indent=1), encoding="utf-8")
+    tmp.write_text(json.dumps(saved.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out)
+    return out
+
+
+_WHAT = {"policy": "a causal language model trained with process supervision (PAL) or outcome-only",
+         "prm": "a process reward model: a token-classification head read at each step's last token",
+         "action-head": "a causal language model backbone with an action-classification head"}
+
+
+def model_card(saved: SavedFormat, config: Any = None) -> str:
+    """A model card (``README.md``) for a checkpoint: what it is, its step format and mode, its data and
+    final metrics, and how to load it. ``config``: the model's Hugging Face config (its classes)."""
+    fmt = saved.step_format
+    lines = ["---", "library_name: procsup", "tags: [procsup, process-supervision" + (", prm" if saved.kind == "prm" else "")
+             + "]", "---", "", f"# procsup {saved.kind}", "", f"This folder holds {_WHAT[saved.kind]}, saved by procsup "
+             f"{saved.procsup_version or procsup_version()}. Its `{FORMAT_FILE}` records everything below; loaders "
+             "read it, so no command needs the separators again.", "",
+             f"- **kind**: `{saved.kind}`", f"- **base model**: `{saved.base_model or 'passed in Python'}`",
+             f"- **mode**: `{saved.mode}`",
+             f"- **step format**: input_sep `{fmt.input_sep!r}`, step_sep `{fmt.step_sep!r}`, "
+             f"answer_prefix `{fmt.answer_prefix!r}`"]
+    labels = getattr(config, "id2label", None) if saved.kind == "prm" else None
+    if labels:
+        lines.append(f"- **classes** (`id2label`): {json.dumps({str(k): v for k, v in labels.items()})}"
+                     + (" (one logit: sigmoid gives P(step is right))" if len(labels) == 1 else
+                        " (softmax class 1 gives P(step is right))"))
+    if saved.data:
+        data = saved.data
+        lines.append(f"- **data**: `{data['train_file']}` (sha256 `{data.get('sha256')}`)" if "train_file" in data
+                     else "- **data**: trajectories passed in Python (in-memory)")
+    if saved.label_source:
+        lines.append(f"- **label source**: {', '.join(saved.label_source)}")
+    if saved.metrics:
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in saved.metrics.items())
+        lines.append(f"- **metrics** (last logged line): {shown}")
+    lines += ["", "## How to load", ""]
+    if saved.kind == "prm":
+        lines += ["```bash", "procsup score <this folder> trajectories.jsonl scored.jsonl", "```", "", "```python",
+                  "from procsup.models.prm import load_prm, score", "model, tokenizer, saved = load_prm(\"<this folder>\")",
+                  "scores = score(model, tokenizer, trajectories, saved.step_format)  # P(step is right), per step",
+                  "```"]
+    else:
+        lines += ["```python", "from procsup.models.factory import load_model",
+                  "model, tokenizer, saved = load_model(\"<this folder>\")  # saved.step_format, saved.mode", "```",
+                  "", "It is also a plain Hugging Face folder (`AutoModelForCausalLM.from_pretrained`)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(path: str | Path, saved: SavedFormat, config: Any = None) -> Path:
+    """Write :func:`model_card` as ``README.md`` into the model directory ``path``."""
+    out = Path(path) / "README.md"
+    out.write_text(model_card(saved, config), encoding="utf-8")
     return out
 
 

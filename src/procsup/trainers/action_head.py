@@ -34,7 +34,7 @@ from procsup.data.trajectory import Trajectory
 from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import load_model
 from procsup.objectives.pal import action_head_loss
-from procsup.trainers.loop import MetricsLog, TrainResult, global_batch, make_optimizer
+from procsup.trainers.loop import MetricsLog, TrainResult, claim_output_dir, global_batch, make_optimizer
 from procsup.trainers.options import OptimizerOptions
 
 
@@ -95,10 +95,17 @@ def train_action_head(
     accelerator: Accelerator | None = None,
 ) -> TrainResult:
     """Train an action head on ``model`` (a causal LM backbone, or ``cfg.model`` loaded from disk) with the
-    steps of ``trajectories`` (or ``cfg.train_file``). ``TrainResult.model`` is the :class:`ActionHeadModel`."""
+    steps of ``trajectories`` (or ``cfg.train_file``). ``TrainResult.model`` is the :class:`ActionHeadModel`.
+    ``output_dir`` is locked for the run (:func:`~procsup.trainers.loop.claim_output_dir`; no checkpoints, so
+    no resume: a rerun replaces ``model/`` and appends to ``metrics.jsonl``)."""
     accelerator = accelerator or Accelerator()
     if accelerator.num_processes > 1:
         raise ValueError("train_action_head runs in one process; launch it without --num_processes")
+    with claim_output_dir(accelerator, cfg):
+        return _train(cfg, model, tokenizer, trajectories, accelerator)
+
+
+def _train(cfg: ActionHeadConfig, model, tokenizer, trajectories, accelerator: Accelerator) -> TrainResult:
     if model is None:
         if cfg.model is None:
             raise ValueError("no model: set ActionHeadConfig.model to a local model directory or pass model=")
@@ -116,7 +123,6 @@ def train_action_head(
     targets = torch.tensor(labels)  # (N,)
 
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     optimizer, scheduler = make_optimizer(policy, cfg)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     policy.train()

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
+
+#: report_to values: "none", or one of accelerate's trackers (its LoggerType values).
+TRACKERS = ("none", "all", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "aim", "swanlab")
 
 
 @dataclass(kw_only=True)
@@ -55,7 +59,34 @@ class CheckpointOptions(OptimizerOptions):
     save_total_limit: int = 2
     """Checkpoints kept on disk (oldest removed first)."""
     resume: bool = False
-    """Continue from the newest checkpoint in output_dir if there is one."""
+    """Continue from the newest checkpoint in output_dir if there is one. Its settings and data must be this
+    run's (a changed mode, optimizer setting, seed or train_file content is an error naming each change);
+    ``metrics.jsonl`` is cut back to its step."""
+    overwrite: bool = False
+    """Start afresh in a non-empty output_dir: procsup's own files there (checkpoints it wrote,
+    ``metrics.jsonl``) are deleted first; any other file is kept, with a warning. Without resume or
+    overwrite a non-empty output_dir is refused."""
+    gradient_accumulation_steps: int = 1
+    """Split each process's share of the batch into this many micro-batches, one backward pass each, and
+    step once: the same update as the whole batch at once (batch_size stays the global batch), with less
+    memory. batch_size must be divisible by processes x this."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """The model's weights and activations: float32, or bfloat16 (half the memory, coarser updates)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them (Hugging Face's
+    ``gradient_checkpointing_enable``): less memory, more compute, the same gradients."""
+    eval_file: str | None = None
+    """JSONL of held-out trajectories, evaluated every eval_steps (no gradient); logged in metrics.jsonl
+    with an ``eval_`` prefix."""
+    eval_steps: int = 0
+    """Evaluate eval_file every this many steps (0: every log_steps); always at the last step."""
+    report_to: str = "none"
+    """Also send every metrics line to a tracker through accelerate: none, tensorboard, wandb, mlflow,
+    trackio, comet_ml, clearml, dvclive, aim, swanlab, or all (that tracker's package must be installed;
+    logs under output_dir/logs)."""
+    max_length: int | None = None
+    """Longest row in tokens; a longer one is an error naming its record (or, with rejects_file, a reject
+    with its reason), never cut. Default: the model's max_position_embeddings, else no limit."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,3 +94,18 @@ class CheckpointOptions(OptimizerOptions):
             raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
         if self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run in output_dir, or replace it")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by gradient_accumulation_steps "
+                             f"{self.gradient_accumulation_steps}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.eval_steps < 0:
+            raise ValueError(f"eval_steps must be >= 0, got {self.eval_steps}")
+        if self.report_to not in TRACKERS:
+            raise ValueError(f"report_to must be one of {', '.join(TRACKERS)}, got {self.report_to!r}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {self.max_length}")

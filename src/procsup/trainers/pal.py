@@ -14,6 +14,7 @@ function of (seed, step) (:func:`procsup.trainers.loop.global_batch`), which mak
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -25,13 +26,27 @@ from tqdm.auto import tqdm
 
 from procsup.data.batch import collate
 from procsup.data.io import read_jsonl
-from procsup.data.tokenize import MODES, Mode, Row, StepFormat, step_starts, tokenize_many
+from procsup.data.tokenize import MODES, Mode, Row, StepFormat, check_length, step_starts, tokenize_many
 from procsup.data.trajectory import Trajectory
-from procsup.models.factory import load_model
+from procsup.models.factory import load_model, max_positions
 from procsup.models.saved import SavedFormat
 from procsup.objectives.consistency import action_consistency, hidden_consistency
 from procsup.objectives.pal import pal_loss, token_nll
-from procsup.trainers.loop import MetricsLog, TrainResult, global_batch, save_checkpoint, start_run
+from procsup.trainers.loop import (
+    MetricsLog,
+    Run,
+    TrainResult,
+    claim_output_dir,
+    data_source,
+    global_batch,
+    make_accelerator,
+    micro_batches,
+    prepare_model,
+    save_checkpoint,
+    start_run,
+    start_trackers,
+    within_length,
+)
 from procsup.trainers.options import CheckpointOptions
 
 LOGGED = ("loss", "loss_out", "loss_steps", "step_nll", "loss_consistency")
@@ -78,6 +93,9 @@ class PALConfig(CheckpointOptions):
             raise ValueError(f"consistency must be hidden or action, got {self.consistency!r}")
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
+        if self.mu > 0 and self.gradient_accumulation_steps > 1:
+            raise ValueError("gradient_accumulation_steps > 1 with mu > 0: the consistency loss pairs the steps of a "
+                             "whole batch, micro-batches would pair fewer; use one or the other")
         self.step_format  # validates the separators
 
     @property
@@ -104,6 +122,40 @@ def build_rows(trajectories: Sequence[Trajectory], tokenizer, cfg: PALConfig) ->
     return tokenize_many(trajectories, tokenizer, cfg.step_format, cfg.mode)
 
 
+def _forward(model, rows: Sequence[Row], tokenizer, cfg: PALConfig, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The loss terms of ``rows`` (:data:`LOGGED`) and their batch's attention mask."""
+    batch = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
+    want_hidden = cfg.mu > 0 and cfg.consistency == "hidden"
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=want_hidden)
+    terms = pal_loss(token_nll(out.logits, batch["input_ids"]), batch["segment_ids"][:, 1:], cfg.lam)  # logits (B, T, V)
+    if cfg.mu > 0:
+        d = {k: v.to(device) for k, v in decision_points(rows).items()}
+        if want_hidden:
+            terms["loss_consistency"] = hidden_consistency(out.hidden_states[-1][d["row"], d["pos"]], d["key"])
+        else:
+            terms["loss_consistency"] = action_consistency(out.logits[d["row"], d["pos"]], d["key"])
+        terms["loss"] = terms["loss"] + cfg.mu * terms["loss_consistency"]
+    else:
+        terms["loss_consistency"] = torch.zeros((), device=device)
+    return terms, batch["attention_mask"]
+
+
+@torch.no_grad()
+def evaluate_rows(model, rows: Sequence[Row], tokenizer, cfg: PALConfig, device) -> dict[str, float]:
+    """The loss terms on held-out rows (``eval_loss``, ``eval_loss_out``, ...): batches of batch_size, each
+    term a mean over rows (``eval_step_nll`` a row-weighted mean of batch means). No gradient."""
+    was_training = model.training
+    model.eval()
+    sums = dict.fromkeys(LOGGED, 0.0)
+    for start in range(0, len(rows), cfg.batch_size):
+        chunk = rows[start : start + cfg.batch_size]
+        terms, _ = _forward(model, chunk, tokenizer, cfg, device)
+        for k in LOGGED:
+            sums[k] += terms[k].item() * len(chunk)
+    model.train(was_training)
+    return {f"eval_{k}": v / len(rows) for k, v in sums.items()}
+
+
 def train(
     cfg: PALConfig,
     *,
@@ -112,54 +164,75 @@ def train(
     trajectories: Sequence[Trajectory] | None = None,
     accelerator: Accelerator | None = None,
 ) -> TrainResult:
-    """Train ``model`` (or ``cfg.model`` loaded from disk) on ``trajectories`` (or ``cfg.train_file``)."""
-    accelerator = accelerator or Accelerator()
+    """Train ``model`` (or ``cfg.model`` loaded from disk) on ``trajectories`` (or ``cfg.train_file``), in
+    ``cfg.output_dir``, which this run holds (:func:`~procsup.trainers.loop.claim_output_dir`) until it ends."""
+    accelerator = accelerator or make_accelerator(cfg)
+    with claim_output_dir(accelerator, cfg):
+        return _train(cfg, model, tokenizer, trajectories, accelerator)
+
+
+def _train(cfg: PALConfig, model, tokenizer, trajectories, accelerator: Accelerator) -> TrainResult:
+    base_model = None
     if model is None:
         if cfg.model is None:
             raise ValueError("no model: set PALConfig.model to a local model directory or pass model=")
         model, tokenizer, _ = load_model(cfg.model)
+        base_model = cfg.model
+    train_file = None
     if trajectories is None:
         if cfg.train_file is None:
             raise ValueError("no data: set PALConfig.train_file or pass trajectories=")
-        trajectories = read_jsonl(cfg.train_file, rejects=cfg.rejects_file)
-    rows = build_rows(trajectories, tokenizer, cfg)
+        train_file = cfg.train_file
+        trajectories = read_jsonl(train_file, rejects=cfg.rejects_file)
+    max_length = cfg.max_length or max_positions(model.config)
+    counts = [len(t.steps) if cfg.mode == "state" else 1 for t in trajectories]
+    trajectories, rows = within_length(trajectories, build_rows(trajectories, tokenizer, cfg), counts, max_length,
+                                       train_file=train_file, rejects_file=cfg.rejects_file)
     if not rows:
         raise ValueError("no training rows: the data is empty")
+    eval_rows = build_rows(read_jsonl(cfg.eval_file), tokenizer, cfg) if cfg.eval_file else None
+    if eval_rows is not None:
+        check_length(eval_rows, max_length, [f"{cfg.eval_file}, row {i}" for i in range(len(eval_rows))])
+    model = prepare_model(model, cfg)
+    run = Run(data_source(train_file))
     world, rank = accelerator.num_processes, accelerator.process_index
-    per_proc, optimizer, scheduler, start = start_run(accelerator, model, cfg)
+    per_proc, optimizer, scheduler, start = start_run(accelerator, model, cfg, run)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
-    saved = SavedFormat("policy", cfg.step_format, cfg.mode)  # the checkpoints' procsup.json
+    saved = SavedFormat("policy", cfg.step_format, cfg.mode, base_model=base_model, data=run.data)  # procsup.json
     bar = tqdm(
         total=cfg.max_steps, initial=start, desc=f"train[{cfg.mode}]",
         disable=not (cfg.progress and accelerator.is_local_main_process), dynamic_ncols=True,
     )
     tokens_total, t0, last = 0, time.perf_counter(), {}
-    metrics = MetricsLog(cfg.output_dir, bar, main_process=accelerator.is_main_process)
+    metrics = MetricsLog(cfg.output_dir, bar, main_process=accelerator.is_main_process,
+                         accelerator=start_trackers(accelerator, cfg, "procsup-pal"))
+    accumulation, eval_every = cfg.gradient_accumulation_steps, cfg.eval_steps or cfg.log_steps
     for step in range(start, cfg.max_steps):
         idx = global_batch(len(rows), cfg.batch_size, step, cfg.seed)[rank * per_proc : (rank + 1) * per_proc]
-        batch = {k: v.to(accelerator.device) for k, v in collate([rows[i] for i in idx], tokenizer.pad_token_id).items()}
-        want_hidden = cfg.mu > 0 and cfg.consistency == "hidden"
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=want_hidden)
-        terms = pal_loss(token_nll(out.logits, batch["input_ids"]), batch["segment_ids"][:, 1:], cfg.lam)  # logits (B, T, V)
-        if cfg.mu > 0:
-            d = {k: v.to(accelerator.device) for k, v in decision_points([rows[i] for i in idx]).items()}
-            if want_hidden:
-                terms["loss_consistency"] = hidden_consistency(out.hidden_states[-1][d["row"], d["pos"]], d["key"])
-            else:
-                terms["loss_consistency"] = action_consistency(out.logits[d["row"], d["pos"]], d["key"])
-            terms["loss"] = terms["loss"] + cfg.mu * terms["loss_consistency"]
+        if accumulation == 1:
+            terms, mask = _forward(model, [rows[i] for i in idx], tokenizer, cfg, accelerator.device)
+            accelerator.backward(terms["loss"])
+            n_tok = int(mask.sum()) * world  # equal slices: an estimate without a sync
         else:
-            terms["loss_consistency"] = torch.zeros((), device=accelerator.device)
-        accelerator.backward(terms["loss"])
+            # each micro-batch's mean weighted by its share of the rows: the sum is the whole batch's mean
+            terms, n_tok = dict.fromkeys(LOGGED, 0.0), 0
+            for m, micro in enumerate(micro_batches(idx, accumulation)):
+                sync = m == accumulation - 1 or world == 1
+                with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
+                    part, mask = _forward(model, [rows[i] for i in micro], tokenizer, cfg, accelerator.device)
+                    share = len(micro) / len(idx)
+                    accelerator.backward(part["loss"] * share)
+                for k in LOGGED:
+                    terms[k] = terms[k] + part[k].detach() * share
+                n_tok += int(mask.sum()) * world
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        n_tok = int(batch["attention_mask"].sum()) * world  # equal slices: an estimate without a sync
         tokens_total += n_tok
         metrics.add(tokens=n_tok)
         done = step + 1
@@ -180,12 +253,20 @@ def train(
             }
             metrics.write(last, f"step {done}", loss=f"{last['loss']:.4f}", out=f"{last['loss_out']:.3f}",
                           steps=f"{last['loss_steps']:.3f}")
+        if eval_rows and (done % eval_every == 0 or done == cfg.max_steps):
+            evaluated = evaluate_rows(model, eval_rows, tokenizer, cfg, accelerator.device)
+            metrics.write({"step": done, **evaluated}, f"step {done}")
+            last = {**last, **evaluated}
         bar.update(1)
         if cfg.save_steps and done % cfg.save_steps == 0 and done != cfg.max_steps:
-            save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done, saved=saved)
+            save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done, saved=saved, run=run,
+                            metrics=last)
     bar.close()
     seconds = time.perf_counter() - t0
-    save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, cfg.max_steps, saved=saved)
+    save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, cfg.max_steps, saved=saved, run=run,
+                    metrics=last)
+    if cfg.report_to != "none":
+        accelerator.end_training()
     model = accelerator.unwrap_model(model)
     model.eval()
     return TrainResult(model, tokenizer, cfg.max_steps - start, seconds, tokens_total, last)
