@@ -384,6 +384,7 @@ def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = O
 
     _setup_logging()
     cfg = _build(PALConfig, config, overrides)
+    _quiet_transformers(cfg.progress)
     with _bad_input(TrajectoryError, OSError, ValueError):
         result = run(cfg)
     typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
@@ -402,6 +403,7 @@ def train_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]]
 
     _setup_logging()
     cfg = _build(PRMConfig, config, overrides)
+    _quiet_transformers(cfg.progress)
     with _bad_input(TrajectoryError, OSError, ValueError):
         result = run(cfg)
     typer.echo(f"trained {result.steps} steps in {result.seconds:.1f}s; final metrics: {result.final_metrics}")
@@ -603,7 +605,8 @@ def score(
     if saved is None:
         typer.echo(f"procsup: warning: {model} has no {FORMAT_FILE}, its step format was not recorded; using {fmt}",
                    err=True)
-    scores = run(prm, tok, trajs, fmt, batch_size=batch_size)
+    with _bad_input(ValueError):  # a row longer than the model's positions names its trajectory
+        scores = run(prm, tok, trajs, fmt, batch_size=batch_size)
     with _bad_input(TrajectoryError, OSError):
         write_jsonl([replace(t, meta={**t.meta, "step_scores": s}) for t, s in zip(trajs, scores)], out)
     written = sum(1 for line in out.open(encoding="utf-8") if line.strip())
@@ -671,7 +674,7 @@ def evaluate_prm(
 
         with _bad_input(OSError, ValueError):
             scorer = load_prm_scorer(prm, layout, batch_size)
-        scores = scorer(trajs)
+            scores = scorer(trajs)
     with _bad_input(ValueError):
         report = prm_report(trajs, scores, threshold=threshold, seed=seed, draws=draws)
     report["data"], report["prm"] = str(data), None if prm is None else str(prm)
@@ -688,6 +691,7 @@ def init_model(
     path: Path = typer.Argument(..., help="Directory to write the model to."),
     arch: str = typer.Option("llama", help="llama, qwen2 or gpt2."),
     hidden_size: int = typer.Option(128), num_layers: int = typer.Option(2), num_heads: int = typer.Option(4),
+    max_positions: int = typer.Option(1024, help="Longest row in tokens (characters: the tokenizer is per character)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Write a tiny randomly initialised causal LM with a character tokenizer (safetensors), for trying procsup.
@@ -695,7 +699,9 @@ def init_model(
     No procsup.json is written: a base model has no step format until a trainer saves one with it."""
     from procsup.models.factory import TinyModelConfig, build_tiny_model, save_model
 
-    model, tok = build_tiny_model(TinyModelConfig(arch, hidden_size, num_layers, num_heads), seed=seed)
+    with _bad_input(ValueError):
+        tiny = TinyModelConfig(arch, hidden_size, num_layers, num_heads, max_positions=max_positions)
+    model, tok = build_tiny_model(tiny, seed=seed)
     save_model(model, tok, path)
     typer.echo(f"wrote {arch} model ({sum(p.numel() for p in model.parameters()):,} parameters) to {path}")
 
