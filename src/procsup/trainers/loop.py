@@ -497,11 +497,12 @@ def micro_batches(idx: Sequence[int], accumulation: int) -> list[list[int]]:
 
 def prepare_model(model, cfg) -> torch.nn.Module:
     """``cfg.dtype`` (float32 leaves the model as it is) and ``cfg.gradient_checkpointing`` (Hugging Face's
-    ``gradient_checkpointing_enable``: activations recomputed in the backward pass, same gradients)."""
+    ``activation_checkpointing_enable``, the transformers 5 name of ``gradient_checkpointing_enable``:
+    activations recomputed in the backward pass, same gradients)."""
     if cfg.dtype != "float32":
         model = model.to(DTYPES[cfg.dtype])
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 

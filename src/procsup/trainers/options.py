@@ -74,7 +74,8 @@ class CheckpointOptions(OptimizerOptions):
     """The model's weights and activations: float32, or bfloat16 (half the memory, coarser updates)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass instead of keeping them (Hugging Face's
-    ``gradient_checkpointing_enable``): less memory, more compute, the same gradients."""
+    ``activation_checkpointing_enable``, formerly ``gradient_checkpointing_enable``): less memory, more
+    compute, the same gradients."""
     eval_file: str | None = None
     """JSONL of held-out trajectories, evaluated every eval_steps (no gradient); logged in metrics.jsonl
     with an ``eval_`` prefix."""
