@@ -160,7 +160,7 @@ def parse_items(
                 if out is None:
                     raise located from None
                 row = {location_key: location, "error": str(located), "raw": raw()}
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write(_json_line(row))
                 n_bad += 1
                 continue
             n_good += 1
@@ -251,9 +251,16 @@ def write_records(records: Iterable[dict[str, Any]], path: PathLike) -> None:
         raise
 
 
+def _json_line(record: Any) -> str:
+    """One JSON Lines line, UTF-8 text kept readable but U+2028/U+2029 escaped: Python's ``str.splitlines``
+    (and JavaScript) break lines there, and a reader that does would cut the record in two."""
+    text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
+
+
 def _encode_record(record: dict[str, Any], index: int, path: Path) -> bytes:
     try:
-        return (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        return _json_line(record).encode("utf-8")
     except (TypeError, ValueError) as e:  # ValueError covers NaN and lone surrogates
         raise TrajectoryError(f"record {index} cannot be written as JSON: {e}", where=f"{path}:{index + 1}") from None
 
