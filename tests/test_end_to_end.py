@@ -96,3 +96,40 @@ def test_bench_addition_retrains_when_settings_change(tmp_path):
     assert run["final_train_metrics"].get("step") == 4  # trained again: a resumed stale run logs no step
     metrics = (tmp_path / "bench" / "state-seed0" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 1  # one fresh run of 4 steps (log_steps 10 -> a line at the end), not two
+
+
+def test_cli_bench_addition_fits_80_columns_and_says_cached(tmp_path):
+    args = ["bench", "addition", f"output_dir={tmp_path / 'b'}", "seeds=0", "train_size=32", "test_size=4",
+            "test_digits=2,3,4,5", "steps=2", "batch_size=8", "hidden_size=32", "num_layers=1", "num_heads=2",
+            "--no-progress"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert max(len(line) for line in first.output.splitlines()) <= 80, first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "all 3 runs cached" in again.output and "wall time" not in again.output
+
+
+def test_fit_table_splits_wide_tables():
+    from procsup.bench.report import fit_table
+
+    rows = [["name", *[f"column {i} header" for i in range(8)]], ["row", *[f"{i}.0 ± 0.1" for i in range(8)]]]
+    text = fit_table(rows)
+    assert max(map(len, text.splitlines())) <= 80 and text.count("name") >= 2  # row names repeated per part
+    assert all(f"column {i} header" in text for i in range(8))
+
+
+def test_cache_records_the_code_version_and_checks_it(tmp_path):
+    from procsup.bench import cache
+
+    calls = []
+    run = cache.cached_run(tmp_path / "r", {"a": 1}, lambda d: calls.append(1) or {"x": 1})
+    assert run["code"] == cache.code_version() and "cached" not in run
+    again = cache.cached_run(tmp_path / "r", {"a": 1}, lambda d: calls.append(1) or {"x": 1})
+    assert again["cached"] is True and len(calls) == 1
+    saved = json.loads((tmp_path / "r" / "eval.json").read_text())
+    (tmp_path / "r" / "eval.json").write_text(json.dumps({**saved, "code": {"version": "0.0.0-old", "source": "x"}}))
+    cache.cached_run(tmp_path / "r", {"a": 1}, lambda d: calls.append(1) or {"x": 1})
+    assert len(calls) == 2  # another procsup version: re-run
+    del saved["code"]  # recorded before versions were kept: reused
+    (tmp_path / "r" / "eval.json").write_text(json.dumps(saved))
+    assert cache.cached_run(tmp_path / "r", {"a": 1}, lambda d: calls.append(1) or {"x": 1})["cached"] is True

@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import logging
 import re
+import textwrap
 import time
 import types
 import typing
@@ -763,13 +764,13 @@ def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[
     _quiet_transformers(cfg.progress)
     started = time.time()
     result = main(cfg)
-    typer.echo(f"Addition exact match (%), mean ± std over seeds {','.join(map(str, cfg.seeds))}")
+    typer.echo(f"Addition exact match (%), mean±std over seeds {','.join(map(str, cfg.seeds))}")
     typer.echo(fit_table(result["rows"]))
     runs = {f"{r['method']}-seed{r['seed']}": Path(cfg.output_dir) / f"{r['method']}-seed{r['seed']}" / "eval.json"
             for r in result["runs"]}
     reused = [name for name, path in runs.items() if path.is_file() and path.stat().st_mtime < started]
-    typer.echo(f"{cached_note(reused, len(runs), result['wall_seconds'])}; "
-               f"wrote {cfg.output_dir}/results.json and accuracy.png")
+    note = f"{cached_note(reused, len(runs), result['wall_seconds'])}; wrote {cfg.output_dir}/results.json and accuracy.png"
+    typer.echo(textwrap.fill(note, width=80))
 
 
 @_config_command(bench_app, "paper", "procsup.bench.paper:PaperBenchConfig")

@@ -200,13 +200,14 @@ def plot(table: dict, cfg: AdditionBenchConfig, path: Path) -> None:
 
 
 def format_table(table: dict, cfg: AdditionBenchConfig) -> list[list[str]]:
-    header = ["method", *[f"{d} digits" for d in cfg.test_digits], "trace valid @max", "paper @5"]
+    """Exact match per test length (%, mean±std) beside the paper's 5-digit figure; 80 columns for 4 lengths."""
+    header = ["method", *[f"{d} digits" for d in cfg.test_digits], f"valid@{max(cfg.test_digits)}", "paper@5"]
     rows = [header]
     for method in cfg.methods:
         cells = []
         for d in cfg.test_digits:
             em = table[method][str(d)]["exact_match"]
-            cells.append(f"{100 * em['mean']:.1f} ± {100 * em['std']:.1f}")
+            cells.append(f"{100 * em['mean']:.1f}±{100 * em['std']:.1f}")
         tv = table[method][str(max(cfg.test_digits))].get("trace_valid")
         paper = PAPER_5_DIGITS.get(method)
         rows.append([method, *cells, f"{100 * tv['mean']:.1f}" if tv else "n/a", f"~{100 * paper:.0f}" if paper else "-"])

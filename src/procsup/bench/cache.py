@@ -1,7 +1,16 @@
-"""One benchmark run, computed once: a finished run with the same settings is read back, not re-trained."""
+"""One benchmark run, computed once: a finished run with the same settings is read back, not re-trained.
+
+The cache key is the run's settings. The code that produced a run is recorded beside it, not in the key
+(a key change would throw away hours of recorded runs at every edit): ``code`` holds the procsup version
+and a hash of the package's source. A run is reused when its key matches and its recorded version equals
+the installed one (bump the version to invalidate every cached run); a run recorded before versions were
+kept has none and is reused. A differing source hash is reported (``cached_from_other_source``), not acted
+on. A reused run carries ``cached: True`` in the returned dict (never written to disk)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import shutil
 import time
@@ -9,20 +18,40 @@ from pathlib import Path
 from typing import Callable
 
 
+@functools.cache
+def code_version() -> dict:
+    """``{"version": <procsup version>, "source": <sha256 of every .py file of the package, 12 hex>}``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("procsup")
+    except PackageNotFoundError:
+        v = "unknown"
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return {"version": v, "source": digest.hexdigest()[:12]}
+
+
 def cached_run(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
-    """``fn(run_dir)`` once per ``key``: a finished run whose ``eval.json`` holds the same key is read
-    back; a stale or unfinished folder is cleared first (a checkpoint of other settings must not be
-    resumed). The result, with ``key`` and ``seconds``, is written atomically to ``run_dir/eval.json``."""
+    """``fn(run_dir)`` once per ``key``: a finished run whose ``eval.json`` holds the same key (and the same
+    procsup version, when recorded) is read back with ``cached: True``; a stale or unfinished folder is
+    cleared first (a checkpoint of other settings must not be resumed). The result, with ``key``, ``code``
+    and ``seconds``, is written atomically to ``run_dir/eval.json``."""
     done = run_dir / "eval.json"
     key = json.loads(json.dumps(key))  # tuples -> lists, as read back from disk
+    code = code_version()
     if done.is_file():
         cached = json.loads(done.read_text())
-        if cached.get("key") == key:
-            return cached
+        recorded = cached.get("code", {}).get("version")
+        if cached.get("key") == key and recorded in (None, code["version"]):
+            other = cached.get("code", {}).get("source") not in (None, code["source"])
+            return {**cached, "cached": True, "cached_from_other_source": other}
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     t0 = time.perf_counter()
-    out = {"key": key, **fn(run_dir), "seconds": time.perf_counter() - t0}
+    out = {"key": key, **fn(run_dir), "code": code, "seconds": time.perf_counter() - t0}
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1))
     tmp.replace(done)

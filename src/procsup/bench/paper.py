@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,8 +51,8 @@ import torch
 
 from procsup.bench.addition import AdditionBenchConfig, run_one
 from procsup.bench.cache import cached_run
+from procsup.bench.report import cached_note, fit_table, render, reused_runs, stat
 from procsup.bench.report import pct as _pct
-from procsup.bench.report import render, stat
 from procsup.evaluation.metrics import evaluate
 from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import TinyModelConfig, build_tiny_model
@@ -607,13 +608,16 @@ def main(cfg: PaperBenchConfig) -> dict:
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out / "results.json")
-    print(render(rows))
+    print(fit_table(rows, keys=2))
     if "grid" in tables:
-        print("grid views: trail = 3x3 window + offset to the next waypoint + the cells visited since the last "
-              "waypoint (what the agent sees and remembers); local = the same without the memory; field = the "
-              "environment computes the distance field and marks which moves shorten the path (the executor plans).")
+        print(textwrap.fill("grid views: trail = 3x3 window + offset to the next waypoint + the cells visited since the "
+              "last waypoint (what the agent sees and remembers); local = the same without the memory; field = the "
+              "environment computes the distance field and marks which moves shorten the path (the executor plans).",
+                            width=80))
     per_task = ", ".join(f"{t} {s:.0f}s" for t, s in seconds.items())
-    print(f"wall time {result['wall_seconds']:.0f}s ({per_task}); wrote {out}/results.json and one PNG per task")
+    reused, total = reused_runs(out, time.time() - result["wall_seconds"])
+    print(textwrap.fill(f"{cached_note(reused, total, result['wall_seconds'])} ({per_task}); wrote {out}/results.json "
+                        "and one PNG per task", width=80))
     return result
 
 

@@ -45,7 +45,7 @@ import torch
 
 from procsup.annotation.oracle import label_traces, orm_labels
 from procsup.bench.cache import cached_run
-from procsup.bench.report import pct, render, stat
+from procsup.bench.report import cached_note, fit_table, pct, reused_runs, stat
 from procsup.data import views
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
@@ -384,11 +384,11 @@ def format_tables(table: dict) -> dict[str, list[list[str]]]:
     for m, row in table["step_eval"].items():
         steps.append([m, _num(row["auroc_all_steps"]), _num(row["auroc_process_steps"]),
                       pct(row["accuracy_all_steps"]), _num(row.get("within_problem_auroc"))])
-    search = [["search", "policy samples / problem", "accuracy (%)"]]
+    search = [["search", "samples/problem", "accuracy (%)"]]
     for n, row in table["best_of_n"].items():
         search.append([f"best-of-{n}, PRM min", f"{row['samples']['mean']:.0f}", pct(row["prm-min"])])
     for b, row in table["beam_search"].items():
-        search.append([f"beam {b} (width x samples per beam), PRM min", f"{row['samples']['mean']:.0f}",
+        search.append([f"beam {b} (width x expand), PRM min", f"{row['samples']['mean']:.0f}",
                        pct(row["accuracy"])])
     return {"best_of_n": bon, "step_eval": steps, "search": search}
 
@@ -442,8 +442,9 @@ def main(cfg: PRMBenchConfig) -> dict:
     tmp.replace(out / "results.json")
     plot(table, cfg, out / "bon.png")
     for name, rows in tables.items():
-        print(f"\n{name}\n{render(rows, markdown=True)}")
-    print(f"\nwall time {result['wall_seconds']:.0f}s; wrote {out}/results.json and bon.png")
+        print(f"\n{name}\n{fit_table(rows)}")
+    started = time.time() - result["wall_seconds"]
+    print(f"\n{cached_note(*reused_runs(out, started), result['wall_seconds'])}; wrote {out}/results.json and bon.png")
     return result
 
 

@@ -64,3 +64,14 @@ def cached_note(reused: list[str], total: int, wall_seconds: float) -> str:
     if reused:
         note += f"; {len(reused)} of {total} runs cached (read back): {', '.join(reused)}"
     return note
+
+
+def reused_runs(root, started: float) -> tuple[list[str], int]:
+    """The runs under ``root`` whose ``eval.json`` (the cache of :mod:`procsup.bench.cache` and of the
+    addition runs) was written before ``started`` (a ``time.time()``): the runs read back, not re-run; and
+    the number of runs in all (those plus the ones written since)."""
+    from pathlib import Path
+
+    stamps = {str(p.parent.relative_to(root)): p.stat().st_mtime for p in Path(root).rglob("eval.json")}
+    reused = sorted(name for name, t in stamps.items() if t < started)
+    return reused, len(stamps)
