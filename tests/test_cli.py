@@ -121,7 +121,7 @@ def test_make_data_errors(tmp_path):
     res = runner.invoke(app, ["make-data", "addition", "--size", "3-1", "-o", str(tmp_path / "x.jsonl")])
     assert res.exit_code == 2 and "--size" in res.output
     res = runner.invoke(app, ["make-data", "addition", "-o", str(tmp_path)])
-    assert res.exit_code == 1 and "is a directory" in res.output
+    assert res.exit_code == 1 and "folder" in res.output
 
 
 @pytest.mark.parametrize("source,fixture", [
@@ -165,6 +165,8 @@ def test_convert_refuses_same_files_and_missing_mode(tmp_path):
     out = tmp_path / "o.jsonl"
     res = runner.invoke(app, ["convert", "--from", "math-shepherd", str(src), str(out), "--rejects", str(out)])
     assert res.exit_code == 1 and "same file" in res.output
+    res = runner.invoke(app, ["convert", "--from", "math-shepherd", str(tmp_path / "missing.jsonl"), str(out)])
+    assert res.exit_code == 1 and "no such file" in res.output
     res = runner.invoke(app, ["convert", str(src), str(out)])
     assert res.exit_code == 2 and "--from" in res.output
     res = runner.invoke(app, ["convert", "--from", "nope", str(src), str(out)])
@@ -179,7 +181,7 @@ def test_score_fails_before_any_work(tmp_path):
     res = runner.invoke(app, ["score", str(tmp_path / "prm"), str(data), str(data)])
     assert res.exit_code == 1 and "same file" in res.output
     res = runner.invoke(app, ["score", str(tmp_path / "prm"), str(data), str(tmp_path)])
-    assert res.exit_code == 1 and "is a directory" in res.output
+    assert res.exit_code == 1 and "folder" in res.output
 
 
 def test_evaluate_prm_on_scored_data(tmp_path):

@@ -299,36 +299,23 @@ def _quiet_transformers(verbose: bool = False) -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def _distinct_paths(**paths: Optional[Path]) -> None:
-    """Input, output and reject files must be different files (resolved paths): a reject file equal to
-    the input grows forever, an output equal to the input truncates it before it is read."""
-    try:
-        from procsup.data.io import check_distinct_paths  # the shared check, where it exists
-    except ImportError:
-        check_distinct_paths = None
-    given = {k: p for k, p in paths.items() if p is not None}
-    if check_distinct_paths is not None:
-        try:
-            check_distinct_paths(**given)
-        except ValueError as e:
-            raise _fail(str(e)) from None
-        return
-    seen: dict[Path, str] = {}
-    for role, path in given.items():
-        resolved = Path(path).resolve()
-        if resolved in seen:
-            raise _fail(f"{role} {path} is the same file as {seen[resolved]}; give different files")
-        seen[resolved] = f"{role} {path}"
+def _check_paths(inputs: dict[str, Optional[Path]], outputs: dict[str, Optional[Path]]) -> None:
+    """Before any work: each output's folder is made, then ``procsup.data.io.check_paths`` refuses a missing
+    or unreadable input, an output that is a folder or not writable, and an output that is an input or
+    another output (a reject file equal to the input grows forever; an output equal to the input
+    truncates it before it is read). Resolved paths, so ``./a`` and ``a`` are the same file."""
+    from procsup.data.io import check_paths
 
-
-def _output_file(path: Path) -> None:
-    """Make ``path``'s folder now, before any work, and refuse a directory: a bad output fails in a second."""
-    if path.is_dir():
-        raise _fail(f"output {path} is a directory; give a file name")
+    for role, path in outputs.items():
+        if path is not None and not path.is_dir():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _fail(f"{role} {path}: cannot create its folder: {e.strerror or e}") from None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_paths(inputs=inputs, outputs=outputs)
     except OSError as e:
-        raise _fail(f"cannot create the folder of {path}: {e.strerror or e}") from None
+        raise _fail(str(e)) from None
 
 
 def _task(name: str):
@@ -452,8 +439,8 @@ def make_data(
         raise typer.BadParameter(f"--size must be an int or a range a-b, got {size!r}") from None
     if not sizes or min(sizes) < 1:
         raise typer.BadParameter(f"--size must be >= 1 (a range low-high), got {size!r}")
-    _output_file(out)
     t = _task(task)
+    _check_paths({}, {"output": out})
     problems = []
     for k, s in enumerate(sizes):
         n = count // len(sizes) + (k < count % len(sizes))
@@ -507,7 +494,7 @@ def validate(
     from procsup.data.io import read_jsonl
     from procsup.data.trajectory import TrajectoryError
 
-    _distinct_paths(input=path, rejects=rejects)
+    _check_paths({"input": path}, {"rejects": rejects})
     with _bad_input(TrajectoryError, OSError):
         trajs = read_jsonl(path, rejects=rejects)
     labelled = sum(t.has_labels for t in trajs)
@@ -542,8 +529,7 @@ def convert(
         raise typer.BadParameter(f"--to must be stepwise or procsup, got {to!r}")
     if to is None and source is None and mapping is None:
         raise typer.BadParameter("give --from DATASET, --map FIELDS, or --to stepwise|procsup")
-    _distinct_paths(input=src, output=dst, rejects=rejects)
-    _output_file(dst)
+    _check_paths({"input": src}, {"output": dst, "rejects": rejects})
     with _bad_input(TrajectoryError, OSError, ValueError):
         if source is None and mapping is None and to == "procsup":
             trajs = read_stepwise_jsonl(src, rejects=rejects)
@@ -587,8 +573,7 @@ def score(
 
     if batch_size < 1:
         raise typer.BadParameter(f"--batch-size must be >= 1, got {batch_size}")
-    _distinct_paths(input=data, output=out)
-    _output_file(out)
+    _check_paths({"input": data}, {"output": out})
     with _bad_input(TrajectoryError, OSError, ValueError):
         saved = load_format(model)  # checked before the weights load: a wrong folder or flag fails at once
         check_kind(saved, "prm", model)
@@ -652,9 +637,7 @@ def evaluate_prm(
     if draws < 1:
         raise typer.BadParameter(f"--draws must be >= 1, got {draws}")
     prm, data = (prm_or_data, data) if data is not None else (None, prm_or_data)
-    if json_out is not None:
-        _distinct_paths(input=data, json=json_out)
-        _output_file(json_out)
+    _check_paths({"input": data}, {"json": json_out})
     with _bad_input(TrajectoryError, OSError, ValueError):
         if prm is not None:
             from procsup.models.saved import check_kind, load_format
