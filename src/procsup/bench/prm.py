@@ -384,7 +384,7 @@ def format_tables(table: dict) -> dict[str, list[list[str]]]:
     for m, row in table["step_eval"].items():
         steps.append([m, _num(row["auroc_all_steps"]), _num(row["auroc_process_steps"]),
                       pct(row["accuracy_all_steps"]), _num(row.get("within_problem_auroc"))])
-    search = [["search", "samples/problem", "accuracy (%)"]]
+    search = [["search", "policy samples / problem", "accuracy (%)"]]
     for n, row in table["best_of_n"].items():
         search.append([f"best-of-{n}, PRM min", f"{row['samples']['mean']:.0f}", pct(row["prm-min"])])
     for b, row in table["beam_search"].items():
