@@ -44,7 +44,7 @@ from procsup.models.action_head import ActionHeadModel
 from procsup.objectives.policy_gradient import reinforce_loss
 from procsup.rl.advantages import leave_one_out_baseline
 from procsup.rollout import ActionHeadPolicy, complete, start
-from procsup.trainers.loop import MetricsLog
+from procsup.trainers.loop import MetricsLog, claim_output_dir
 
 BASELINES = ("ema", "batch")
 
@@ -115,8 +115,12 @@ def train_reinforce(
         raise ValueError("train_reinforce runs in one process; launch it without --num_processes")
     if not problems:
         raise ValueError("no problems to start episodes from")
+    with claim_output_dir(accelerator, cfg):  # a folder of its own, locked: no second run writes into it
+        return _train(cfg, policy, task, problems, accelerator)
+
+
+def _train(cfg: ReinforceConfig, policy: ActionHeadModel, task, problems: Sequence[Any], accelerator) -> ReinforceResult:
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     policy.eval()
