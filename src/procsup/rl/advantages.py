@@ -13,7 +13,13 @@ Per-step rewards of a trajectory (rewards (B, S), a mask for rows with fewer tha
 * :func:`returns_to_go`: ``sum_{k >= t} gamma^(k-t) r_k``, the usual return from step t on;
 * :func:`min_returns`: ``min_{k >= t} r_k``, the min-form credit assignment of PURE (Cheng et al. 2025,
   "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model Needs for Reasoning",
-  arXiv 2504.15275): a step is worth the worst step still to come, which a PRM cannot be farmed through.
+  arXiv 2504.15275): a step is worth the worst step still to come, which a PRM cannot be farmed through;
+* :func:`softmin_rewards`: PURE's differentiable-in-form approximation (its section 3.2): each reward weighted by
+  ``softmax(-r / T)`` over the trajectory's steps, then summed as usual (:func:`returns_to_go`); as
+  ``T -> 0`` the first step's return tends to the trajectory's minimum.
+
+A group's per-step returns become advantages with :func:`group_step_advantages` (the group's step returns
+normalized together, or a leave-one-out baseline of the other samples' steps).
 
 :func:`step_to_token` spreads per-step values over the tokens of each step, by the ``segment_ids`` of
 :mod:`procsup.data.tokenize`, for :func:`procsup.objectives.policy_gradient.policy_gradient_loss`.
@@ -86,6 +92,58 @@ def min_returns(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     kept = torch.where(mask, rewards, big)  # a padded step never is the minimum
     suffix_min = kept.flip(1).cummin(1).values.flip(1)  # (B, S)
     return torch.where(mask, suffix_min, torch.zeros_like(suffix_min))
+
+
+def softmin_rewards(rewards: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """rewards (B, S), mask (B, S) bool -> ``r_t * softmax(-r / T)_t`` over each row's steps (B, S); 0 where the
+    mask is False. PURE's reward transform (Cheng et al. 2025, section 3.2): summed from step t on
+    (:func:`returns_to_go`), step 0's return is the softmin-weighted mean of the rewards, which tends to their
+    minimum as ``T -> 0`` and to their mean as ``T -> inf``; a later step's return is the part of that sum
+    still to come (about 0 once the worst step is behind it, for small T)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = torch.where(mask, -rewards / temperature, torch.full_like(rewards, float("-inf")))  # (B, S)
+    weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # a row with no step: all -inf -> nan -> 0
+    return torch.where(mask, weights * rewards, torch.zeros_like(rewards))
+
+
+def group_step_advantages(
+    returns: torch.Tensor, mask: torch.Tensor, group_size: int, how: str = "grpo", eps: float = 1e-4
+) -> torch.Tensor:
+    """Per-step returns of G samples per problem -> per-step advantages (B, S), 0 where the mask is False.
+
+    returns (B, S), mask (B, S) bool, B = N * G with a problem's G samples adjacent (as
+    :func:`procsup.rollout.complete` returns them, flattened). Every valid step of every sample of a group
+    enters one pool:
+
+    * ``grpo``: ``(R - mean) / (std + eps)``, mean and sample std over the pool (the process-supervision
+      variant of GRPO normalizes all the group's step rewards together: Shao et al. 2024, section 4.1.3);
+      a pool of fewer than 2 steps, or of equal returns, gives 0;
+    * ``rloo``: ``R - mean`` of the *other* samples' steps in the pool (a sample's own returns never enter
+      its baseline; 0 baseline if the others have no step).
+    """
+    if how not in ("grpo", "rloo"):
+        raise ValueError(f"how must be grpo or rloo, got {how!r}")
+    b, s = returns.shape
+    if group_size < 1 or b % group_size:
+        raise ValueError(f"{b} rows are not groups of {group_size}")
+    m = mask.to(returns.dtype)
+    r = torch.where(mask, returns, torch.zeros_like(returns)).view(-1, group_size, s)  # (N, G, S)
+    m = m.view(-1, group_size, s)
+    own_sum, own_n = r.sum(-1), m.sum(-1)  # (N, G)
+    pool_sum, pool_n = own_sum.sum(-1, keepdim=True), own_n.sum(-1, keepdim=True)  # (N, 1)
+    if how == "grpo":
+        mean = pool_sum / pool_n.clamp(min=1)  # (N, 1)
+        sq = (((r - mean[..., None]) ** 2) * m).sum((-1, -2))[:, None]  # (N, 1)
+        std = (sq / (pool_n - 1).clamp(min=1)).sqrt()
+        adv = (r - mean[..., None]) / (std[..., None] + eps)  # (N, G, S)
+        adv = torch.where((pool_n >= 2)[..., None], adv, torch.zeros_like(adv))
+    else:
+        others_n = pool_n - own_n  # (N, G)
+        baseline = torch.where(others_n > 0, (pool_sum - own_sum) / others_n.clamp(min=1), torch.zeros_like(own_sum))
+        adv = r - baseline[..., None]
+    adv = adv.reshape(b, s)
+    return torch.where(mask, adv, torch.zeros_like(adv))
 
 
 def step_to_token(

@@ -1,0 +1,528 @@
+"""Group-relative policy gradient with outcome and per-step rewards (GRPO, RLOO, PURE's min-form).
+
+A history-mode causal LM policy writes its steps and its answer. Each update:
+
+1. **Sample.** ``batch_size`` problems (the global batch, :func:`procsup.trainers.loop.global_batch`, each
+   process taking its slice), ``group_size`` samples each through :func:`procsup.rollout.complete`, seeded
+   from ``(seed, update, process)`` so that a resumed run samples what the uninterrupted one sampled.
+2. **Rewards.** Each sample gets a list ``[r_1, ..., r_n, o]``: one reward per written step, from a step
+   scorer (:data:`procsup.scorers.StepScorer`: the task's exact checker or a PRM), then the answer
+   as one more step, ``o = 1`` if the answer is right, else 0 (a sample with no answer line gets
+   ``o = 0`` on an answer step with no tokens: it is not trained on an answer it did not write, but its
+   steps still see the missing answer through their returns).
+3. **Advantages (B, T).** The outcome advantage (``o`` normalized within the group: GRPO, Shao et al.
+   2024; or leave-one-out: RLOO, Ahmadian et al. 2024) on every generated token, weighted by
+   ``outcome_coef``; plus, weighted by ``step_coef``, the step advantage: per-step returns (``credit``:
+   ``sum`` = rewards to go, the usual RL return; ``min`` = the worst reward still to come, PURE's
+   min-form, Cheng et al. 2025, arXiv 2504.15275; ``softmin`` = PURE's softmin transform then sum)
+   normalized over the group's steps (:func:`procsup.rl.advantages.group_step_advantages`) and put on each
+   step's tokens (:func:`procsup.rl.advantages.step_to_token`); the answer's tokens get the answer step's.
+4. **Loss.** :func:`procsup.objectives.policy_gradient.policy_gradient_loss`: token-level mean, PPO's
+   clipped ratio against the sampling policy's log-probs (``ppo_epochs`` passes over ``minibatches``
+   minibatches; with one of each the ratio is 1 and the gradient is REINFORCE's), the k3 KL to a frozen
+   copy of the starting policy (``kl_coef``; 0 keeps no reference model).
+
+How a sample becomes tokens: :func:`trace_rows` re-tokenizes the parsed trace with
+:func:`procsup.data.tokenize.tokenize_many` (so that ``segment_ids`` say which step each token belongs
+to) and checks it against what was generated: an answered sample must give back exactly the
+generated token count (its EOS, which ``generate`` cuts, is the answer's last token); an unanswered one
+is laid out without an answer (``steps`` layout) and, if its last step had no separator (the budget ran out
+in it), that separator's token is left out of the loss. A sample that does not give back its count
+(text after the answer line, or a tokenizer that merges across pieces) is not trained on (``dropped``).
+With the character tokenizer the re-tokenized ids are exactly the sampled ones (tested); the loss reads
+log-probs at ``logits / temperature``, the distribution the tokens were drawn from.
+
+``accelerate launch --num_processes N``: each process samples its slice of the problems and DDP averages
+the gradients (each process's loss is its own token mean). The policy stays in eval mode (no dropout), so
+that the log-probs trained on are those of the policy that sampled.
+
+Logged per update in ``metrics.jsonl`` (every ``log_steps``): see docs/rl.md. Evaluations of the gaming
+monitor (:mod:`procsup.rl.monitor`) go to ``monitor.jsonl``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from procsup.data.batch import collate
+from procsup.data.io import read_jsonl
+from procsup.data.tokenize import PROMPT, Row, StepFormat, tokenize_many
+from procsup.data.trajectory import Trajectory
+from procsup.models.factory import load_model, save_model
+from procsup.models.saved import resolve_format
+from procsup.objectives.pal import token_nll
+from procsup.objectives.policy_gradient import policy_gradient_loss
+from procsup.rl.advantages import (
+    group_normalized_advantages,
+    group_step_advantages,
+    min_returns,
+    pad_steps,
+    returns_to_go,
+    rloo_advantages,
+    softmin_rewards,
+    step_to_token,
+)
+from procsup.rl.monitor import GamingMonitor, exact_steps
+from procsup.rollout import LMPolicy, complete, start
+from procsup.trainers.loop import MetricsLog, global_batch, make_optimizer
+from procsup.trainers.options import OptimizerOptions
+
+StepScorer = Callable[[Sequence[Trajectory]], list[list[float]]]  # procsup.scorers.StepScorer (a floor above rl/)
+STEP_REWARDS = ("none", "exact", "prm")
+CREDITS = ("sum", "min", "softmin")
+BASELINES = ("grpo", "rloo")
+LOSS_TERMS = ("loss", "pg_loss", "kl", "clip_fraction")
+
+
+@dataclass(kw_only=True)
+class RLConfig(OptimizerOptions):
+    """A group-relative policy-gradient run (``procsup rl``). Build it in Python, from YAML or from
+    ``key=value`` flags. Optimizer and logging fields: :class:`~procsup.trainers.options.OptimizerOptions`;
+    ``max_steps`` counts updates (one sampling round each), ``batch_size`` problems per update (all
+    processes), each sampled ``group_size`` times. Checkpoints are this trainer's own (they also hold the
+    sampled-problem count and the monitor's history), with the fields of ``CheckpointOptions``."""
+
+    output_dir: str
+    """Where checkpoints, ``metrics.jsonl``, ``monitor.jsonl`` and the final policy go."""
+    model: str | None = None
+    """Local directory of the starting policy (a saved history-mode causal LM with its ``procsup.json``).
+    Not needed when a model object is passed."""
+    task: str | None = None
+    """Task name (addition, logic, word_problems, grid), read by the command line to build the task and
+    its exact checker; the Python API takes a task object."""
+    train_file: str | None = None
+    """JSONL of trajectories whose problems are trained on (``task.problem_of`` of each). Not needed when
+    problems are passed in Python."""
+    eval_file: str | None = None
+    """JSONL of held-out trajectories for the gaming monitor (problems only). Optional."""
+    step_reward: Literal["none", "exact", "prm"] = "none"
+    """Per-step reward: none (outcome alone), exact (the task's step checker), prm (a PRM's step scores)."""
+    prm: str | None = None
+    """step_reward=prm: local directory of the PRM (its saved step format must be the policy's)."""
+    credit: Literal["sum", "min", "softmin"] = "min"
+    """How step rewards become a step's return: sum (rewards to go, ``gamma``), min (the worst reward
+    still to come: PURE's min-form), softmin (PURE's ``softmax(-r/T)`` transform, then summed)."""
+    gamma: float = 1.0
+    """credit=sum: discount of rewards to go (0: a step's own reward)."""
+    softmin_temperature: float = 0.1
+    """credit=softmin: T of ``softmax(-r / T)`` (PURE's default 0.1)."""
+    outcome_coef: float = 1.0
+    """Weight of the outcome advantage on every generated token (0 with step rewards: the step returns alone,
+    whose answer step still carries the outcome)."""
+    step_coef: float = 1.0
+    """Weight of the per-step advantage (ignored with step_reward=none)."""
+    baseline: Literal["grpo", "rloo"] = "grpo"
+    """grpo: ``(r - mean) / (std + 1e-4)`` within the group (sample std); rloo: ``r - mean of the others``.
+    Used for the outcome and for the pool of step returns."""
+    group_size: int = 8
+    """G, samples per problem."""
+    batch_size: int = 16
+    """Problems per update (all processes; divisible by the number of processes)."""
+    learning_rate: float = 1e-4
+    """Peak AdamW learning rate (warm-up, then cosine decay over max_steps updates)."""
+    warmup_steps: int = 0
+    """Updates of linear learning-rate warm-up."""
+    max_steps: int = 100
+    """Updates (sampling rounds)."""
+    log_steps: int = 1
+    """Write a metrics line every this many updates."""
+    temperature: float = 1.0
+    """Sampling temperature; the loss reads log-probs of ``logits / temperature`` (the sampled distribution)."""
+    max_new_tokens: int | None = None
+    """Token budget of a sample (default: 1.2x the longest expert output of the batch's problems)."""
+    clip_eps: float = 0.2
+    """PPO's clip range of the ratio to the sampling policy."""
+    kl_coef: float = 0.0
+    """Weight of the k3 KL to the starting policy (0: no reference model is kept)."""
+    ppo_epochs: int = 1
+    """Passes over an update's samples."""
+    minibatches: int = 1
+    """Optimizer steps per pass (the samples split by group; the first one is on-policy, ratio 1)."""
+    eval_steps: int = 0
+    """Run the gaming monitor on the held-out problems every this many updates, and at the end (0: never)."""
+    alert_window: int = 3
+    """Monitor: evaluations over which a PRM-score rise with an exact-validity fall is an alert."""
+    alert_delta: float = 0.02
+    """Monitor: the least rise of the PRM score, and fall of exact step validity, over the window."""
+    stop_on_alert: bool = False
+    """Stop the run (after a final checkpoint) at the first monitor alert."""
+    sample_batch_size: int | None = None
+    """Rows per generate call (default: the policy's, 64 sampled traces)."""
+    save_steps: int = 0
+    """Checkpoint every this many updates (0: only at the end)."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk (oldest removed first)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir if there is one (same max_steps): the same samples,
+    updates and weights as a run that was never interrupted."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.save_steps < 0:
+            raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
+        if self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+        if self.step_reward not in STEP_REWARDS:
+            raise ValueError(f"step_reward must be one of {STEP_REWARDS}, got {self.step_reward!r}")
+        if self.credit not in CREDITS:
+            raise ValueError(f"credit must be one of {CREDITS}, got {self.credit!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+        if self.step_reward == "prm" and self.prm is None and self.task is not None:
+            raise ValueError("step_reward=prm needs prm (a PRM directory)")
+        for name in ("group_size", "ppo_epochs", "minibatches", "alert_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (a group baseline needs other samples), got {self.group_size}")
+        if self.minibatches > self.batch_size:
+            raise ValueError(f"minibatches {self.minibatches} > batch_size {self.batch_size} problems")
+        for name in ("outcome_coef", "step_coef", "kl_coef", "eval_steps", "alert_delta"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.outcome_coef == 0 and (self.step_reward == "none" or self.step_coef == 0):
+            raise ValueError("no reward: outcome_coef is 0 and there is no step reward (or step_coef is 0)")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        for name in ("temperature", "softmin_temperature", "clip_eps"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens}")
+        if self.sample_batch_size is not None and self.sample_batch_size < 1:
+            raise ValueError(f"sample_batch_size must be >= 1 or None, got {self.sample_batch_size}")
+
+
+@dataclass
+class RLResult:
+    model: torch.nn.Module
+    tokenizer: Any
+    updates: int
+    """Updates run by this call (a resumed run counts from its checkpoint)."""
+    samples: int
+    """Policy samples of the whole run (generated steps, an answer line counting as one; all processes)."""
+    seconds: float
+    final_metrics: dict
+    evals: list[dict] = field(default_factory=list)
+    """The monitor's evaluations of this call (each with ``update`` and ``samples``)."""
+    alert: dict | None = None
+    """The first monitor alert, if any."""
+
+
+# --- samples -> tokens ------------------------------------------------------------------------------------
+def trace_rows(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat) -> tuple[list[Row], list[bool], list[bool]]:
+    """Rows of sampled history traces for the loss: ``(rows, kept, cut_sep)``.
+
+    An answered trace is laid out in ``history`` (``x · sep_in · a_1 · sep · … · ans · y · eos``), an
+    unanswered one in ``steps`` (no answer, no EOS). ``kept[i]``: the row gives back the sample's generated
+    token count (``meta['tokens']``, EOS excluded), so the loss may train on it; ``cut_sep[i]``: an
+    unanswered trace whose last step had no separator (one token fewer was generated than the row has), whose
+    last token must then stay out of the loss. Trajectories need ``meta['answer']`` and ``meta['tokens']``
+    (:func:`procsup.rollout.complete` sets both)."""
+    answered = [t.meta.get("answer") is not None for t in trajectories]
+    hist = tokenize_many([t for t, a in zip(trajectories, answered) if a], tokenizer, fmt, "history")
+    steps = tokenize_many([t for t, a in zip(trajectories, answered) if not a], tokenizer, fmt, "steps")
+    it_h, it_s = iter(hist), iter(steps)
+    rows, kept, cut = [], [], []
+    for t, a in zip(trajectories, answered):
+        row = next(it_h) if a else next(it_s)
+        generated = sum(s != PROMPT for s in row.segment_ids) - (1 if a else 0)  # EOS was cut by generate
+        tokens = int(t.meta["tokens"])
+        rows.append(row)
+        cut.append(not a and generated == tokens + 1 and len(t.steps) > 0)
+        kept.append(generated == tokens or cut[-1])
+    return rows, kept, cut
+
+
+def token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probabilities of each next token (B, T - 1) under ``softmax(logits / temperature)``."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+    return -token_nll(logits / temperature, input_ids)
+
+
+# --- rewards -> advantages ----------------------------------------------------------------------------------
+def step_returns(rewards: Sequence[Sequence[float]], credit: str, gamma: float = 1.0,
+                 temperature: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """One reward list per sample -> returns (B, S) and mask (B, S) by the credit form (see the module)."""
+    values, mask = pad_steps(rewards)
+    if credit == "sum":
+        return returns_to_go(values, mask, gamma), mask
+    if credit == "min":
+        return min_returns(values, mask), mask
+    if credit == "softmin":
+        return returns_to_go(softmin_rewards(values, mask, temperature), mask), mask
+    raise ValueError(f"credit must be one of {CREDITS}, got {credit!r}")
+
+
+def sample_rewards(trajectories: Sequence[Trajectory], step_scores: Sequence[Sequence[float]] | None) -> list[list[float]]:
+    """``[r_1, ..., r_n, o]`` per sample: its step scores, then its outcome as the answer step."""
+    outcomes = [float(bool(t.meta["correct"])) for t in trajectories]
+    if step_scores is None:
+        return [[o] for o in outcomes]
+    if any(len(s) != len(t.steps) for s, t in zip(step_scores, trajectories)):
+        raise ValueError("the step scorer must give one score per step of each trajectory")
+    return [[*map(float, s), o] for s, o in zip(step_scores, outcomes)]
+
+
+def token_advantages(rows_segments: torch.Tensor, rewards: Sequence[Sequence[float]], group_size: int,
+                     cfg: RLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Advantages (B, T) on the tokens of ``segment_ids`` (B, T) (PROMPT tokens 0), from each sample's
+    ``[r_1..r_n, o]``; also the parts (outcome, step; per sample or per step) for logging and tests."""
+    outcome = torch.tensor([r[-1] for r in rewards]).view(-1, group_size)  # (N, G)
+    a_out = (group_normalized_advantages(outcome) if cfg.baseline == "grpo" else rloo_advantages(outcome)).reshape(-1)  # (B,)
+    generated = rows_segments != PROMPT  # (B, T)
+    adv = cfg.outcome_coef * a_out[:, None] * generated
+    parts = {"outcome": a_out}
+    if cfg.step_reward != "none" and cfg.step_coef > 0:
+        returns, mask = step_returns(rewards, cfg.credit, cfg.gamma, cfg.softmin_temperature)  # (B, S + 1)
+        a_step = group_step_advantages(returns, mask, group_size, cfg.baseline)  # (B, S + 1)
+        answer_at = torch.tensor([len(r) - 1 for r in rewards])  # (B,): the answer step's column
+        a_answer = a_step.gather(1, answer_at[:, None]).squeeze(1)  # (B,)
+        on_tokens, _ = step_to_token(a_step, rows_segments, a_answer)  # (B, T)
+        adv = adv + cfg.step_coef * on_tokens
+        parts.update(step=a_step, returns=returns)
+    return adv, parts
+
+
+# --- the trainer ------------------------------------------------------------------------------------------
+def _sample_seed(seed: int, update: int, rank: int) -> int:
+    return (seed * 1_000_003 + update) * 1009 + rank
+
+
+STATE_FILE = "rl_state.json"
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    found = [p for p in out.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def save_rl_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg: RLConfig, fmt: StepFormat,
+                       step: int, state: dict) -> None:
+    """``checkpoint-<step>``: the policy (loadable with :func:`~procsup.models.factory.load_model`, its
+    ``procsup.json`` saying history mode), optimizer and schedule, and ``rl_state.json`` (the run's sample
+    count, monitor history and first alert), written into a temporary folder and renamed, on the main process."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        out = Path(cfg.output_dir)
+        final, tmp = out / f"checkpoint-{step}", out / f".tmp-rl-checkpoint-{step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(accelerator.unwrap_model(model), tokenizer, tmp, fmt=fmt, mode="history")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        record = {"step": step, "max_steps": cfg.max_steps, "config": asdict(cfg), **state}
+        (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in _checkpoints(out)[: -cfg.save_total_limit]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def load_rl_checkpoint(model, optimizer, scheduler, cfg: RLConfig) -> tuple[int, dict | None]:
+    """Load the newest checkpoint of ``cfg.output_dir`` into model, optimizer and schedule: its step and
+    ``rl_state.json`` (0 and None when there is none)."""
+    ckpts = _checkpoints(Path(cfg.output_dir))
+    if not ckpts:
+        return 0, None
+    ckpt = ckpts[-1]
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    if state["max_steps"] != cfg.max_steps:
+        raise ValueError(f"{ckpt} was written by a run with max_steps={state['max_steps']}, this run has "
+                         f"{cfg.max_steps}: the learning-rate schedule would change; use the same max_steps")
+    missing, unexpected = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"{ckpt}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)}, "
+                         f"unexpected {sorted(unexpected)})")
+    opt = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    return int(state["step"]), state
+
+
+def train(
+    cfg: RLConfig, *, task, scorer: StepScorer | None = None, model=None, tokenizer=None,
+    fmt: StepFormat | None = None, problems: Sequence[Any] | None = None, eval_problems: Sequence[Any] | None = None,
+    monitor_scorer: StepScorer | None = None, extra_eval: Callable[[Any, int], dict] | None = None,
+    accelerator: Accelerator | None = None,
+) -> RLResult:
+    """Train the history-mode policy ``model`` (or ``cfg.model``) on ``problems`` (or ``cfg.train_file``'s) of
+    ``task``. ``scorer``: the step scorer for ``step_reward`` exact or prm (e.g. ``exact_scorer(task,
+    "history")``, ``load_prm_scorer(path)``). ``monitor_scorer``: the PRM the gaming monitor watches (default:
+    ``scorer`` when step_reward=prm); the monitor runs on ``eval_problems`` every ``cfg.eval_steps``.
+    ``extra_eval(model, update)``: more numbers for each monitor line (e.g. accuracy on other problem sets)."""
+    accelerator = accelerator or Accelerator()
+    if model is None:
+        if cfg.model is None:
+            raise ValueError("no model: set RLConfig.model to a local model directory or pass model=")
+        model, tokenizer, saved = load_model(cfg.model)
+        fmt = fmt or resolve_format(saved, cfg.model)
+    fmt = fmt or StepFormat()
+    if problems is None:
+        if cfg.train_file is None:
+            raise ValueError("no problems: set RLConfig.train_file or pass problems=")
+        problems = [task.problem_of(t) for t in read_jsonl(cfg.train_file)]
+    if eval_problems is None and cfg.eval_file is not None:
+        eval_problems = [task.problem_of(t) for t in read_jsonl(cfg.eval_file)]
+    if not problems:
+        raise ValueError("no problems to train on")
+    if cfg.step_reward != "none" and scorer is None:
+        raise ValueError(f"step_reward={cfg.step_reward} needs a step scorer (scorer=)")
+    if cfg.eval_steps and not eval_problems:
+        raise ValueError("eval_steps is set but there are no held-out problems (eval_problems= or eval_file)")
+    monitor_scorer = monitor_scorer or (scorer if cfg.step_reward == "prm" else None)
+    out_dir = Path(cfg.output_dir)
+    rank = accelerator.process_index
+    ref_model = None
+    if cfg.kl_coef > 0:  # the starting policy, frozen, before a checkpoint is loaded into the policy
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
+    world = accelerator.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    per_proc = cfg.batch_size // world
+    out_dir.mkdir(parents=True, exist_ok=True)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    start_step, restored = load_rl_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else (0, None)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.eval()  # no dropout: the policy trained is the policy that sampled
+    policy_model = accelerator.unwrap_model(model)
+
+    state = {"samples": 0, "evals": [], "alert": None}
+    if restored is not None:
+        state = {k: restored[k] for k in state}
+    monitor = GamingMonitor(task, fmt, eval_problems or [], monitor_scorer, window=cfg.alert_window,
+                            delta=cfg.alert_delta, history=state["evals"])
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="rl", dynamic_ncols=True,
+               disable=not (cfg.progress and accelerator.is_local_main_process))
+    metrics = MetricsLog(out_dir, bar, main_process=accelerator.is_main_process)
+    t0, last, evals, step = time.perf_counter(), {}, [], start_step
+
+    def checkpoint(done: int) -> None:
+        save_rl_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, fmt, done,
+                           {**state, "evals": monitor.history})
+
+    def run_monitor(done: int) -> dict | None:
+        result = monitor.evaluate(policy_model, tokenizer, update=done, samples=state["samples"])
+        if extra_eval is not None:
+            result.update(extra_eval(policy_model, done))
+        evals.append(result)
+        if accelerator.is_main_process:
+            with (out_dir / "monitor.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(result) + "\n")
+        return result
+
+    if start_step == 0 and cfg.eval_steps and eval_problems:
+        run_monitor(0)
+    for step in range(start_step, cfg.max_steps):
+        # 1. sample: this process's slice of the update's problems, G each
+        idx = global_batch(len(problems), cfg.batch_size, step, cfg.seed)[rank * per_proc : (rank + 1) * per_proc]
+        policy = LMPolicy(policy_model, tokenizer, task, fmt, mode="history", temperature=cfg.temperature,
+                          max_new_tokens=cfg.max_new_tokens, batch_size=cfg.sample_batch_size)
+        groups = complete(policy, start(task, [problems[i] for i in idx]), n=cfg.group_size,
+                          seed=_sample_seed(cfg.seed, step, rank))
+        trajs = [t for g in groups for t in g]  # (B = per_proc * G), a group's samples adjacent
+
+        # 2. rewards; 3. advantages on tokens
+        scores = scorer(trajs) if cfg.step_reward != "none" else None
+        rewards = sample_rewards(trajs, scores)
+        rows, kept, cut = trace_rows(trajs, tokenizer, fmt)
+        batch = {k: v.to(accelerator.device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
+        segments = batch["segment_ids"]  # (B, T)
+        adv, _ = token_advantages(segments.cpu(), rewards, cfg.group_size, cfg)  # (B, T)
+        loss_mask = (segments != PROMPT) & torch.tensor(kept, device=segments.device)[:, None]  # (B, T)
+        lengths = batch["attention_mask"].sum(1)  # (B,)
+        for b in (i for i, c in enumerate(cut) if c):  # the separator the budget cut off was never sampled
+            loss_mask[b, lengths[b] - 1] = False
+        adv, loss_mask = adv[:, 1:].to(accelerator.device), loss_mask[:, 1:]  # next-token positions (B, T - 1)
+
+        # 4. clipped policy gradient (+ KL), ppo_epochs x minibatches optimizer steps
+        with torch.no_grad():
+            ref_logps = None if ref_model is None else token_logps(ref_model, batch["input_ids"], batch["attention_mask"],
+                                                                   cfg.temperature)
+            off_policy = cfg.ppo_epochs * cfg.minibatches > 1
+            old_logps = token_logps(model, batch["input_ids"], batch["attention_mask"], cfg.temperature) if off_policy else None
+        order_gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, step, rank) + 1)
+        n_groups = len(groups)
+        terms_sum = torch.zeros(len(LOSS_TERMS), device=accelerator.device)
+        n_terms = 0
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(n_groups, generator=order_gen) if cfg.minibatches > 1 else torch.arange(n_groups)
+            for chunk in perm.chunk(min(cfg.minibatches, n_groups)):
+                sel = (chunk[:, None] * cfg.group_size + torch.arange(cfg.group_size)).reshape(-1).to(accelerator.device)
+                logps = token_logps(model, batch["input_ids"][sel], batch["attention_mask"][sel], cfg.temperature)
+                terms = policy_gradient_loss(
+                    logps, adv[sel], loss_mask[sel], old_logps=None if old_logps is None else old_logps[sel],
+                    clip_eps=cfg.clip_eps, ref_logps=None if ref_logps is None else ref_logps[sel], kl_coef=cfg.kl_coef,
+                )
+                accelerator.backward(terms["loss"])
+                if cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                terms_sum += torch.stack([terms[k].detach() for k in LOSS_TERMS])
+                n_terms += 1
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+
+        # logging: means over processes, counts summed
+        samples_here = sum(int(t.meta["samples"]) for t in trajs)
+        validity = [all(v) for v in exact_steps(task, trajs)]
+        local = torch.tensor([
+            samples_here, len(trajs), sum(bool(t.meta["correct"]) for t in trajs), sum(validity),
+            sum(bool(t.meta["correct"]) and not v for t, v in zip(trajs, validity)),
+            sum(t.meta["answer"] is not None for t in trajs), sum(not k for k in kept), sum(len(t.steps) for t in trajs),
+            sum(int(t.meta["tokens"]) for t in trajs),
+            sum(sum(s) for s in scores) if scores is not None else 0.0, sum(len(s) for s in scores) if scores else 0,
+        ], dtype=torch.float64, device=accelerator.device)
+        totals = accelerator.reduce(local, reduction="sum").tolist()
+        reduced = accelerator.reduce(terms_sum / n_terms, reduction="mean").tolist()
+        state["samples"] += int(totals[0])
+        done = step + 1
+        n = max(totals[1], 1)
+        if done % cfg.log_steps == 0 or done == cfg.max_steps:
+            last = {
+                "step": done, **dict(zip(LOSS_TERMS, reduced)), "lr": lr,
+                "reward_outcome": totals[2] / n, "accuracy": totals[2] / n, "trace_validity": totals[3] / n,
+                "right_answer_wrong_steps": totals[4] / n, "answered": totals[5] / n,
+                "reward_step": totals[9] / totals[10] if totals[10] else None,
+                "steps_per_sample": totals[7] / n, "tokens_per_sample": totals[8] / n,
+                "dropped": totals[6] / n, "samples": state["samples"], "samples_update": int(totals[0]),
+                "seconds": time.perf_counter() - t0,
+            }
+            metrics.write(last, f"update {done}", acc=f"{last['accuracy']:.3f}", valid=f"{last['trace_validity']:.3f}")
+        bar.update(1)
+        if cfg.eval_steps and eval_problems and (done % cfg.eval_steps == 0 or done == cfg.max_steps):
+            result = run_monitor(done)
+            if result["alert"] and state["alert"] is None:
+                state["alert"] = result
+                if cfg.stop_on_alert:
+                    checkpoint(done)
+                    break
+        if cfg.save_steps and done % cfg.save_steps == 0 and done != cfg.max_steps:
+            checkpoint(done)
+    else:
+        checkpoint(cfg.max_steps)
+    bar.close()
+    model = accelerator.unwrap_model(model)
+    return RLResult(model, tokenizer, step + 1 - start_step if cfg.max_steps > start_step else 0, state["samples"],
+                    time.perf_counter() - t0, last, evals, state["alert"])
+
+
+def main(cfg: RLConfig, *, task, scorer: StepScorer | None = None, monitor_scorer: StepScorer | None = None) -> RLResult:
+    """``procsup rl``: :func:`train` from ``cfg`` alone (model, problems and held-out problems from disk);
+    the command line builds ``task`` from ``cfg.task`` and the scorers (the task's exact checker, or the PRM
+    in ``cfg.prm``), which live on a floor above ``rl/``."""
+    return train(cfg, task=task, scorer=scorer, monitor_scorer=monitor_scorer)
