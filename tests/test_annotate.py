@@ -209,3 +209,24 @@ def test_sigkill_and_restart_write_what_an_uninterrupted_run_writes(tmp_path):
         assert launch(cut).wait(120) == 0
     assert cut.read_text() == whole.read_text()
     assert len(whole.read_text().splitlines()) == 24
+
+
+def test_two_shards_merged_equal_one_process(tmp_path):
+    """Each of 2 ranks annotates its share into its part file; the merge equals a 1-process run (the scripted
+    policy is deterministic, so chunking cannot change its labels)."""
+    from procsup.annotation.run import annotate
+
+    trajs = [trace(12345 + 7 * i, 11111, i % 6 or None) for i in range(7)]
+    cfg = lambda out: AnnotateConfig(output_file=str(out), method="first-error", policy="p", task="addition", k=2,  # noqa: E731
+                                     chunk_size=2, progress=False)
+    for rank in range(2):
+        summary = annotate(cfg(tmp_path / "two.jsonl"), PerfectPolicy(TASK), trajs, rank, 2)
+        assert summary["written"] == len(shard(7, rank, 2))
+    assert sorted(read_done(part_path(tmp_path / "two.jsonl", 1, 2))) == [1, 3, 5]
+    two = merge_parts(tmp_path / "two.jsonl", 2, 7)
+    annotate(cfg(tmp_path / "one.jsonl"), PerfectPolicy(TASK), trajs, 0, 1)
+    assert two == merge_parts(tmp_path / "one.jsonl", 1, 7)
+    assert [r["meta"]["annotation"]["first_error"] for r in two] == [None, 1, 2, 3, 4, 5, None]
+    # a rerun finds everything written and generates nothing
+    policy = PerfectPolicy(TASK)
+    assert annotate(cfg(tmp_path / "one.jsonl"), policy, trajs, 0, 1)["written"] == 0 and policy.calls == 0
