@@ -204,3 +204,24 @@ def test_unwritable_output_dir_is_one_line(tmp_path, char_tok, history_trajs):
 def test_resume_and_overwrite_exclude_each_other(tmp_path):
     with pytest.raises(ValueError, match="resume and overwrite"):
         config(tmp_path, resume=True, overwrite=True)
+
+
+def test_trainers_check_their_paths_before_loading_anything(tmp_path):
+    """rejects_file == train_file would have the reader append to its own input; a missing train_file is named.
+    Both fail before a model is looked for (model= points nowhere)."""
+    from procsup.data.io import PathError
+    from procsup.trainers.pal import PALConfig, train
+    from procsup.trainers.prm import PRMConfig, train_prm
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("", encoding="utf-8")
+    for cfg_cls, run in ((PALConfig, train), (PRMConfig, train_prm)):
+        same = cfg_cls(output_dir=str(tmp_path / "out"), model=str(tmp_path / "nowhere"), train_file=str(data),
+                       rejects_file=str(data))
+        with pytest.raises(PathError, match="same file"):
+            run(same)
+        missing = cfg_cls(output_dir=str(tmp_path / "out"), model=str(tmp_path / "nowhere"),
+                          train_file=str(tmp_path / "missing.jsonl"))
+        with pytest.raises(PathError, match="train_file .*no such file"):
+            run(missing)
+    assert not (tmp_path / "out").exists()  # nothing was created

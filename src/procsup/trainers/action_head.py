@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from procsup.data.batch import pad
-from procsup.data.io import read_jsonl
+from procsup.data.io import check_paths, read_jsonl
 from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.data.trajectory import Trajectory
 from procsup.models.action_head import ActionHeadModel
@@ -101,6 +101,8 @@ def train_action_head(
     accelerator = accelerator or Accelerator()
     if accelerator.num_processes > 1:
         raise ValueError("train_action_head runs in one process; launch it without --num_processes")
+    # every path checked before the model loads: a missing file or rejects_file == train_file fails at once
+    check_paths(inputs={"train_file": cfg.train_file if trajectories is None else None})
     with claim_output_dir(accelerator, cfg):
         return _train(cfg, model, tokenizer, trajectories, accelerator)
 

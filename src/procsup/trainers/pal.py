@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from procsup.data.batch import collate
-from procsup.data.io import read_jsonl
+from procsup.data.io import check_paths, read_jsonl
 from procsup.data.tokenize import MODES, Mode, Row, StepFormat, check_length, step_starts, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.models.factory import load_model, max_positions
@@ -167,6 +167,9 @@ def train(
     """Train ``model`` (or ``cfg.model`` loaded from disk) on ``trajectories`` (or ``cfg.train_file``), in
     ``cfg.output_dir``, which this run holds (:func:`~procsup.trainers.loop.claim_output_dir`) until it ends."""
     accelerator = accelerator or make_accelerator(cfg)
+    # every path checked before the model loads: a missing file or rejects_file == train_file fails at once
+    check_paths(inputs={"train_file": cfg.train_file if trajectories is None else None, "eval_file": cfg.eval_file},
+                outputs={"rejects_file": cfg.rejects_file})
     with claim_output_dir(accelerator, cfg):
         return _train(cfg, model, tokenizer, trajectories, accelerator)
 

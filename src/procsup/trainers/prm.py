@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from procsup.data.batch import collate
-from procsup.data.io import read_jsonl
+from procsup.data.io import check_paths, read_jsonl
 from procsup.data.tokenize import Row, StepFormat, check_length, tokenize_many
 from procsup.data.trajectory import Label, Trajectory, TrajectoryError
 from procsup.models.factory import max_positions, resolve_model
@@ -144,6 +144,9 @@ def train_prm(cfg: PRMConfig, *, model=None, tokenizer=None, trajectories: Seque
     """Train a PRM (``cfg.model`` loaded as a token classifier, or a model object) on labelled trajectories,
     in ``cfg.output_dir``, which this run holds (:func:`~procsup.trainers.loop.claim_output_dir`) until it ends."""
     accelerator = accelerator or make_accelerator(cfg)
+    # every path checked before the model loads: a missing file or rejects_file == train_file fails at once
+    check_paths(inputs={"train_file": cfg.train_file if trajectories is None else None, "eval_file": cfg.eval_file},
+                outputs={"rejects_file": cfg.rejects_file})
     with claim_output_dir(accelerator, cfg):
         return _train(cfg, model, tokenizer, trajectories, accelerator)
 
