@@ -1,0 +1,424 @@
+"""``procsup bench rl``: outcome vs per-step rewards in group RL, from the same weak policy.
+
+Per task (addition without column letters, logic chains), everything tiny and on CPU:
+
+1. **Weak policy** (cached): PAL, history mode, few optimizer steps on purpose, so that its samples are
+   often wrong. One policy per task; the RL seeds vary the sampling and the problem order.
+2. **A gameable PRM** (cached): the policy's weights with a 2-class head, fitted on the exact labels of
+   the policy's samples on only ``prm_label_problems`` problems (too few labels: it scores unseen wrong steps
+   as right). It is the reward of the ``prm-*`` arms and what the gaming monitor watches in every arm.
+3. **RL arms** (:mod:`procsup.rl.grpo`), each ``updates`` updates of ``batch_size`` problems x
+   ``group_size`` samples: ``outcome-grpo``, ``outcome-rloo`` (the answer alone), ``exact-min``,
+   ``exact-sum``, ``exact-step`` (the task's step checker; PURE's min-form, rewards to go, a step's own
+   reward), ``prm-sum``, ``prm-min``, ``prm-softmin`` (the PRM's step scores), ``mix`` (outcome + exact-step).
+   Every arm's answer step carries the exact outcome.
+4. **Selection on validation**: each arm's learning rate is chosen among ``learning_rates`` by its final
+   greedy accuracy on validation problems (seed 0; ties: the smaller rate); the same grid for every arm.
+   ``kl_coef``, ``group_size`` and the temperature are fixed for every arm (not tuned).
+5. **Test**: greedy accuracy and trace validity (every step right per the exact checker) on fresh test
+   problems in distribution and on longer ones, every ``eval_every`` updates, against cumulative policy
+   samples (generated steps, an answer line counting as one), over ``seeds``; the gaming monitor's numbers
+   (PRM score, exact step validity, right-answer-wrong-steps) on the validation problems at the same points.
+
+Trivial rows: the starting policy greedy, one sample (T = 1) and majority of ``group_size`` samples, and for
+logic the constant answer. Results: ``results.json``, ``rl.png`` (accuracy and validity vs samples),
+``table.md``. Every run is cached in ``<output_dir>/<task>/<arm>/lr<lr>-seed<k>`` with its settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from procsup.annotation.oracle import label_traces
+from procsup.bench.cache import cached_run
+from procsup.bench.report import render
+from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
+from procsup.models.prm import build_prm, load_prm
+from procsup.rl.grpo import RLConfig, train
+from procsup.rl.monitor import GamingMonitor
+from procsup.rollout import LMPolicy, complete, start
+from procsup.scorers import exact_scorer, prm_scorer
+from procsup.tasks.addition import AdditionTask
+from procsup.tasks.logic import LogicTask
+from procsup.trainers.pal import PALConfig
+from procsup.trainers.pal import train as pal_train
+from procsup.trainers.prm import PRMConfig, train_prm
+
+ARMS: dict[str, dict] = {
+    "outcome-grpo": {"baseline": "grpo"},
+    "outcome-rloo": {"baseline": "rloo"},
+    "exact-min": {"step_reward": "exact", "credit": "min", "outcome_coef": 0.0},
+    "exact-sum": {"step_reward": "exact", "credit": "sum", "outcome_coef": 0.0},
+    "exact-step": {"step_reward": "exact", "credit": "sum", "gamma": 0.0, "outcome_coef": 0.0},
+    "prm-sum": {"step_reward": "prm", "credit": "sum", "outcome_coef": 0.0},
+    "prm-min": {"step_reward": "prm", "credit": "min", "outcome_coef": 0.0},
+    "prm-softmin": {"step_reward": "prm", "credit": "softmin", "outcome_coef": 0.0},
+    "mix": {"step_reward": "exact", "credit": "sum", "gamma": 0.0, "outcome_coef": 1.0},
+}
+"""Each arm's RLConfig fields (the rest are the bench's)."""
+
+
+@dataclass
+class RLBenchConfig:
+    """Outcome vs per-step rewards (exact, PRM sum/min/softmin) in group RL from one weak policy per task."""
+
+    output_dir: str = "runs/bench-rl"
+    """Folder for the cached runs, results.json, rl.png and table.md."""
+    tasks: tuple[str, ...] = ("addition", "logic")
+    """Tasks: addition (1-3 digit operands, no column letters; longer = 4 digits) and/or logic (chains of 2-5
+    letters; longer = 8)."""
+    arms: tuple[str, ...] = tuple(ARMS)
+    """Reward types run on addition (see ARMS)."""
+    logic_arms: tuple[str, ...] = ("outcome-grpo", "exact-min", "exact-step", "prm-sum", "prm-min")
+    """Reward types run on logic (fewer, for time)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """RL seeds (sampling and problem order); seed 0's runs are also the learning-rate selection runs."""
+    hidden_size: int = 64
+    """Policy (and PRM backbone) width."""
+    num_layers: int = 2
+    """Transformer layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    policy_steps: int = 300
+    """PAL optimizer steps of the weak policy (64 rows each, learning rate 2e-3)."""
+    prm_label_problems: int = 100
+    """Problems whose policy samples (4 each) label the PRM: few, so that the PRM can be gamed."""
+    prm_steps: int = 300
+    """PRM optimizer steps (64 traces each, learning rate 1e-3)."""
+    updates: int = 24
+    """RL updates per run."""
+    batch_size: int = 16
+    """Problems per update."""
+    group_size: int = 8
+    """Samples per problem (G)."""
+    learning_rates: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    """The grid every arm's learning rate is chosen from, on validation."""
+    kl_coef: float = 0.0
+    """KL to the starting policy (fixed for every arm)."""
+    temperature: float = 1.0
+    """Sampling temperature of RL (fixed for every arm)."""
+    eval_every: int = 8
+    """Evaluate (greedy) every this many updates, and at update 0."""
+    val_size: int = 100
+    """Validation problems (learning-rate choice and the gaming monitor)."""
+    test_size: int = 150
+    """Test problems in distribution."""
+    longer_size: int = 100
+    """Test problems longer than any trained on."""
+    workers: int = 2
+    """Runs in parallel (processes, one torch thread each)."""
+    progress: bool = False
+    """Progress bars."""
+
+    def __post_init__(self) -> None:
+        self.tasks, self.arms, self.logic_arms = tuple(self.tasks), tuple(self.arms), tuple(self.logic_arms)
+        self.seeds, self.learning_rates = tuple(self.seeds), tuple(float(x) for x in self.learning_rates)
+        if not self.seeds or 0 not in self.seeds:
+            raise ValueError(f"seeds must include 0 (the selection seed), got {self.seeds}")
+        for t in self.tasks:
+            if t not in TASKS:
+                raise ValueError(f"tasks must be among {tuple(TASKS)}, got {t!r}")
+        for a in (*self.arms, *self.logic_arms):
+            if a not in ARMS:
+                raise ValueError(f"arms must be among {tuple(ARMS)}, got {a!r}")
+        if "outcome-grpo" not in self.arms:
+            raise ValueError("arms must include outcome-grpo (the reference of the sample-efficiency ratio)")
+        for name in ("hidden_size", "policy_steps", "prm_label_problems", "prm_steps", "updates", "batch_size",
+                     "eval_every", "val_size", "test_size", "longer_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2, got {self.group_size}")
+        if not self.learning_rates or min(self.learning_rates) <= 0:
+            raise ValueError(f"learning_rates must be positive, got {self.learning_rates}")
+
+
+def _addition() -> AdditionTask:
+    return AdditionTask(carry_heavy=0.3, index_hints=False)
+
+
+TASKS = {
+    # problems: policy training, RL training, validation, test, longer test (seeds apart)
+    "addition": {"task": _addition, "train": lambda t, n: t.sample_range(0, 3, n), "rl": lambda t, n: t.sample_range(100, 3, n),
+                 "val": lambda t, n: t.sample_range(200, 3, n), "test": lambda t, n: t.sample_range(300, 3, n),
+                 "longer": lambda t, n: t.sample(400, 4, n), "labels": lambda t, n: t.sample_range(500, 3, n)},
+    "logic": {"task": LogicTask, "train": lambda t, n: t.sample_range(0, 5, n), "rl": lambda t, n: t.sample_range(100, 5, n),
+              "val": lambda t, n: t.sample_range(200, 5, n), "test": lambda t, n: t.sample_range(300, 5, n),
+              "longer": lambda t, n: t.sample(400, 8, n), "labels": lambda t, n: t.sample_range(500, 5, n)},
+}
+FMT = PALConfig(output_dir="-").step_format
+
+
+def _arms(cfg: RLBenchConfig, task: str) -> tuple[str, ...]:
+    return cfg.arms if task == "addition" else cfg.logic_arms
+
+
+def _model_key(cfg: RLBenchConfig, task: str) -> dict:
+    return {"task": task, "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
+            "policy_steps": cfg.policy_steps, "prm_label_problems": cfg.prm_label_problems, "prm_steps": cfg.prm_steps}
+
+
+def prepare(cfg: RLBenchConfig, task_name: str) -> dict:
+    """Stages 1-2 for a task (cached): the weak policy in ``<task>/models/policy``, the PRM in ``models/prm``,
+    and the starting policy's trivial rows."""
+    spec = TASKS[task_name]
+
+    def build(out: Path) -> dict:
+        torch.set_num_threads(1)
+        task, t0 = spec["task"](), time.perf_counter()
+        model, tok = build_tiny_model(TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                                                      num_heads=cfg.num_heads, max_positions=256), seed=0)
+        pal = PALConfig(output_dir=str(out / "policy-run"), mode="history", max_steps=cfg.policy_steps, batch_size=64,
+                        learning_rate=2e-3, warmup_steps=30, seed=0, progress=cfg.progress, save_total_limit=1)
+        model = pal_train(pal, model=model, tokenizer=tok, trajectories=[task.expert(p) for p in spec["train"](task, 8000)]).model
+        save_model(model, tok, out / "policy", fmt=FMT, mode="history")
+        policy_seconds = time.perf_counter() - t0
+        sampler = LMPolicy(model, tok, task, FMT, mode="history", temperature=cfg.temperature)
+        labelled = [t for ts in label_traces(sampler, spec["labels"](task, cfg.prm_label_problems), 4, seed=0) for t in ts]
+        prm = build_prm(out / "policy", seed=0)
+        rc = PRMConfig(output_dir=str(out / "prm-run"), learning_rate=1e-3, batch_size=64, max_steps=cfg.prm_steps,
+                       warmup_steps=30, seed=0, progress=cfg.progress, save_total_limit=1)
+        train_prm(rc, model=prm, tokenizer=tok, trajectories=labelled)
+        labels = [s.label for t in labelled for s in t.steps]
+        return {"trivial": trivial_rows(cfg, task_name, model, tok), "policy_seconds": policy_seconds,
+                "prm_labels": {"traces": len(labelled), "steps": len(labels), "steps_right": statistics.fmean(labels)}}
+
+    return cached_run(Path(cfg.output_dir) / task_name / "models", _model_key(cfg, task_name), build)
+
+
+def _prm_dir(cfg: RLBenchConfig, task: str) -> Path:
+    return Path(cfg.output_dir) / task / "models" / "prm-run" / f"checkpoint-{cfg.prm_steps}"
+
+
+def trivial_rows(cfg: RLBenchConfig, task_name: str, model, tok) -> dict:
+    """The starting policy on the test problems: greedy, one sample and majority of G samples (T = 1); for a
+    two-answer task, the most common answer of the test set (the constant predictor)."""
+    spec = TASKS[task_name]
+    task = spec["task"]()
+    out = {}
+    for split, size in (("test", cfg.test_size), ("longer", cfg.longer_size)):
+        problems = spec[split](task, size)
+        greedy = GamingMonitor(task, FMT, problems).evaluate(model, tok, update=0, samples=0)
+        sampler = LMPolicy(model, tok, task, FMT, mode="history", temperature=cfg.temperature)
+        groups = complete(sampler, start(task, problems), n=cfg.group_size, seed=7)
+        one = statistics.fmean(bool(t.meta["correct"]) for g in groups for t in g)
+        votes = []
+        for p, g in zip(problems, groups):
+            answers = Counter(t.meta["answer"] for t in g if t.meta["answer"] is not None)
+            votes.append(bool(answers) and task.check_answer(p, answers.most_common(1)[0][0]))
+        row = {"greedy": greedy["accuracy"], "greedy_trace_validity": greedy["trace_validity"], "one_sample": one,
+               f"majority_of_{cfg.group_size}": statistics.fmean(votes)}
+        if task_name == "logic":
+            targets = Counter(task.expert(p).target for p in problems)
+            row["constant_answer"] = targets.most_common(1)[0][1] / len(problems)
+        out[split] = row
+    return out
+
+
+def _run_key(cfg: RLBenchConfig, task: str, arm: str, lr: float, seed: int) -> dict:
+    return {**_model_key(cfg, task), "arm": arm, "lr": lr, "seed": seed, "updates": cfg.updates,
+            "batch_size": cfg.batch_size, "group_size": cfg.group_size, "kl_coef": cfg.kl_coef,
+            "temperature": cfg.temperature, "eval_every": cfg.eval_every, "val_size": cfg.val_size,
+            "test_size": cfg.test_size, "longer_size": cfg.longer_size}
+
+
+def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int) -> dict:
+    """One RL run (cached): evaluations at every ``eval_every`` updates (validation with the monitor, test,
+    longer test) against cumulative policy samples."""
+    run_dir = Path(cfg.output_dir) / task_name / arm / f"lr{lr:g}-seed{seed}"
+
+    def go(out: Path) -> dict:
+        torch.set_num_threads(1)
+        spec = TASKS[task_name]
+        task = spec["task"]()
+        model, tok, _ = load_model(Path(cfg.output_dir) / task_name / "models" / "policy")
+        prm, prm_tok, _ = load_prm(_prm_dir(cfg, task_name))
+        prm_score = prm_scorer(prm, prm_tok, FMT)
+        scorer = prm_score if ARMS[arm].get("step_reward") == "prm" else exact_scorer(task, "history")
+        sets = {split: spec[split](task, size) for split, size in (("test", cfg.test_size), ("longer", cfg.longer_size))}
+
+        def extra(policy_model, update: int) -> dict:
+            res = {}
+            for split, problems in sets.items():
+                r = GamingMonitor(task, FMT, problems).evaluate(policy_model, tok, update=update, samples=0)
+                res.update({f"{split}_accuracy": r["accuracy"], f"{split}_trace_validity": r["trace_validity"]})
+            return res
+
+        rc = RLConfig(output_dir=str(out / "run"), max_steps=cfg.updates, batch_size=cfg.batch_size,
+                      group_size=cfg.group_size, learning_rate=lr, kl_coef=cfg.kl_coef, temperature=cfg.temperature,
+                      seed=seed, eval_steps=cfg.eval_every, alert_window=2, alert_delta=0.02, progress=cfg.progress,
+                      save_total_limit=1, **ARMS[arm])
+        result = train(rc, task=task, scorer=scorer, monitor_scorer=prm_score, model=model, tokenizer=tok, fmt=FMT,
+                       problems=spec["rl"](task, 4000), eval_problems=spec["val"](task, cfg.val_size), extra_eval=extra)
+        return {"evals": result.evals, "alert": result.alert, "samples": result.samples, "final_train": result.final_metrics}
+
+    return cached_run(run_dir, _run_key(cfg, task_name, arm, lr, seed), go)
+
+
+def _run_star(args) -> dict:
+    return run_arm(*args)
+
+
+def _parallel(cfg: RLBenchConfig, jobs: list[tuple]) -> list[dict]:
+    if cfg.workers == 1 or len(jobs) <= 1:
+        return [run_arm(*j) for j in jobs]
+    with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(_run_star, jobs))
+
+
+def _prepare_star(args) -> dict:
+    return prepare(*args)
+
+
+def sample_stat(values: list[float]) -> dict:
+    """Mean, sample standard deviation (n - 1; 0 for one value) and the per-seed values."""
+    return {"mean": statistics.fmean(values), "sample_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "per_seed": values}
+
+
+def samples_to_reach(samples: list[float], accuracy: list[float], target: float) -> float | None:
+    """Policy samples at which the accuracy curve first reaches ``target`` (linear between evaluations; 0 if
+    it starts there; None if never)."""
+    for i, (s, a) in enumerate(zip(samples, accuracy)):
+        if a >= target:
+            if i == 0:
+                return 0.0
+            s0, a0 = samples[i - 1], accuracy[i - 1]
+            return s0 + (s - s0) * (target - a0) / (a - a0)
+    return None
+
+
+def summarize(cfg: RLBenchConfig, task: str, arm: str, runs: list[dict]) -> dict:
+    """Curves (mean and sample std over seeds at each evaluation) and final numbers of an arm."""
+    keys = ["test_accuracy", "test_trace_validity", "longer_accuracy", "longer_trace_validity", "accuracy",
+            "trace_validity", "exact_validity", "prm_score", "right_answer_wrong_steps", "steps_per_trace", "samples"]
+    n_evals = min(len(r["evals"]) for r in runs)
+    curve = [{k: sample_stat([float(r["evals"][i][k]) for r in runs]) for k in keys} for i in range(n_evals)]
+    curve = [{"update": runs[0]["evals"][i]["update"], **c} for i, c in enumerate(curve)]
+    alerts = [r["alert"]["update"] if r["alert"] else None for r in runs]
+    return {"curve": curve, "final": curve[-1], "alerts": alerts, "seeds": len(runs)}
+
+
+def main(cfg: RLBenchConfig) -> dict:
+    """Run every stage (cached), select learning rates on validation, write results.json, rl.png, table.md."""
+    t0 = time.perf_counter()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    if cfg.workers > 1 and len(cfg.tasks) > 1:
+        with ProcessPoolExecutor(min(cfg.workers, len(cfg.tasks)), mp_context=get_context("spawn")) as pool:
+            prepared = dict(zip(cfg.tasks, pool.map(_prepare_star, [(cfg, t) for t in cfg.tasks])))
+    else:
+        prepared = {t: prepare(cfg, t) for t in cfg.tasks}
+    # selection: every arm x learning rate on seed 0, judged on validation
+    tuning = [(cfg, t, a, lr, 0) for t in cfg.tasks for a in _arms(cfg, t) for lr in cfg.learning_rates]
+    tuned = dict(zip([(t, a, lr) for _, t, a, lr, _ in tuning], _parallel(cfg, tuning)))
+    chosen = {}
+    for t in cfg.tasks:
+        for a in _arms(cfg, t):
+            val = {lr: tuned[(t, a, lr)]["evals"][-1]["accuracy"] for lr in cfg.learning_rates}
+            chosen[(t, a)] = max(cfg.learning_rates, key=lambda lr: (val[lr], -lr))
+    rest = [(cfg, t, a, chosen[(t, a)], s) for t in cfg.tasks for a in _arms(cfg, t) for s in cfg.seeds if s != 0]
+    done = dict(zip([(t, a, s) for _, t, a, _, s in rest], _parallel(cfg, rest)))
+    results: dict = {"config": asdict(cfg), "tasks": {}}
+    for t in cfg.tasks:
+        arms = {}
+        for a in _arms(cfg, t):
+            runs = [tuned[(t, a, chosen[(t, a)])] if s == 0 else done[(t, a, s)] for s in cfg.seeds]
+            arms[a] = {"learning_rate": chosen[(t, a)],
+                       "validation": {f"{lr:g}": tuned[(t, a, lr)]["evals"][-1]["accuracy"] for lr in cfg.learning_rates},
+                       **summarize(cfg, t, a, runs)}
+        results["tasks"][t] = {"trivial": prepared[t]["trivial"], "prm_labels": prepared[t]["prm_labels"], "arms": arms,
+                               "efficiency": efficiency(arms)}
+    results["wall_seconds"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "rl.png")
+    (out / "table.md").write_text(tables_markdown(results))
+    print(tables_markdown(results))
+    return results
+
+
+def efficiency(arms: dict) -> dict:
+    """Per arm: policy samples (mean over seeds) to reach outcome-grpo's final mean test accuracy, and
+    outcome-grpo's samples divided by it (the sample-efficiency ratio; > 1: fewer samples than GRPO)."""
+    ref = arms["outcome-grpo"]
+    target = ref["final"]["test_accuracy"]["mean"]
+    ref_samples = ref["final"]["samples"]["mean"]
+    out = {"target_test_accuracy": target, "outcome_grpo_samples": ref_samples}
+    for a, s in arms.items():
+        samples = [c["samples"]["mean"] for c in s["curve"]]
+        acc = [c["test_accuracy"]["mean"] for c in s["curve"]]
+        reach = samples_to_reach(samples, acc, target)
+        out[a] = {"samples_to_target": reach,
+                  "ratio": None if reach is None else (math.inf if reach == 0 else ref_samples / reach)}
+    return out
+
+
+def _pm(s: dict) -> str:
+    return f"{100 * s['mean']:.1f} ± {100 * s['sample_std']:.1f}"
+
+
+def tables_markdown(results: dict) -> str:
+    parts = []
+    for t, res in results["tasks"].items():
+        triv = res["trivial"]
+        rows = [["row", "lr (chosen on val)", "samples", "test acc", "test trace validity", "longer acc",
+                 "longer validity", "val PRM score", "val exact step validity", "val right-answer-wrong-steps",
+                 "steps/trace", "alert at update", "samples to GRPO's final acc (x fewer)"]]
+        for name, key in (("start: greedy", "greedy"), ("start: one sample (T=1)", "one_sample")):
+            rows.append([name, "-", "0", f"{100 * triv['test'][key]:.1f}", f"{100 * triv['test']['greedy_trace_validity']:.1f}"
+                         if key == "greedy" else "-", f"{100 * triv['longer'][key]:.1f}", "-", "-", "-", "-", "-", "-", "-"])
+        maj = [k for k in triv["test"] if k.startswith("majority")][0]
+        rows.append([f"start: {maj.replace('_', ' ')} (T=1)", "-", "0", f"{100 * triv['test'][maj]:.1f}", "-",
+                     f"{100 * triv['longer'][maj]:.1f}", "-", "-", "-", "-", "-", "-", "-"])
+        if "constant_answer" in triv["test"]:
+            rows.append(["constant answer", "-", "0", f"{100 * triv['test']['constant_answer']:.1f}", "-",
+                         f"{100 * triv['longer']['constant_answer']:.1f}", "-", "-", "-", "-", "-", "-", "-"])
+        eff = res["efficiency"]
+        for a, s in res["arms"].items():
+            f = s["final"]
+            e = eff[a]
+            reach = "never" if e["samples_to_target"] is None else f"{e['samples_to_target']:.0f} ({e['ratio']:.2f}x)"
+            rows.append([a, f"{s['learning_rate']:g}", f"{f['samples']['mean']:.0f}", _pm(f["test_accuracy"]),
+                         _pm(f["test_trace_validity"]), _pm(f["longer_accuracy"]), _pm(f["longer_trace_validity"]),
+                         f"{f['prm_score']['mean']:.3f}", _pm(f["exact_validity"]), _pm(f["right_answer_wrong_steps"]),
+                         f"{f['steps_per_trace']['mean']:.2f}", str(s["alerts"]), reach])
+        parts.append(f"### {t}\n\nmean ± sample std over {s['seeds']} seeds; GRPO's final test accuracy "
+                     f"{100 * eff['target_test_accuracy']:.1f} at {eff['outcome_grpo_samples']:.0f} samples\n\n"
+                     + render(rows, markdown=True))
+    return "\n\n".join(parts) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 4 * len(tasks)), squeeze=False)
+    for row, t in zip(axes, tasks):
+        for a, s in results["tasks"][t]["arms"].items():
+            xs = [c["samples"]["mean"] for c in s["curve"]]
+            for ax, key in zip(row, ("test_accuracy", "test_trace_validity", "prm_score")):
+                ys = [c[key]["mean"] for c in s["curve"]]
+                err = [c[key]["sample_std"] for c in s["curve"]]
+                ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=a,
+                            ls="--" if a.startswith("prm") else "-")
+        for ax, title in zip(row, ("test accuracy (greedy)", "test trace validity", "val PRM mean step score")):
+            ax.set_title(f"{t}: {title}", fontsize=9)
+            ax.set_xlabel("policy samples (steps + answer lines)")
+        row[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
