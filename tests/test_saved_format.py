@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from procsup.cli import app
 from procsup.data.io import read_jsonl, write_jsonl
-from procsup.data.tokenize import StepFormat
+from procsup.data.tokenize import StepFormat, unescape
 from procsup.data.trajectory import Step, Trajectory
 from procsup.models.action_head import ACTIONS_FILE, ActionHeadModel
 from procsup.models.factory import DEFAULT_CHARSET, build_tiny_model, char_tokenizer, load_model, save_model
@@ -24,7 +24,6 @@ from procsup.models.saved import (
     resolve_format,
     resolve_mode,
     save_format,
-    unescape,
 )
 
 from conftest import TINY

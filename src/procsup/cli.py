@@ -460,7 +460,7 @@ def make_data(
             traj = _corrupt_state_trajectory(t, p, traj, rng, corrupt_rate)
         else:
             traj = replace(traj, steps=tuple(replace(st, label=None) for st in traj.steps))
-        trajs.append(traj)
+        trajs.append(replace(traj, meta={**traj.meta, "mode": mode}))  # the trainer checks it against its mode
     with _bad_input(OSError, ValueError):
         write_jsonl(trajs, out)
     n_labels = [lab for tr in trajs for lab in tr.labels if lab is not None]
@@ -568,8 +568,9 @@ def score(
     from dataclasses import replace
 
     from procsup.data.io import write_jsonl
+    from procsup.data.tokenize import unescape
     from procsup.data.trajectory import TrajectoryError
-    from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format, unescape
+    from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format
 
     if batch_size < 1:
         raise typer.BadParameter(f"--batch-size must be >= 1, got {batch_size}")

@@ -249,7 +249,17 @@ def _set_override(cls, values: dict[str, Any], key: str, text: str, root, prefix
     if dot:
         _set_override(hint, values.setdefault(name, {}), rest, text, root, f"{prefix}{name}.")
     else:
-        values[name] = _coerce(text, hint, full)
+        values[name] = _coerce(_typed_text(text, hint, full), hint, full)
+
+
+def _typed_text(text: str, hint: Any, name: str) -> str:
+    """A string field typed on the command line decodes ``\\n``, ``\\t`` and ``\\\\`` (``step_sep=\\n`` is a
+    newline, as ``procsup score --step-sep '\\n'`` reads it; YAML has its own escapes and is taken as written)."""
+    from procsup.data.tokenize import unescape
+
+    text_field = hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType)
+                                 and [a for a in typing.get_args(hint) if a is not type(None)] == [str])
+    return unescape(text, name) if text_field else text
 
 
 def _group_default(f: dataclasses.Field) -> Any:

@@ -191,3 +191,21 @@ def parse_history(text: str, fmt: StepFormat) -> tuple[list[str], str | None]:
     if not rest.startswith(fmt.answer_prefix):
         return steps, None
     return steps, rest[len(fmt.answer_prefix):].split(fmt.step_sep)[0].strip()
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str, flag: str) -> str:
+    """A separator typed on the command line: ``\\n``, ``\\t`` and ``\\\\`` decoded, every other character kept
+    as typed (not ``unicode_escape``, which decodes UTF-8 bytes as Latin-1 and so mangles ``' ки'``). Any
+    other backslash escape is an error naming ``flag``, rather than a separator the model never saw."""
+    out, chars = [], iter(text)
+    for c in chars:
+        if c == "\\":
+            nxt = next(chars, "")
+            if nxt not in _ESCAPES:
+                raise ValueError(f"{flag} {text!r}: unknown escape \\{nxt} (only \\n, \\t and \\\\ are decoded)")
+            c = _ESCAPES[nxt]
+        out.append(c)
+    return "".join(out)

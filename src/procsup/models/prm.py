@@ -72,10 +72,21 @@ def load_prm(path: str | Path, *, trust_remote_code: bool = False) -> tuple[PreT
     A directory whose ``procsup.json`` records another kind (a policy, an action head) is refused."""
     saved = load_format(path)  # before the weights: a policy loads as a token classifier without complaint
     check_kind(saved, "prm", path)
+    _check_has_prm_head(path)
     model = AutoModelForTokenClassification.from_pretrained(
         path, use_safetensors=True, local_files_only=True, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     return model, tokenizer, saved
+
+
+def _check_has_prm_head(path: str | Path) -> None:
+    """A folder without procsup.json is read as a PRM only if its weights hold a token-classification head:
+    a causal LM (``procsup init-model``, any HF LM) would load with a random head and score at chance."""
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    architectures = config.architectures or []
+    if architectures and not any(a.endswith("ForTokenClassification") for a in architectures):
+        raise ValueError(f"{path} holds a {architectures[0]}, not a PRM: its scores would come from a random head; "
+                         "train one with procsup train-prm model=" + str(path))
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -340,6 +340,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _transformers_bars(show: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Writing model shards") only when the run shows progress; its global
+    switch is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if was and not show:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not show:
+            hf_logging.enable_progress_bar()
+
+
 def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, step: int, *, saved: SavedFormat,
                     run: Run, metrics: dict | None = None) -> None:
     """Write checkpoint-<step> atomically on the main process: into ``.tmp-checkpoint-<step>-<pid>``, every
@@ -353,7 +369,8 @@ def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, st
         out = Path(cfg.output_dir)
         final, tmp = out / f"checkpoint-{step}", out / f"{TMP_PREFIX}{step}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+        with _transformers_bars(cfg.progress):
+            accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         saved = replace(saved, metrics=metrics or None)
         write_format(tmp, saved)

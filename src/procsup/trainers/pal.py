@@ -174,6 +174,16 @@ def train(
         return _train(cfg, model, tokenizer, trajectories, accelerator)
 
 
+def check_data_mode(trajectories: Sequence[Trajectory], mode: str, source) -> None:
+    """Data that says which mode it was made for (``meta['mode']``, written by ``procsup make-data``) must be
+    trained in that mode: history actions are whole lines and state actions answers to one state, so the
+    other mode would train without complaint and then fail every rollout. Outcome mode reads x and y only."""
+    made = sorted({t.meta.get("mode") for t in trajectories} - {None})
+    if mode != "outcome" and made and made != [mode]:
+        raise ValueError(f"{source}: the data was made for mode={','.join(made)} (meta.mode), this run has "
+                         f"mode={mode}; make data for {mode} mode (procsup make-data --mode {mode}) or train mode={made[0]}")
+
+
 def _train(cfg: PALConfig, model, tokenizer, trajectories, accelerator: Accelerator) -> TrainResult:
     base_model = None
     if model is None:
@@ -187,6 +197,7 @@ def _train(cfg: PALConfig, model, tokenizer, trajectories, accelerator: Accelera
             raise ValueError("no data: set PALConfig.train_file or pass trajectories=")
         train_file = cfg.train_file
         trajectories = read_jsonl(train_file, rejects=cfg.rejects_file)
+    check_data_mode(trajectories, cfg.mode, train_file or "the trajectories")
     max_length = cfg.max_length or max_positions(model.config)
     counts = [len(t.steps) if cfg.mode == "state" else 1 for t in trajectories]
     trajectories, rows = within_length(trajectories, build_rows(trajectories, tokenizer, cfg), counts, max_length,
