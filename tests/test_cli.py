@@ -201,3 +201,25 @@ def test_evaluate_prm_on_scored_data(tmp_path):
     assert report["processbench"]["random_scores"]["f1"]["mean"] < 1.0
     res = runner.invoke(app, ["evaluate-prm", str(data)])
     assert res.exit_code == 1 and "step_scores" in res.output
+
+
+def test_annotate_command_labels_a_saved_policys_samples(tmp_path, tiny_model):
+    """procsup annotate through the CLI: a saved state-mode policy's samples on fresh problems, labelled by
+    first-error search; every record has its labels' rollout count."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from procsup.cli import app
+    from procsup.data.tokenize import StepFormat
+    from procsup.models.factory import save_model
+
+    model, tok = tiny_model
+    save_model(model, tok, tmp_path / "policy", fmt=StepFormat(), mode="state")
+    out = tmp_path / "labels.jsonl"
+    result = CliRunner().invoke(app, ["annotate", f"policy={tmp_path / 'policy'}", "task=addition", "index_hints=false",
+                                      "method=first-error", "k=2", "problems=3", "size=2", f"output_file={out}",
+                                      "progress=false"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all("rollouts" in r["meta"]["annotation"] for r in records)

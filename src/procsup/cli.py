@@ -785,5 +785,52 @@ def bench_prm(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]]
     main(cfg)
 
 
+def _annotate_task(cfg):
+    """The task object an AnnotateConfig names (annotation/ does not import tasks/)."""
+    if cfg.task is None:
+        return None
+    from procsup.tasks.addition import AdditionTask
+    from procsup.tasks.grid import GridTask
+    from procsup.tasks.logic import LogicTask
+    from procsup.tasks.word_problems import WordProblemTask
+
+    if cfg.task == "addition":
+        return AdditionTask(index_hints=cfg.index_hints)
+    return {"grid": GridTask, "logic": LogicTask, "word_problems": WordProblemTask}[cfg.task]()
+
+
+@_config_command(app, "annotate", "procsup.annotation.run:AnnotateConfig")
+def annotate(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Step labels from a policy's rollouts: method=mc (N completions per step), first-error (binary search
+    over prefixes, rollouts reused) or consensus (two labelled files); append-only, resumable after a kill.
+
+    Example: procsup annotate policy=runs/policy task=addition index_hints=false method=first-error k=4
+    size=16 problems=1000 output_file=labels.jsonl
+
+    Several processes: accelerate launch --num_processes 2 -m procsup.cli annotate ...
+    """
+    from procsup.annotation.run import AnnotateConfig, main
+    from procsup.data.trajectory import TrajectoryError
+
+    cfg = _build(AnnotateConfig, config, overrides)
+    _quiet_transformers()
+    with _bad_input(TrajectoryError, OSError, ValueError):
+        main(cfg, task=_annotate_task(cfg))
+
+
+@_config_command(bench_app, "annotate", "procsup.bench.annotate:AnnotateBenchConfig")
+def bench_annotate(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Automatic step labels (MC, first-error search, consensus) against the exact checkers, their measured
+    rollout cost, PRMs trained on them vs exact labels, and rollouts/s with and without prefix KV reuse.
+
+    Example: procsup bench annotate seeds=0 history_tasks=
+    """
+    from procsup.bench.annotate import AnnotateBenchConfig, main
+
+    cfg = _build(AnnotateBenchConfig, config, overrides)
+    _quiet_transformers(cfg.progress)
+    main(cfg)
+
+
 if __name__ == "__main__":
     app()
