@@ -2,8 +2,9 @@
 
 Per task (addition without column letters, logic chains), everything tiny and on CPU:
 
-1. **Weak policy** (cached): PAL, history mode, few optimizer steps on purpose, so that its samples are
-   often wrong. One policy per task; the RL seeds vary the sampling and the problem order.
+1. **Weak policy** (cached): PAL, history mode, stopped early on purpose (the first checkpoint whose greedy
+   trace validity on validation reaches ``policy_target_validity``), so that its samples are often wrong.
+   One policy per task; the RL seeds vary the sampling and the problem order.
 2. **A gameable PRM** (cached): the policy's weights with a 2-class head, fitted on the exact labels of
    the policy's samples on only ``prm_label_problems`` problems (too few labels: it scores unseen wrong steps
    as right). It is the reward of the ``prm-*`` arms and what the gaming monitor watches in every arm.
@@ -28,7 +29,6 @@ logic the constant answer. Results: ``results.json``, ``rl.png`` (accuracy and v
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from collections import Counter
@@ -89,8 +89,13 @@ class RLBenchConfig:
     """Transformer layers."""
     num_heads: int = 4
     """Attention heads."""
-    policy_steps: int = 300
-    """PAL optimizer steps of the weak policy (64 rows each, learning rate 2e-3)."""
+    policy_steps: int = 500
+    """PAL optimizer steps at most of the weak policy (64 rows each, learning rate 2e-3, a checkpoint every 50)."""
+    policy_target_validity: float = 0.3
+    """The weak policy is the first PAL checkpoint whose greedy trace validity on the validation problems
+    reaches this (else the last): on addition the accuracy jumps from ~0 to ~0.9 within ~150 steps around
+    step 300, and where exactly moved between two runs of the same settings, so a fixed step count gave
+    a policy right 2% or 62% of the time."""
     prm_label_problems: int = 100
     """Problems whose policy samples (4 each) label the PRM: few, so that the PRM can be gamed."""
     prm_steps: int = 300
@@ -115,6 +120,16 @@ class RLBenchConfig:
     """Test problems in distribution."""
     longer_size: int = 100
     """Test problems longer than any trained on."""
+    hack_arms: tuple[str, ...] = ("prm-sum", "prm-min", "prm-softmin")
+    """Reward hacking (addition): these PRM arms, at one learning rate and a longer run, for every seed."""
+    hack_updates: int = 24
+    """Updates of a reward-hacking run."""
+    hack_learning_rate: float = 3e-4
+    """Learning rate of every reward-hacking run (the grid's largest: where the selection runs of prm-sum
+    showed the PRM score rising while exact validity fell)."""
+    hack_eval_every: int = 2
+    """Evaluations of a reward-hacking run every this many updates (finer: to see the alert and the
+    accuracy drop apart)."""
     workers: int = 2
     """Runs in parallel (processes, one torch thread each)."""
     progress: bool = False
@@ -128,7 +143,8 @@ class RLBenchConfig:
         for t in self.tasks:
             if t not in TASKS:
                 raise ValueError(f"tasks must be among {tuple(TASKS)}, got {t!r}")
-        for a in (*self.arms, *self.logic_arms):
+        self.hack_arms = tuple(self.hack_arms)
+        for a in (*self.arms, *self.logic_arms, *self.hack_arms):
             if a not in ARMS:
                 raise ValueError(f"arms must be among {tuple(ARMS)}, got {a!r}")
         if "outcome-grpo" not in self.arms:
@@ -165,7 +181,8 @@ def _arms(cfg: RLBenchConfig, task: str) -> tuple[str, ...]:
 
 def _model_key(cfg: RLBenchConfig, task: str) -> dict:
     return {"task": task, "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
-            "policy_steps": cfg.policy_steps, "prm_label_problems": cfg.prm_label_problems, "prm_steps": cfg.prm_steps}
+            "policy_steps": cfg.policy_steps, "policy_target_validity": cfg.policy_target_validity,
+            "prm_label_problems": cfg.prm_label_problems, "prm_steps": cfg.prm_steps}
 
 
 def prepare(cfg: RLBenchConfig, task_name: str) -> dict:
@@ -179,8 +196,20 @@ def prepare(cfg: RLBenchConfig, task_name: str) -> dict:
         model, tok = build_tiny_model(TinyModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                                                       num_heads=cfg.num_heads, max_positions=256), seed=0)
         pal = PALConfig(output_dir=str(out / "policy-run"), mode="history", max_steps=cfg.policy_steps, batch_size=64,
-                        learning_rate=2e-3, warmup_steps=30, seed=0, progress=cfg.progress, save_total_limit=1)
-        model = pal_train(pal, model=model, tokenizer=tok, trajectories=[task.expert(p) for p in spec["train"](task, 8000)]).model
+                        learning_rate=2e-3, warmup_steps=30, seed=0, progress=cfg.progress, save_steps=50,
+                        save_total_limit=cfg.policy_steps // 50 + 1)
+        pal_train(pal, model=model, tokenizer=tok, trajectories=[task.expert(p) for p in spec["train"](task, 8000)])
+        val = spec["val"](task, cfg.val_size)
+        picked = []
+        for step in range(50, cfg.policy_steps + 1, 50):
+            ckpt = out / "policy-run" / f"checkpoint-{step}"
+            if not ckpt.is_dir():
+                continue
+            model, tok, _ = load_model(ckpt)
+            r = GamingMonitor(task, FMT, val).evaluate(model, tok, update=0, samples=0)
+            picked.append({"step": step, "val_accuracy": r["accuracy"], "val_trace_validity": r["trace_validity"]})
+            if r["trace_validity"] >= cfg.policy_target_validity:
+                break
         save_model(model, tok, out / "policy", fmt=FMT, mode="history")
         policy_seconds = time.perf_counter() - t0
         sampler = LMPolicy(model, tok, task, FMT, mode="history", temperature=cfg.temperature)
@@ -191,6 +220,7 @@ def prepare(cfg: RLBenchConfig, task_name: str) -> dict:
         train_prm(rc, model=prm, tokenizer=tok, trajectories=labelled)
         labels = [s.label for t in labelled for s in t.steps]
         return {"trivial": trivial_rows(cfg, task_name, model, tok), "policy_seconds": policy_seconds,
+                "policy_checkpoints": picked, "policy_step": picked[-1]["step"],
                 "prm_labels": {"traces": len(labelled), "steps": len(labels), "steps_right": statistics.fmean(labels)}}
 
     return cached_run(Path(cfg.output_dir) / task_name / "models", _model_key(cfg, task_name), build)
@@ -232,10 +262,15 @@ def _run_key(cfg: RLBenchConfig, task: str, arm: str, lr: float, seed: int) -> d
             "test_size": cfg.test_size, "longer_size": cfg.longer_size}
 
 
-def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int) -> dict:
+def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, updates: int | None = None,
+            eval_every: int | None = None) -> dict:
     """One RL run (cached): evaluations at every ``eval_every`` updates (validation with the monitor, test,
-    longer test) against cumulative policy samples."""
-    run_dir = Path(cfg.output_dir) / task_name / arm / f"lr{lr:g}-seed{seed}"
+    longer test) against cumulative policy samples. ``updates``, ``eval_every``: a reward-hacking run, in its
+    own folder ``hack-<updates>-every<eval_every>``."""
+    updates, eval_every = updates or cfg.updates, eval_every or cfg.eval_every
+    main_run = (updates, eval_every) == (cfg.updates, cfg.eval_every)
+    sub = f"lr{lr:g}-seed{seed}" if main_run else f"hack-{updates}-every{eval_every}/lr{lr:g}-seed{seed}"
+    run_dir = Path(cfg.output_dir) / task_name / arm / sub
 
     def go(out: Path) -> dict:
         torch.set_num_threads(1)
@@ -254,15 +289,18 @@ def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int) 
                 res.update({f"{split}_accuracy": r["accuracy"], f"{split}_trace_validity": r["trace_validity"]})
             return res
 
-        rc = RLConfig(output_dir=str(out / "run"), max_steps=cfg.updates, batch_size=cfg.batch_size,
+        rc = RLConfig(output_dir=str(out / "run"), max_steps=updates, batch_size=cfg.batch_size,
                       group_size=cfg.group_size, learning_rate=lr, kl_coef=cfg.kl_coef, temperature=cfg.temperature,
-                      seed=seed, eval_steps=cfg.eval_every, alert_window=2, alert_delta=0.02, progress=cfg.progress,
+                      seed=seed, eval_steps=eval_every, alert_window=2, alert_delta=0.02, progress=cfg.progress,
                       save_total_limit=1, **ARMS[arm])
         result = train(rc, task=task, scorer=scorer, monitor_scorer=prm_score, model=model, tokenizer=tok, fmt=FMT,
                        problems=spec["rl"](task, 4000), eval_problems=spec["val"](task, cfg.val_size), extra_eval=extra)
         return {"evals": result.evals, "alert": result.alert, "samples": result.samples, "final_train": result.final_metrics}
 
-    return cached_run(run_dir, _run_key(cfg, task_name, arm, lr, seed), go)
+    key = {**_run_key(cfg, task_name, arm, lr, seed), "updates": updates}
+    if eval_every != cfg.eval_every:
+        key["eval_every"] = eval_every
+    return cached_run(run_dir, key, go)
 
 
 def _run_star(args) -> dict:
@@ -290,7 +328,7 @@ def samples_to_reach(samples: list[float], accuracy: list[float], target: float)
     """Policy samples at which the accuracy curve first reaches ``target`` (linear between evaluations; 0 if
     it starts there; None if never)."""
     for i, (s, a) in enumerate(zip(samples, accuracy)):
-        if a >= target:
+        if a >= target - 1e-9:  # a curve that starts at the target (float noise included) reaches it at 0
             if i == 0:
                 return 0.0
             s0, a0 = samples[i - 1], accuracy[i - 1]
@@ -337,9 +375,17 @@ def main(cfg: RLBenchConfig) -> dict:
             runs = [tuned[(t, a, chosen[(t, a)])] if s == 0 else done[(t, a, s)] for s in cfg.seeds]
             arms[a] = {"learning_rate": chosen[(t, a)],
                        "validation": {f"{lr:g}": tuned[(t, a, lr)]["evals"][-1]["accuracy"] for lr in cfg.learning_rates},
+                       "selection_runs": {f"{lr:g}": _selection_summary(tuned[(t, a, lr)]) for lr in cfg.learning_rates},
                        **summarize(cfg, t, a, runs)}
-        results["tasks"][t] = {"trivial": prepared[t]["trivial"], "prm_labels": prepared[t]["prm_labels"], "arms": arms,
+        results["tasks"][t] = {"trivial": prepared[t]["trivial"], "prm_labels": prepared[t]["prm_labels"],
+                               "policy_checkpoints": prepared[t]["policy_checkpoints"], "arms": arms,
                                "efficiency": efficiency(arms)}
+    if "addition" in cfg.tasks and cfg.hack_arms:
+        jobs = [(cfg, "addition", a, cfg.hack_learning_rate, s, cfg.hack_updates, cfg.hack_eval_every)
+                for a in cfg.hack_arms for s in cfg.seeds]
+        hacked = dict(zip([(j[2], j[4]) for j in jobs], _parallel(cfg, jobs)))
+        results["hacking"] = {"task": "addition", "learning_rate": cfg.hack_learning_rate, "updates": cfg.hack_updates,
+                              "arms": {a: hacking_summary(cfg, [hacked[(a, s)] for s in cfg.seeds]) for a in cfg.hack_arms}}
     results["wall_seconds"] = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "rl.png")
@@ -348,19 +394,50 @@ def main(cfg: RLBenchConfig) -> dict:
     return results
 
 
+def _selection_summary(run: dict) -> dict:
+    """A seed-0 selection run's validation curve: accuracy, PRM score, exact step validity, and its alert."""
+    ev = run["evals"]
+    return {"update": [e["update"] for e in ev], "val_accuracy": [e["accuracy"] for e in ev],
+            "val_prm_score": [e["prm_score"] for e in ev], "val_exact_validity": [e["exact_validity"] for e in ev],
+            "test_accuracy": [e["test_accuracy"] for e in ev], "alert_update": run["alert"]["update"] if run["alert"] else None}
+
+
+def hacking_summary(cfg: RLBenchConfig, runs: list[dict]) -> dict:
+    """A reward-hacking arm: its curves, and per seed the first monitor alert and the first evaluation whose
+    test accuracy is 5 points below the start (answer accuracy dropped), with the PRM score and exact
+    validity at the start and at the end."""
+    out = summarize(cfg, "addition", "hack", runs)
+    per_seed = []
+    for r in runs:
+        ev = r["evals"]
+        drop = next((e["update"] for e in ev if e["test_accuracy"] <= ev[0]["test_accuracy"] - 0.05), None)
+        per_seed.append({"alert_update": r["alert"]["update"] if r["alert"] else None, "accuracy_drop_update": drop,
+                         "prm_score": [ev[0]["prm_score"], ev[-1]["prm_score"]],
+                         "exact_validity": [ev[0]["exact_validity"], ev[-1]["exact_validity"]],
+                         "test_accuracy": [ev[0]["test_accuracy"], ev[-1]["test_accuracy"]],
+                         "steps_per_trace": [ev[0]["steps_per_trace"], ev[-1]["steps_per_trace"]]})
+    out["per_seed"] = per_seed
+    return out
+
+
 def efficiency(arms: dict) -> dict:
     """Per arm: policy samples (mean over seeds) to reach outcome-grpo's final mean test accuracy, and
-    outcome-grpo's samples divided by it (the sample-efficiency ratio; > 1: fewer samples than GRPO)."""
+    outcome-grpo's samples divided by it (the sample-efficiency ratio; > 1: fewer samples than GRPO); and
+    the samples to reach the start's accuracy + 5 points."""
     ref = arms["outcome-grpo"]
     target = ref["final"]["test_accuracy"]["mean"]
     ref_samples = ref["final"]["samples"]["mean"]
-    out = {"target_test_accuracy": target, "outcome_grpo_samples": ref_samples}
+    out = {"target_test_accuracy": target, "outcome_grpo_samples": ref_samples,
+           "start_test_accuracy": ref["curve"][0]["test_accuracy"]["mean"]}
     for a, s in arms.items():
         samples = [c["samples"]["mean"] for c in s["curve"]]
         acc = [c["test_accuracy"]["mean"] for c in s["curve"]]
         reach = samples_to_reach(samples, acc, target)
+        plus5 = samples_to_reach(samples, acc, acc[0] + 0.05)
         out[a] = {"samples_to_target": reach,
-                  "ratio": None if reach is None else (math.inf if reach == 0 else ref_samples / reach)}
+                  # None when never reached, or reached at the start (0 samples: no finite ratio)
+                  "ratio": None if not reach else ref_samples / reach,
+                  "samples_to_start_plus_5_points": plus5}
     return out
 
 
@@ -374,27 +451,43 @@ def tables_markdown(results: dict) -> str:
         triv = res["trivial"]
         rows = [["row", "lr (chosen on val)", "samples", "test acc", "test trace validity", "longer acc",
                  "longer validity", "val PRM score", "val exact step validity", "val right-answer-wrong-steps",
-                 "steps/trace", "alert at update", "samples to GRPO's final acc (x fewer)"]]
+                 "steps/trace", "alert at update", "samples to GRPO's final acc (x fewer)", "samples to start + 5 points"]]
         for name, key in (("start: greedy", "greedy"), ("start: one sample (T=1)", "one_sample")):
             rows.append([name, "-", "0", f"{100 * triv['test'][key]:.1f}", f"{100 * triv['test']['greedy_trace_validity']:.1f}"
-                         if key == "greedy" else "-", f"{100 * triv['longer'][key]:.1f}", "-", "-", "-", "-", "-", "-", "-"])
+                         if key == "greedy" else "-", f"{100 * triv['longer'][key]:.1f}", "-", "-", "-", "-", "-", "-", "-", "-"])
         maj = [k for k in triv["test"] if k.startswith("majority")][0]
         rows.append([f"start: {maj.replace('_', ' ')} (T=1)", "-", "0", f"{100 * triv['test'][maj]:.1f}", "-",
-                     f"{100 * triv['longer'][maj]:.1f}", "-", "-", "-", "-", "-", "-", "-"])
+                     f"{100 * triv['longer'][maj]:.1f}", "-", "-", "-", "-", "-", "-", "-", "-"])
         if "constant_answer" in triv["test"]:
             rows.append(["constant answer", "-", "0", f"{100 * triv['test']['constant_answer']:.1f}", "-",
-                         f"{100 * triv['longer']['constant_answer']:.1f}", "-", "-", "-", "-", "-", "-", "-"])
+                         f"{100 * triv['longer']['constant_answer']:.1f}", "-", "-", "-", "-", "-", "-", "-", "-"])
         eff = res["efficiency"]
         for a, s in res["arms"].items():
             f = s["final"]
             e = eff[a]
-            reach = "never" if e["samples_to_target"] is None else f"{e['samples_to_target']:.0f} ({e['ratio']:.2f}x)"
+            reach = ("never" if e["samples_to_target"] is None else "0 (at the start)" if e["samples_to_target"] == 0
+                     else f"{e['samples_to_target']:.0f} ({e['ratio']:.2f}x fewer)")
+            p5 = e["samples_to_start_plus_5_points"]
+            plus5 = "never" if p5 is None else f"{p5:.0f}"
             rows.append([a, f"{s['learning_rate']:g}", f"{f['samples']['mean']:.0f}", _pm(f["test_accuracy"]),
                          _pm(f["test_trace_validity"]), _pm(f["longer_accuracy"]), _pm(f["longer_trace_validity"]),
                          f"{f['prm_score']['mean']:.3f}", _pm(f["exact_validity"]), _pm(f["right_answer_wrong_steps"]),
-                         f"{f['steps_per_trace']['mean']:.2f}", str(s["alerts"]), reach])
-        parts.append(f"### {t}\n\nmean ± sample std over {s['seeds']} seeds; GRPO's final test accuracy "
+                         f"{f['steps_per_trace']['mean']:.2f}", str(s["alerts"]), reach, plus5])
+        parts.append(f"### {t}\n\nweak policy: PAL checkpoint {res['policy_checkpoints'][-1]['step']}; "
+                     f"PRM labels: {res['prm_labels']['steps']} steps, {100 * res['prm_labels']['steps_right']:.1f}% right; "
+                     f"mean ± sample std over {s['seeds']} seeds; GRPO's final test accuracy "
                      f"{100 * eff['target_test_accuracy']:.1f} at {eff['outcome_grpo_samples']:.0f} samples\n\n"
+                     + render(rows, markdown=True))
+    if "hacking" in results:
+        h = results["hacking"]
+        rows = [["arm (seed)", "alert at update", "test acc -5 points at update", "val PRM score start -> end",
+                 "val exact step validity start -> end", "test acc start -> end", "steps/trace start -> end"]]
+        for a, s in h["arms"].items():
+            for seed, r in enumerate(s["per_seed"]):
+                rows.append([f"{a} ({seed})", str(r["alert_update"]), str(r["accuracy_drop_update"]),
+                             "{:.3f} -> {:.3f}".format(*r["prm_score"]), "{:.3f} -> {:.3f}".format(*r["exact_validity"]),
+                             "{:.3f} -> {:.3f}".format(*r["test_accuracy"]), "{:.2f} -> {:.2f}".format(*r["steps_per_trace"])])
+        parts.append(f"### reward hacking ({h['task']}, learning rate {h['learning_rate']:g}, {h['updates']} updates)\n\n"
                      + render(rows, markdown=True))
     return "\n\n".join(parts) + "\n"
 
