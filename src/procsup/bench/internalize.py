@@ -159,17 +159,21 @@ def main(cfg: InternalizeBenchConfig) -> dict:
     for t in cfg.tasks:
         base = {arm: [read_baseline(cfg, t, arm, s) for s in cfg.seeds] for arm in BASELINES}
         mine = [by[(t, s)] for s in cfg.seeds]
+        equal = [min(base[a][i]["samples"] for a in BASELINES) for i in range(len(cfg.seeds))]
         rows = {}
         for arm, runs_ in (*base.items(), ("internalize-step", mine)):
             rows[arm] = {
                 "samples": _stat([r["samples"] for r in runs_]),
                 "final_test_accuracy": _stat([r["evals"][-1]["test_accuracy"] for r in runs_]),
                 "final_test_trace_validity": _stat([r["evals"][-1]["test_trace_validity"] for r in runs_]),
-                # at the outcome arm's final sample count (same seed)
-                "test_accuracy_at_equal_samples": _stat([at_samples(r["evals"], b["samples"]) for r, b in
-                                                         zip(runs_, base["outcome-grpo"])]),
+                # at the smallest final sample count of the baselines (same seed)
+                "test_accuracy_at_equal_samples": _stat([at_samples(r["evals"], e) for r, e in zip(runs_, equal)]),
                 "curve": [[(e["samples"], e["test_accuracy"]) for e in r["evals"]] for r in runs_],
             }
+        acc = {a: rows[a]["test_accuracy_at_equal_samples"]["mean"] for a in rows}
+        gap = acc["exact-step"] - acc["outcome-grpo"]
+        results_gap = (acc["internalize-step"] - acc["outcome-grpo"]) / gap if gap > 0 else None
+        rows["internalize-step"]["gap_closed_at_equal_samples"] = results_gap
         rows["internalize-step"]["internalize_samples"] = _stat([r["internalize_samples"] for r in mine])
         lines = [h for r in mine for h in r["internalize"]]
         half = cfg.updates // 2
@@ -180,7 +184,7 @@ def main(cfg: InternalizeBenchConfig) -> dict:
                               if any(h.get(k) is not None for h in part) else None
                               for k in ("failed", "searched", "first_error_accuracy", "first_error_early",
                                         "first_error_late", "step_label_accuracy", "corrected", "correction_validity")}
-        results["tasks"][t] = {"arms": rows, "measurement": measured}
+        results["tasks"][t] = {"arms": rows, "measurement": measured, "equal_samples": equal}
     results["seconds"] = time.perf_counter() - t0
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,11 +203,14 @@ def table(results: dict) -> str:
     out = []
     for t, r in results["tasks"].items():
         out += [f"### {t}", "",
-                "| arm | samples (mean) | final test acc | final test trace validity | acc at outcome-grpo final samples |",
+                "| arm | samples (mean) | final test acc | final test trace validity | test acc at equal samples |",
                 "|---|---|---|---|---|"]
         for arm, row in r["arms"].items():
             out.append(f"| {arm} | {row['samples']['mean']:.0f} | {_fmt(row['final_test_accuracy'])} | "
                        f"{_fmt(row['final_test_trace_validity'])} | {_fmt(row['test_accuracy_at_equal_samples'])} |")
+        gap = r["arms"]["internalize-step"]["gap_closed_at_equal_samples"]
+        out += ["", f"equal samples per seed (the baselines' smaller final count): {r['equal_samples']}; share of the "
+                f"outcome -> exact-step gap closed there: {'-' if gap is None else f'{gap:.2f}'}"]
         out += ["", "| internalization, per update (mean) | " + " | ".join(r["measurement"]["first half"]) + " |",
                 "|---|" + "---|" * len(r["measurement"]["first half"])]
         for name, m in r["measurement"].items():
