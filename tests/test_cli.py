@@ -223,3 +223,26 @@ def test_annotate_command_labels_a_saved_policys_samples(tmp_path, tiny_model):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and all("rollouts" in r["meta"]["annotation"] for r in records)
+
+
+def test_rl_command_runs_group_rl_with_exact_step_rewards(tmp_path, tiny_model):
+    """procsup rl through the CLI on a saved history-mode policy: two updates with the task's exact step
+    rewards, a checkpoint at the end."""
+    from typer.testing import CliRunner
+
+    from procsup.cli import app
+    from procsup.data.io import write_jsonl
+    from procsup.data.tokenize import StepFormat
+    from procsup.models.factory import save_model
+    from procsup.tasks.addition import AdditionTask
+
+    model, tok = tiny_model
+    save_model(model, tok, tmp_path / "policy", fmt=StepFormat(), mode="history")
+    task = AdditionTask()
+    write_jsonl([task.expert(p) for p in task.sample_range(0, 2, 8)], tmp_path / "problems.jsonl")
+    result = CliRunner().invoke(app, ["rl", f"model={tmp_path / 'policy'}", "task=addition", "step_reward=exact",
+                                      f"train_file={tmp_path / 'problems.jsonl'}", f"output_dir={tmp_path / 'rl'}",
+                                      "max_steps=2", "batch_size=4", "group_size=2", "max_new_tokens=12",
+                                      "progress=false"])
+    assert result.exit_code == 0, result.output
+    assert "2 updates" in result.output and (tmp_path / "rl" / "metrics.jsonl").is_file()

@@ -848,5 +848,48 @@ def bench_annotate(config: Optional[Path] = ConfigOpt, overrides: Optional[list[
     main(cfg)
 
 
+@_config_command(app, "rl", "procsup.rl.grpo:RLConfig")
+def rl(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Group-relative policy gradient (GRPO/RLOO) on a history-mode policy with outcome, exact-step or PRM
+    step rewards (credit=sum|min|softmin) and a reward-gaming monitor.
+
+    Example: procsup rl model=runs/pal/checkpoint-300 task=addition train_file=problems.jsonl output_dir=runs/rl
+    step_reward=exact credit=min
+
+    With a PRM: step_reward=prm prm=runs/prm/checkpoint-300 eval_file=val.jsonl eval_steps=10 stop_on_alert=true
+    """
+    from procsup.data.trajectory import TrajectoryError
+    from procsup.rl.grpo import RLConfig, main
+    from procsup.scorers import exact_scorer, load_prm_scorer
+
+    _setup_logging()
+    cfg = _build(RLConfig, config, overrides)
+    task = _task(cfg.task) if cfg.task else None
+    if task is None:
+        raise typer.BadParameter("task is required: addition, grid, logic or word_problems")
+    with _bad_input(TrajectoryError, OSError, ValueError):
+        prm = load_prm_scorer(cfg.prm) if cfg.prm else None
+        scorer = {"exact": exact_scorer(task, "history"), "prm": prm}.get(cfg.step_reward)
+        result = main(cfg, task=task, scorer=scorer, monitor_scorer=prm)
+    typer.echo(f"{result.updates} updates, {result.samples} policy samples in {result.seconds:.1f}s; "
+               f"final metrics: {result.final_metrics}")
+    if result.alert:
+        typer.echo(f"gaming alert at update {result.alert['update']}: {result.alert}")
+
+
+@_config_command(bench_app, "rl", "procsup.bench.rl:RLBenchConfig")
+def bench_rl(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Outcome vs per-step rewards (exact; PRM sum/min/softmin) in group RL from one weak policy per task,
+    with a reward-hacking stage (benchmarks/results/rl). About 39 min on 2 CPU cores.
+
+    Example (quick): procsup bench rl tasks=addition seeds=0 learning_rates=3e-5 arms=outcome-grpo,exact-step
+    """
+    from procsup.bench.rl import RLBenchConfig, main
+
+    cfg = _build(RLBenchConfig, config, overrides)
+    _quiet_transformers()
+    main(cfg)
+
+
 if __name__ == "__main__":
     app()
