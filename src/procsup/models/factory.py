@@ -225,13 +225,13 @@ def import_gguf(source: str | Path, out: str | Path) -> Path:
     none. No ``procsup.json``: like ``init-model``'s tiny models, a base model has no step format yet.
 
     Needs the ``gguf`` package (``pip install 'procsup[real]'``); runs offline, once (~1 min for 135M)."""
+    file = find_gguf(source)  # a wrong name is reported first, whether or not the extra is installed
     try:
         import gguf  # noqa: F401  (transformers reads GGUF files through it)
     except ImportError:
         raise ImportError("importing a .gguf model needs the gguf package: pip install 'procsup[real]'") from None
     import torch
 
-    file = find_gguf(source)
     folder, name = file.parent, file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True, dtype=torch.float32)
