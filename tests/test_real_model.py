@@ -77,3 +77,40 @@ def test_init_model_from_gguf_writes_a_plain_hf_folder(imported):
                                      return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
     assert "5" in tok.decode(out[0, prompt["input_ids"].shape[1]:])
+
+
+REAL = Path(__file__).resolve().parents[1] / ".cache" / "smollm2"
+needs_imported = pytest.mark.skipif(not (REAL / "config.json").is_file(), reason="run `make real-model` first")
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+@needs_imported
+def test_lora_prm_and_pal_on_smollm2(tmp_path):
+    """Two LoRA steps of PRM and PAL training on the imported model: merged checkpoints that load and score."""
+    pytest.importorskip("peft")
+    from procsup.data.trajectory import Step, Trajectory
+    from procsup.models.lora import LoRAConfig, train_with_lora
+    from procsup.models.prm import build_prm, load_prm, score
+    from procsup.trainers.pal import PALConfig, train
+    from procsup.trainers.prm import PRMConfig, train_prm
+
+    trajs = [Trajectory(f"What is {a} + {b}?", str(a + b), (Step(f"{a} + {b} = {a + b + (a % 2)}", label=a % 2 == 0),
+                                                             Step(f"The answer is {a + b}.", label=True)),
+                        meta={"mode": "history"}) for a, b in [(2, 3), (5, 7), (10, 4), (1, 1)]]
+    _, tok, _ = load_model(REAL)
+    prm = build_prm(REAL, seed=0)
+    cfg = PRMConfig(output_dir=str(tmp_path / "prm"), max_steps=2, batch_size=2, warmup_steps=0, progress=False)
+    run = train_with_lora(train_prm, cfg, LoRAConfig(r=4), model=prm, tokenizer=tok, trajectories=trajs)
+    assert run.trainable < 1e6 < run.total
+    loaded, tok2, saved = load_prm(run.checkpoint)
+    assert saved.kind == "prm"
+    got, want = score(loaded, tok2, trajs[:2]), score(run.result.model, tok, trajs[:2])
+    assert sum(got, []) == pytest.approx(sum(want, []), abs=1e-4)
+
+    model, tok, _ = load_model(REAL)
+    cfg = PALConfig(output_dir=str(tmp_path / "pal"), mode="history", max_steps=2, batch_size=2, warmup_steps=0,
+                    progress=False, step_sep="\n\n")
+    run = train_with_lora(train, cfg, LoRAConfig(r=4), model=model, tokenizer=tok, trajectories=trajs)
+    policy, _, saved = load_model(run.checkpoint)
+    assert saved.kind == "policy" and saved.step_format.step_sep == "\n\n"
