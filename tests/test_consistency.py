@@ -56,7 +56,7 @@ def test_decision_points_sit_before_each_keyed_step(char_tok):
 
 
 @pytest.mark.parametrize("kind", ["hidden", "action"])
-def test_trainer_logs_consistency_and_mu_zero_matches_off(tmp_path, tiny_model, history_trajs, kind):
+def test_trainer_logs_the_consistency_term(tmp_path, tiny_model, history_trajs, kind):
     model, tok = tiny_model
     cfg = PALConfig(output_dir=str(tmp_path / kind), mode="history", mu=0.5, consistency=kind, max_steps=4,
                     batch_size=8, log_steps=1, progress=False, learning_rate=1e-3)
@@ -73,3 +73,24 @@ def test_mu_validation():
         PALConfig(output_dir="x", mu=-1.0)
     with pytest.raises(ValueError, match="consistency"):
         PALConfig(output_dir="x", consistency="cosine")
+
+
+@pytest.mark.parametrize("kind", ["hidden", "action"])
+def test_mu_zero_is_the_run_without_consistency_and_mu_positive_is_not(tmp_path, char_tok, history_trajs, kind):
+    """mu = 0 with a consistency kind set trains exactly as the plain PAL run (same weights), and mu > 0
+    changes them, so the consistency term is on only when mu asks for it."""
+    from procsup.models.factory import build_tiny_model
+
+    from tests.conftest import TINY
+
+    def weights(name: str, **extra) -> dict:
+        model, tok = build_tiny_model(TINY, char_tok, seed=0)
+        cfg = PALConfig(output_dir=str(tmp_path / name), mode="history", max_steps=4, batch_size=8, log_steps=1,
+                        progress=False, learning_rate=1e-3, **extra)
+        trained = train(cfg, model=model, tokenizer=tok, trajectories=history_trajs).model
+        return {k: v.detach().clone() for k, v in trained.state_dict().items()}
+
+    plain, zero, positive = weights("plain"), weights("zero", mu=0.0, consistency=kind), weights("pos", mu=0.5,
+                                                                                               consistency=kind)
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)
+    assert any(not torch.equal(plain[k], positive[k]) for k in plain)
