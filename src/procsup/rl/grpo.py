@@ -54,7 +54,6 @@ from typing import Any, Callable, Literal, Sequence
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from procsup.data.batch import collate
@@ -77,7 +76,7 @@ from procsup.rl.advantages import (
 )
 from procsup.rl.monitor import GamingMonitor, exact_steps
 from procsup.rollout import LMPolicy, complete, start
-from procsup.trainers.loop import MetricsLog, global_batch, make_optimizer
+from procsup.trainers.loop import MetricsLog, global_batch, make_optimizer, restore_training_state
 from procsup.trainers.options import OptimizerOptions
 
 StepScorer = Callable[[Sequence[Trajectory]], list[list[float]]]  # procsup.scorers.StepScorer (a floor above rl/)
@@ -342,14 +341,7 @@ def load_rl_checkpoint(model, optimizer, scheduler, cfg: RLConfig) -> tuple[int,
     if state["max_steps"] != cfg.max_steps:
         raise ValueError(f"{ckpt} was written by a run with max_steps={state['max_steps']}, this run has "
                          f"{cfg.max_steps}: the learning-rate schedule would change; use the same max_steps")
-    missing, unexpected = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
-    if unexpected or set(missing) - tied:
-        raise ValueError(f"{ckpt}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)}, "
-                         f"unexpected {sorted(unexpected)})")
-    opt = torch.load(ckpt / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
-    scheduler.load_state_dict(opt["scheduler"])
+    restore_training_state(ckpt, model, optimizer, scheduler)
     return int(state["step"]), state
 
 

@@ -425,6 +425,14 @@ def load_checkpoint(model, optimizer, scheduler, cfg, run: Run | None = None) ->
                          "settings and data, or start a new run (another output_dir, or overwrite=true)")
     if run is not None and state.get("run_id"):
         run.run_id = state["run_id"]
+    restore_training_state(ckpt, model, optimizer, scheduler)
+    log.info("resumed from %s (step %d)", ckpt, state["step"])
+    return int(state["step"])
+
+
+def restore_training_state(ckpt: Path, model, optimizer, scheduler) -> None:
+    """Weights (safetensors; tied weights may be absent), optimizer and schedule of a checkpoint folder,
+    loaded in place; a checkpoint that does not fit the model is an error naming the keys."""
     missing, unexpected = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     if unexpected or set(missing) - tied:
@@ -433,8 +441,6 @@ def load_checkpoint(model, optimizer, scheduler, cfg, run: Run | None = None) ->
     opt_state = torch.load(ckpt / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(opt_state["optimizer"])
     scheduler.load_state_dict(opt_state["scheduler"])
-    log.info("resumed from %s (step %d)", ckpt, state["step"])
-    return int(state["step"])
 
 
 class MetricsLog:
