@@ -36,7 +36,7 @@ import torch
 
 from procsup.annotation import consensus, exact_unit_labels, first_error_labels, label_quality, mc_labels
 from procsup.bench.cache import cached_run
-from procsup.bench.report import render
+from procsup.bench.report import quiet_transformers, render
 from procsup.data import views
 from procsup.data.trajectory import Trajectory
 from procsup.data.views import with_answer_step
@@ -523,11 +523,7 @@ def main(cfg: AnnotateBenchConfig) -> dict:
     import platform
 
     torch.set_num_threads(cfg.threads)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    if not cfg.progress:
-        transformers.utils.logging.disable_progress_bar()
+    quiet_transformers(cfg.progress)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

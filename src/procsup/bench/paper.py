@@ -51,7 +51,7 @@ import torch
 
 from procsup.bench.addition import AdditionBenchConfig, run_one
 from procsup.bench.cache import cached_run
-from procsup.bench.report import cached_note, fit_table, render, reused_runs, stat
+from procsup.bench.report import cached_note, fit_table, quiet_transformers, render, reused_runs, stat
 from procsup.bench.report import pct as _pct
 from procsup.evaluation.metrics import evaluate
 from procsup.models.action_head import ActionHeadModel
@@ -579,10 +579,7 @@ def main(cfg: PaperBenchConfig) -> dict:
     """Run (or read from the cache) every task of ``cfg.tasks``; write results.json and <task>.png; print
     the table of our figures beside the paper's. Returns the results with ``rows`` (the printed table)."""
     torch.set_num_threads(cfg.threads)
-    if not cfg.progress:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()  # "Writing model shards" at every checkpoint
+    quiet_transformers(cfg.progress)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

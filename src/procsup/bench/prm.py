@@ -45,7 +45,7 @@ import torch
 
 from procsup.annotation.oracle import label_traces, orm_labels
 from procsup.bench.cache import cached_run
-from procsup.bench.report import cached_note, fit_table, pct, reused_runs, stat
+from procsup.bench.report import cached_note, fit_table, pct, quiet_transformers, reused_runs, stat
 from procsup.data import views
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
@@ -423,11 +423,7 @@ def plot(table: dict, cfg: PRMBenchConfig, path: Path) -> None:
 def main(cfg: PRMBenchConfig) -> dict:
     """Run (or read back) every seed, write results.json and bon.png, print the tables."""
     torch.set_num_threads(cfg.threads)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()  # the reward models' new head is reported on every load
-    if not cfg.progress:
-        transformers.utils.logging.disable_progress_bar()
+    quiet_transformers(cfg.progress)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -75,3 +75,13 @@ def reused_runs(root, started: float) -> tuple[list[str], int]:
     stamps = {str(p.parent.relative_to(root)): p.stat().st_mtime for p in Path(root).rglob("eval.json")}
     reused = sorted(name for name, t in stamps.items() if t < started)
     return reused, len(stamps)
+
+
+def quiet_transformers(progress: bool) -> None:
+    """A benchmark's output: transformers' warnings off (a reward model's new head is reported on every
+    load), its bars ("Writing model shards" at every checkpoint) only with ``progress``."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    if not progress:
+        transformers.utils.logging.disable_progress_bar()
