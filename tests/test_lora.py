@@ -1,10 +1,14 @@
-"""LoRA and frozen lower layers on tiny models: what trains, what the merge gives, what the checkpoints load as."""
+"""LoRA and frozen lower layers on tiny models: what trains, what the merge gives, what the checkpoints load as
+(the trainers' ``lora`` option group: PAL and PRM)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
+from procsup.config import build_config
 from procsup.data.trajectory import Step, Trajectory
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
 from procsup.models.prm import build_prm, load_prm, score
@@ -17,7 +21,6 @@ from procsup.models.lora import (  # noqa: E402  (after the importorskip: the mo
     freeze_lower_layers,
     merge_lora,
     save_adapter,
-    train_with_lora,
     trainable_parameters,
 )
 from procsup.trainers.pal import PALConfig, train  # noqa: E402
@@ -37,8 +40,25 @@ def test_lora_starts_as_the_model_and_trains_only_the_adapters(char_tok):
     assert names and all("lora_" in n for n in names)
     trainable, total = trainable_parameters(model)
     assert trainable == 3 * 4 * (4 * 32 + 32 * 4) and total == base_total + trainable  # layers x projections x (A + B)
-    with pytest.raises(ValueError, match="r must be"):
-        LoRAConfig(r=0)
+    with pytest.raises(ValueError, match="r >= 1"):
+        apply_lora(model, LoRAConfig(r=0))
+    with pytest.raises(ValueError, match="lora.r must be >= 0"):
+        LoRAConfig(r=-1)
+
+
+def test_state_dict_of_an_adapted_model_is_the_merged_plain_model(char_tok):
+    """What every trainer's checkpoint writes: plain keys, merged weights, the model itself unchanged."""
+    model, _ = build_tiny_model(MODEL, char_tok)
+    plain, _ = build_tiny_model(MODEL, char_tok, seed=1)
+    apply_lora(model, LoRAConfig(r=4))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_()
+    state = model.state_dict()
+    assert set(state) == set(plain.state_dict())
+    assert any("lora_A" in n for n, _ in model.named_parameters())  # still adapted
+    plain.load_state_dict(state)
+    assert torch.allclose(plain(X).logits, model(X).logits, atol=1e-5)
 
 
 def test_merge_gives_a_plain_model_with_the_adapted_outputs(char_tok, tmp_path):
@@ -86,34 +106,64 @@ TRAJS = [Trajectory(f"{a}+{b}", str(a + b), (Step(f"{a}+{b}={a + b}", label=(a +
          for a in range(4) for b in range(4)]
 
 
-def test_pal_with_lora_writes_a_merged_checkpoint(char_tok, tmp_path):
+def _metric_losses(folder) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_pal_with_the_lora_option_trains_the_adapters_and_saves_a_plain_model(char_tok, tmp_path):
     model, _ = build_tiny_model(MODEL, char_tok)
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = PALConfig(output_dir=str(tmp_path / "pal"), mode="history", max_steps=5, batch_size=4, learning_rate=1e-2,
-                    warmup_steps=0, progress=False)
-    run = train_with_lora(train, cfg, LoRAConfig(r=4), model=model, tokenizer=char_tok, trajectories=TRAJS)
-    assert run.trainable < run.total and (run.adapter / "adapter_model.safetensors").is_file()
-    loaded, _, saved = load_model(run.checkpoint)
-    assert saved.kind == "policy" and not (run.checkpoint / "optimizer.pt").exists()
-    state = loaded.state_dict()
-    assert set(state) == set(start)
-    changed = {k for k in start if not torch.equal(start[k], state[k])}
-    assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")) for k in changed)
-    assert torch.allclose(loaded(X).logits, run.result.model(X).logits, atol=1e-5)
-    with pytest.raises(ValueError, match="save_steps=0"):
-        train_with_lora(train, PALConfig(output_dir=str(tmp_path / "x"), save_steps=2), LoRAConfig(), model=model,
-                        tokenizer=char_tok, trajectories=TRAJS)
+    cfg = PALConfig(output_dir=str(tmp_path / "pal"), mode="history", max_steps=30, batch_size=8, learning_rate=5e-2,
+                    warmup_steps=0, log_steps=1, save_steps=15, progress=False, lora=LoRAConfig(r=4, alpha=8))
+    result = train(cfg, model=model, tokenizer=char_tok, trajectories=TRAJS)
+    trainable, total = trainable_parameters(result.model)
+    base = sum(v.numel() for k, v in start.items() if k != "lm_head.weight")  # tied to the embeddings
+    assert trainable == 3 * 4 * 4 * (32 + 32) and total == base + trainable  # layers x projections x r x (in + out)
+    losses = _metric_losses(tmp_path / "pal")
+    assert len(losses) == 30 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2  # ~9.0 -> ~8.7
+    for step in (15, 30):  # the intermediate checkpoint too: every checkpoint is a plain model
+        loaded, _, saved = load_model(tmp_path / "pal" / f"checkpoint-{step}")
+        state = loaded.state_dict()
+        assert saved.kind == "policy" and set(state) == set(start)
+        changed = {k for k in start if not torch.equal(start[k], state[k])}
+        assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+                               for k in changed)
+    assert torch.allclose(loaded(X).logits, result.model(X).logits, atol=1e-5)
+    recorded = json.loads((tmp_path / "pal" / "checkpoint-30" / "trainer_state.json").read_text())["config"]["lora"]
+    assert recorded["r"] == 4 and recorded["alpha"] == 8
 
 
-def test_prm_with_lora_trains_the_head_and_scores_from_the_checkpoint(char_tok, tmp_path):
+def test_lora_is_off_by_default_and_set_from_flags(tmp_path):
+    assert not PALConfig(output_dir="x").lora.enabled and not PRMConfig(output_dir="x").lora.enabled
+    cfg = build_config(PALConfig, overrides=[f"output_dir={tmp_path}", "lora.r=8", "lora.alpha=32", "lora.dropout=0.1",
+                                             "lora.target_modules=q_proj,v_proj"])
+    assert cfg.lora == LoRAConfig(r=8, alpha=32.0, dropout=0.1, target_modules=("q_proj", "v_proj"))
+    with pytest.raises(ValueError, match="lora.r must be >= 0"):
+        build_config(PALConfig, overrides=[f"output_dir={tmp_path}", "lora.r=-2"])
+    with pytest.raises(ValueError, match="resume with lora"):
+        PALConfig(output_dir="x", resume=True, lora=LoRAConfig(r=4))
+
+
+def test_full_fine_tune_unchanged_without_lora(char_tok, tmp_path):
+    model, _ = build_tiny_model(MODEL, char_tok)
+    cfg = PALConfig(output_dir=str(tmp_path / "pal"), mode="history", max_steps=2, batch_size=4, warmup_steps=0,
+                    progress=False)
+    result = train(cfg, model=model, tokenizer=char_tok, trajectories=TRAJS)
+    trainable, total = trainable_parameters(result.model)
+    assert trainable == total and not any("lora_" in n for n, _ in result.model.named_parameters())
+
+
+def test_prm_with_the_lora_option_trains_the_head_and_scores_from_the_checkpoint(char_tok, tmp_path):
     base, _ = build_tiny_model(MODEL, char_tok)
     save_model(base, char_tok, tmp_path / "base")
     prm = build_prm(tmp_path / "base", seed=0)
     head = prm.score.weight.clone()
     cfg = PRMConfig(output_dir=str(tmp_path / "prm"), max_steps=5, batch_size=4, learning_rate=1e-2, warmup_steps=0,
-                    progress=False)
-    run = train_with_lora(train_prm, cfg, LoRAConfig(r=4), model=prm, tokenizer=char_tok, trajectories=TRAJS)
-    loaded, tok, saved = load_prm(run.checkpoint)
+                    progress=False, lora=LoRAConfig(r=4))
+    result = train_prm(cfg, model=prm, tokenizer=char_tok, trajectories=TRAJS)
+    trainable = {n for n, p in result.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("score.") for n in trainable)
+    loaded, tok, saved = load_prm(tmp_path / "prm" / "checkpoint-5")
     assert saved.kind == "prm" and not torch.equal(loaded.score.weight, head)
-    got, want = score(loaded, tok, TRAJS[:3]), score(run.result.model, char_tok, TRAJS[:3])
+    got, want = score(loaded, tok, TRAJS[:3]), score(result.model, char_tok, TRAJS[:3])
     assert sum(got, []) == pytest.approx(sum(want, []), abs=1e-5)

@@ -89,10 +89,11 @@ needs_imported = pytest.mark.skipif(not (REAL / "config.json").is_file(), reason
 @pytest.mark.real_model
 @needs_imported
 def test_lora_prm_and_pal_on_smollm2(tmp_path):
-    """Two LoRA steps of PRM and PAL training on the imported model: merged checkpoints that load and score."""
+    """Two LoRA steps (the trainers' ``lora`` option) of PRM and PAL training on the imported model: checkpoints
+    that load as plain models and score / predict like the in-memory model."""
     pytest.importorskip("peft")
     from procsup.data.trajectory import Step, Trajectory
-    from procsup.models.lora import LoRAConfig, train_with_lora
+    from procsup.models.lora import LoRAConfig, trainable_parameters
     from procsup.models.prm import build_prm, load_prm, score
     from procsup.trainers.pal import PALConfig, train
     from procsup.trainers.prm import PRMConfig, train_prm
@@ -102,17 +103,21 @@ def test_lora_prm_and_pal_on_smollm2(tmp_path):
                         meta={"mode": "history"}) for a, b in [(2, 3), (5, 7), (10, 4), (1, 1)]]
     _, tok, _ = load_model(REAL)
     prm = build_prm(REAL, seed=0)
-    cfg = PRMConfig(output_dir=str(tmp_path / "prm"), max_steps=2, batch_size=2, warmup_steps=0, progress=False)
-    run = train_with_lora(train_prm, cfg, LoRAConfig(r=4), model=prm, tokenizer=tok, trajectories=trajs)
-    assert run.trainable < 1e6 < run.total
-    loaded, tok2, saved = load_prm(run.checkpoint)
+    cfg = PRMConfig(output_dir=str(tmp_path / "prm"), max_steps=2, batch_size=2, warmup_steps=0, progress=False,
+                    lora=LoRAConfig(r=4))
+    result = train_prm(cfg, model=prm, tokenizer=tok, trajectories=trajs)
+    trainable, total = trainable_parameters(result.model)
+    assert trainable < 1e6 < total
+    loaded, tok2, saved = load_prm(tmp_path / "prm" / "checkpoint-2")
     assert saved.kind == "prm"
-    got, want = score(loaded, tok2, trajs[:2]), score(run.result.model, tok, trajs[:2])
+    got, want = score(loaded, tok2, trajs[:2]), score(result.model, tok, trajs[:2])
     assert sum(got, []) == pytest.approx(sum(want, []), abs=1e-4)
 
     model, tok, _ = load_model(REAL)
     cfg = PALConfig(output_dir=str(tmp_path / "pal"), mode="history", max_steps=2, batch_size=2, warmup_steps=0,
-                    progress=False, step_sep="\n\n")
-    run = train_with_lora(train, cfg, LoRAConfig(r=4), model=model, tokenizer=tok, trajectories=trajs)
-    policy, _, saved = load_model(run.checkpoint)
+                    progress=False, step_sep="\n\n", lora=LoRAConfig(r=4))
+    result = train(cfg, model=model, tokenizer=tok, trajectories=trajs)
+    policy, _, saved = load_model(tmp_path / "pal" / "checkpoint-2")
+    ids = tok("What is 2 + 3?", return_tensors="pt").input_ids
+    assert torch.allclose(policy(ids).logits, result.model(ids).logits, atol=1e-3)
     assert saved.kind == "policy" and saved.step_format.step_sep == "\n\n"

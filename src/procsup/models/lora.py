@@ -6,20 +6,20 @@ chosen linear layers and trains only ``A`` and ``B``. The adapters are injected 
 sparse last block (``models/positions.py``) and the checkpoints take it unchanged. Only the adapters (and the
 modules named in ``modules_to_save``, e.g. a PRM's new head ``score``) keep ``requires_grad``.
 
-A model with adapters saves keys (``q_proj.base_layer.weight``, ``lora_A``) that a plain model does not
-load, so a trained model is merged back (:func:`merge_lora`: ``W += (alpha/r) B A``, the LoRA layers replaced
-by their base layers) before it is saved as a normal folder; :func:`save_adapter` writes the adapters apart
-(``adapter_model.safetensors`` + ``adapter_config.json``, PEFT's layout). :func:`train_with_lora` does both
-around a trainer's ``train`` function. Needs ``pip install 'procsup[real]'``.
+The trainers take it as an option group (``lora.r=8`` in a PAL or PRM config: :class:`LoRAConfig` is the
+``lora`` field of :class:`~procsup.trainers.options.CheckpointOptions`, applied by
+:func:`procsup.trainers.loop.prepare_model`). A model with injected adapters would save keys
+(``q_proj.base_layer.weight``, ``lora_A``) that a plain model silently ignores, so :func:`apply_lora` also
+registers a state-dict hook: the model's ``state_dict()`` holds the *merged* weights (``W + (alpha/r) B A``)
+under the plain keys, and every checkpoint a trainer writes is an ordinary model folder. The adapters alone
+are not in it; :func:`save_adapter` writes them in PEFT's layout, :func:`merge_lora` folds them in place.
+Needs ``pip install 'procsup[real]'``.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -27,10 +27,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    """Which layers get adapters, and their size."""
+    """Which layers get LoRA adapters, and their size (Hu et al., 2021). ``r = 0``: no adapters (the default of
+    the trainers' ``lora`` group: the whole model trains)."""
 
-    r: int = 8
-    """Rank of each adapter."""
+    r: int = 0
+    """Rank of each adapter; 0: LoRA off."""
     alpha: float = 16.0
     """Scale: the update is (alpha / r) B A."""
     dropout: float = 0.0
@@ -42,14 +43,18 @@ class LoRAConfig:
     """Modules trained in full beside the adapters: a PRM's new head (``score``); absent names are skipped."""
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"r must be >= 1, got {self.r}")
+        if self.r < 0:
+            raise ValueError(f"lora.r must be >= 0 (0: off), got {self.r}")
         if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
-            raise ValueError("target_modules must name at least one linear layer")
+            raise ValueError("lora.target_modules must name at least one linear layer")
+
+    @property
+    def enabled(self) -> bool:
+        return self.r > 0
 
     def peft_config(self):
         try:
@@ -67,7 +72,11 @@ def _is_saved(name: str, cfg: LoRAConfig) -> bool:
 def apply_lora(model: nn.Module, cfg: LoRAConfig, seed: int | None = 0) -> nn.Module:
     """Inject LoRA adapters into ``model`` in place (``B`` starts at zero, so the model's outputs are unchanged)
     and freeze every other parameter but those of ``cfg.modules_to_save``. ``A`` is drawn from ``seed``
-    without touching the caller's random state (None: torch's global generator). Returns ``model``."""
+    without touching the caller's random state (None: torch's global generator). From now on
+    ``model.state_dict()`` holds the merged weights under the plain model's keys (:func:`merged_state_dict`),
+    so ``save_pretrained`` writes an ordinary model. Returns ``model``."""
+    if not cfg.enabled:
+        raise ValueError("apply_lora needs lora.r >= 1 (r = 0 means no adapters)")
     from peft import inject_adapter_in_model
 
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
@@ -76,7 +85,29 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, seed: int | None = 0) -> nn.Mo
         inject_adapter_in_model(cfg.peft_config(), model)
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name or _is_saved(name, cfg))
+    model.register_state_dict_post_hook(merged_state_dict)
     return model
+
+
+def merged_state_dict(module: nn.Module, state: dict, prefix: str, local_metadata) -> None:
+    """State-dict hook of a model with adapters (registered by :func:`apply_lora`): each LoRA layer's
+    ``base_layer.weight`` becomes ``weight + (alpha/r) B A`` under the plain key (``q_proj.weight``), its bias
+    ``q_proj.bias``, and its ``lora_*`` entries go. The model itself is not changed. A module, not a closure,
+    is read, so a deep copy of the model keeps a working hook."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, layer in module.named_modules():
+        if not isinstance(layer, LoraLayer):
+            continue
+        at = f"{prefix}{name}."
+        base = state.pop(f"{at}base_layer.weight")
+        with torch.no_grad():
+            delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+        state[f"{at}weight"] = (base + delta).to(base.dtype)
+        if f"{at}base_layer.bias" in state:
+            state[f"{at}bias"] = state.pop(f"{at}base_layer.bias")
+        for key in [k for k in state if k.startswith(f"{at}lora_")]:
+            del state[key]
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -104,12 +135,13 @@ def save_adapter(model: nn.Module, cfg: LoRAConfig, path: str | Path, base_model
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     # keys as a PeftModel names them (it wraps the model as base_model.model); an injected model's lack the prefix
-    state = {f"base_model.model.{k}": v for k, v in get_peft_model_state_dict(model).items()}
-    state.update({f"base_model.model.{k}": v for k, v in model.state_dict().items() if _is_saved(k, cfg)})
+    raw = dict(model.named_parameters())  # not state_dict(): its hook (apply_lora) folds the adapters away
+    state = {f"base_model.model.{k}": v for k, v in get_peft_model_state_dict(model, state_dict=raw).items()}
+    state.update({f"base_model.model.{k}": v for k, v in raw.items() if _is_saved(k, cfg)})
     save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path / "adapter_model.safetensors"))
     peft_cfg = cfg.peft_config()
     peft_cfg.base_model_name_or_path = base_model
-    peft_cfg.modules_to_save = [m for m in cfg.modules_to_save if any(_is_saved(k, cfg) for k in model.state_dict())] or None
+    peft_cfg.modules_to_save = [m for m in cfg.modules_to_save if any(_is_saved(k, cfg) for k in raw)] or None
     peft_cfg.save_pretrained(str(path))
     return path
 
@@ -137,46 +169,3 @@ def freeze_lower_layers(model: nn.Module, trainable_top: int) -> nn.Module:
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     return (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
-
-
-@dataclass
-class LoRARun:
-    """What :func:`train_with_lora` returns: the trainer's result, where the merged model and adapters went."""
-
-    result: object
-    checkpoint: Path
-    adapter: Path
-    trainable: int = 0
-    total: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def train_with_lora(train: Callable, cfg, lora: LoRAConfig, *, model: nn.Module, tokenizer,
-                    trajectories=None, base_model: str | None = None) -> LoRARun:
-    """Run a procsup trainer (``procsup.trainers.pal.train`` or ``procsup.trainers.prm.train_prm``) with LoRA:
-    adapters injected into ``model``, the trainer run on it, then its final checkpoint rewritten with the
-    merged weights (so ``procsup score``/``evaluate`` and every loader read it like any other checkpoint) and
-    the adapters saved apart in ``checkpoint-N/adapter``. ``cfg.save_steps`` and ``cfg.resume`` are refused:
-    an intermediate checkpoint would hold unmerged adapter keys that a plain loader does not read."""
-    if cfg.save_steps or cfg.resume:
-        raise ValueError("train_with_lora keeps one final, merged checkpoint: set save_steps=0 and resume=false")
-    apply_lora(model, lora, seed=cfg.seed)
-    trainable, total = trainable_parameters(model)
-    result = train(cfg, model=model, tokenizer=tokenizer, trajectories=trajectories)
-    ckpt = Path(cfg.output_dir) / f"checkpoint-{cfg.max_steps}"
-    trained = result.model
-    adapter = save_adapter(trained, lora, ckpt / "adapter", base_model=base_model)
-    merge_lora(trained)
-    tmp = ckpt / ".merged"
-    trained.save_pretrained(tmp, safe_serialization=True)
-    for f in tmp.iterdir():  # config.json and model.safetensors, replacing the unmerged ones
-        f.replace(ckpt / f.name)
-    shutil.rmtree(tmp)
-    (ckpt / "optimizer.pt").unlink(missing_ok=True)  # the adapters' optimizer state: no resume from here
-    state = ckpt / "trainer_state.json"
-    if state.is_file():
-        record = json.loads(state.read_text())
-        record["lora"] = {"r": lora.r, "alpha": lora.alpha, "target_modules": list(lora.target_modules),
-                          "trainable_parameters": trainable, "total_parameters": total, "merged": True}
-        state.write_text(json.dumps(record, indent=1))
-    return LoRARun(result, ckpt, adapter, trainable, total)

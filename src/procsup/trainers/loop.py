@@ -519,11 +519,17 @@ def micro_batches(idx: Sequence[int], accumulation: int) -> list[list[int]]:
 
 
 def prepare_model(model, cfg) -> torch.nn.Module:
-    """``cfg.dtype`` (float32 leaves the model as it is) and ``cfg.gradient_checkpointing`` (Hugging Face's
+    """``cfg.dtype`` (float32 leaves the model as it is), ``cfg.lora`` (LoRA adapters injected in place with A
+    drawn from ``cfg.seed``, everything else frozen, the state dict merged:
+    :func:`procsup.models.lora.apply_lora`) and ``cfg.gradient_checkpointing`` (Hugging Face's
     ``activation_checkpointing_enable``, the transformers 5 name of ``gradient_checkpointing_enable``:
     activations recomputed in the backward pass, same gradients)."""
     if cfg.dtype != "float32":
         model = model.to(DTYPES[cfg.dtype])
+    if cfg.lora.enabled:
+        from procsup.models.lora import apply_lora
+
+        apply_lora(model, cfg.lora, seed=cfg.seed)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model

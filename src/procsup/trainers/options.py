@@ -9,8 +9,10 @@ reads the docstrings of inherited fields too, so ``procsup <command> --help`` li
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from procsup.models.lora import LoRAConfig
 
 #: report_to values: "none", or one of accelerate's trackers (its LoggerType values).
 TRACKERS = ("none", "all", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "aim", "swanlab")
@@ -88,6 +90,13 @@ class CheckpointOptions(OptimizerOptions):
     max_length: int | None = None
     """Longest row in tokens; a longer one is an error naming its record (or, with rejects_file, a reject
     with its reason), never cut. Default: the model's max_position_embeddings, else no limit."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA adapters (``lora.r=8 lora.alpha=16 lora.dropout=0 lora.target_modules=q_proj,v_proj``; r = 0, the
+    default: off, the whole model trains). Only the adapters and ``lora.modules_to_save`` (a PRM's head
+    ``score``) train; every checkpoint holds the merged weights under the plain keys, so it loads as any model
+    (``load_model``, ``load_prm``, ``procsup score``); the adapters alone are not saved. Needs
+    ``pip install 'procsup[real]'`` (peft). A LoRA run does not resume: its checkpoints have no adapters to
+    resume from."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,3 +119,6 @@ class CheckpointOptions(OptimizerOptions):
             raise ValueError(f"report_to must be one of {', '.join(TRACKERS)}, got {self.report_to!r}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+        if self.lora.enabled and self.resume:
+            raise ValueError("resume with lora.r > 0: a LoRA run's checkpoints hold merged weights, not the adapters "
+                             "and their optimizer state; start a new run (overwrite=true or another output_dir)")
