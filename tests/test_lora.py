@@ -46,6 +46,16 @@ def test_lora_starts_as_the_model_and_trains_only_the_adapters(char_tok):
         LoRAConfig(r=-1)
 
 
+def test_lora_on_chosen_blocks_only(char_tok):
+    model, _ = build_tiny_model(MODEL, char_tok)
+    apply_lora(model, LoRAConfig(r=4, layers=(2,), target_modules=("q_proj", "v_proj")))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(n.startswith("model.layers.2.") for n in names)
+    assert trainable_parameters(model)[0] == 2 * 4 * (32 + 32)
+    with pytest.raises(ValueError, match="not found in the base model"):
+        apply_lora(build_tiny_model(MODEL, char_tok)[0], LoRAConfig(r=4, layers=(7,)))
+
+
 def test_state_dict_of_an_adapted_model_is_the_merged_plain_model(char_tok):
     """What every trainer's checkpoint writes: plain keys, merged weights, the model itself unchanged."""
     model, _ = build_tiny_model(MODEL, char_tok)
@@ -136,8 +146,8 @@ def test_pal_with_the_lora_option_trains_the_adapters_and_saves_a_plain_model(ch
 def test_lora_is_off_by_default_and_set_from_flags(tmp_path):
     assert not PALConfig(output_dir="x").lora.enabled and not PRMConfig(output_dir="x").lora.enabled
     cfg = build_config(PALConfig, overrides=[f"output_dir={tmp_path}", "lora.r=8", "lora.alpha=32", "lora.dropout=0.1",
-                                             "lora.target_modules=q_proj,v_proj"])
-    assert cfg.lora == LoRAConfig(r=8, alpha=32.0, dropout=0.1, target_modules=("q_proj", "v_proj"))
+                                             "lora.target_modules=q_proj,v_proj", "lora.layers=20,29"])
+    assert cfg.lora == LoRAConfig(r=8, alpha=32.0, dropout=0.1, target_modules=("q_proj", "v_proj"), layers=(20, 29))
     with pytest.raises(ValueError, match="lora.r must be >= 0"):
         build_config(PALConfig, overrides=[f"output_dir={tmp_path}", "lora.r=-2"])
     with pytest.raises(ValueError, match="resume with lora"):

@@ -39,6 +39,9 @@ class LoRAConfig:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     """Names of the linear layers that get an adapter (llama-style attention by default; add ``gate_proj``,
     ``up_proj``, ``down_proj`` for the MLP)."""
+    layers: tuple[int, ...] = ()
+    """Indices of the transformer blocks whose target modules get adapters (empty: every block). Adapting only
+    the top blocks also skips the backward pass below the lowest adapted one (faster on CPU)."""
     modules_to_save: tuple[str, ...] = ("score",)
     """Modules trained in full beside the adapters: a PRM's new head (``score``); absent names are skipped."""
 
@@ -51,6 +54,8 @@ class LoRAConfig:
             raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
             raise ValueError("lora.target_modules must name at least one linear layer")
+        if any(i < 0 for i in self.layers):
+            raise ValueError(f"lora.layers must be block indices >= 0, got {self.layers}")
 
     @property
     def enabled(self) -> bool:
@@ -62,7 +67,8 @@ class LoRAConfig:
         except ImportError:
             raise ImportError("LoRA needs the peft package: pip install 'procsup[real]'") from None
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.target_modules), bias="none")
+                          target_modules=list(self.target_modules), bias="none",
+                          layers_to_transform=list(self.layers) or None)
 
 
 def _is_saved(name: str, cfg: LoRAConfig) -> bool:
