@@ -29,7 +29,15 @@ def pad(seqs: Sequence[Sequence[int]], value: int, side: Literal["right", "left"
 
 
 def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, segment_ids (padding is PROMPT: no loss)."""
+    """Right-padded batch: input_ids, attention_mask, segment_ids (padding is PROMPT: no loss), and
+    position_ids (padding at 0) when the rows carry task-given ids (all of them or none)."""
     ids, mask = pad([r.input_ids for r in rows], pad_id)  # (B, T)
     segs, _ = pad([r.segment_ids for r in rows], PROMPT)  # (B, T)
-    return {"input_ids": ids, "attention_mask": mask, "segment_ids": segs}
+    batch = {"input_ids": ids, "attention_mask": mask, "segment_ids": segs}
+    given = [r.position_ids is not None for r in rows]
+    if any(given):
+        if not all(given):
+            raise ValueError(f"{given.count(False)} of {len(rows)} rows have no position_ids: a batch mixes the "
+                             "model's default positions with task-given ones")
+        batch["position_ids"], _ = pad([r.position_ids for r in rows], 0)  # (B, T)
+    return batch

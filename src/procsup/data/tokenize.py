@@ -5,6 +5,11 @@ is evaluated or scored on. A trajectory is tokenized piece by piece (input, each
 pieces are concatenated as token ids, never joined as strings first: with sub-word tokenizers, joining
 strings can merge a step's last token with the next one, which silently moves step boundaries.
 
+A trajectory may carry task-given position ids in ``meta["positions"]``: one id per character of its row's
+text (the pieces below, concatenated) and one for the closing EOS, as written by
+:func:`procsup.data.positions.add_positions`; a token then takes the id of its first character (see
+:mod:`procsup.data.positions`), and the row carries them as ``position_ids``.
+
 Each row carries ``segment_ids``, one per token, saying which term of the loss the token belongs to:
 
 * ``PROMPT`` (0): context only, never a target;
@@ -61,6 +66,9 @@ class Row:
     """Same length as ``input_ids``: PROMPT, ANSWER or STEP0 + t for each token."""
     step_keys: tuple[str | None, ...] = ()
     """The ``key`` of each step in the row, in step order (None where a step has none)."""
+    position_ids: tuple[int, ...] | None = None
+    """Task-given position ids, one per token (:mod:`procsup.data.positions`); None: the model's default
+    0, 1, 2, ..."""
 
     @property
     def num_steps(self) -> int:
@@ -108,6 +116,32 @@ def _layout(traj: Trajectory, fmt: StepFormat, mode: Layout) -> list[RowPieces]:
     return [(pieces, ANSWER, keys)]
 
 
+def row_texts(traj: Trajectory, fmt: StepFormat, mode: Layout) -> list[str]:
+    """The text of each row of ``traj`` in ``mode``, pieces concatenated (without the closing EOS)."""
+    return ["".join(text for text, _ in pieces) for pieces, _, _ in _layout(traj, fmt, mode)]
+
+
+def _given_positions(traj: Trajectory, where: int, pieces, encoded, closes: bool, decode) -> tuple[int, ...]:
+    """Token ids of ``meta["positions"]`` (one per character, then EOS): each token at its first character's."""
+    char_ids = traj.meta["positions"]
+    chars = sum(len(text) for text, _ in pieces)
+    if not isinstance(char_ids, list) or len(char_ids) < chars + closes or (closes and len(char_ids) != chars + 1):
+        got = len(char_ids) if isinstance(char_ids, list) else type(char_ids).__name__
+        raise TrajectoryError(f"trajectory {where}: meta.positions has {got} ids, its row has {chars} characters "
+                              f"{'and an EOS ' if closes else ''}(positions written for another mode or format?)",
+                              field="meta.positions")
+    out, at = [], 0
+    for text, _ in pieces:
+        start = at
+        for tok in encoded[text] if text else []:
+            out.append(char_ids[min(at, start + len(text) - 1)])
+            at += len(decode(tok))
+        at = start + len(text)
+    if closes:
+        out.append(char_ids[chars])
+    return tuple(out)
+
+
 def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat, mode: Layout) -> list[Row]:
     """The rows of all ``trajectories`` in order, as :func:`tokenize` gives them, with one tokenizer call.
 
@@ -117,14 +151,21 @@ def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat
     """
     if mode not in LAYOUTS:
         raise ValueError(f"mode must be one of {LAYOUTS}, got {mode!r}")
-    layouts = [row for traj in trajectories for row in _layout(traj, fmt, mode)]
+    owners = [(i, row) for i, traj in enumerate(trajectories) for row in _layout(traj, fmt, mode)]
+    layouts = [row for _, row in owners]
     texts = list(dict.fromkeys(text for pieces, _, _ in layouts for text, _ in pieces if text))
     # split_special_tokens: data that reads "<|endoftext|>" or "<eos>" is text, never the EOS id mid-row
     # (hub tokenizers default to False); procsup inserts special tokens by id, below
     ids = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
     encoded = dict(zip(texts, ids))
-    eos, rows = tokenizer.eos_token_id, []
-    for pieces, eos_segment, keys in layouts:
+    eos, rows, decoded = tokenizer.eos_token_id, [], {}
+
+    def decode(tok: int) -> str:
+        if tok not in decoded:
+            decoded[tok] = tokenizer.decode([tok])
+        return decoded[tok]
+
+    for owner, (pieces, eos_segment, keys) in owners:
         ids, segs = [], []
         for text, segment in pieces:
             toks = encoded[text] if text else []
@@ -133,7 +174,11 @@ def tokenize_many(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat
         if eos_segment is not None:
             ids.append(eos)
             segs.append(eos_segment)
-        rows.append(Row(tuple(ids), tuple(segs), keys))
+        traj = trajectories[owner]
+        given = None
+        if "positions" in traj.meta and mode != "state":  # a state row is one step's state: no row-wide ids
+            given = _given_positions(traj, owner, pieces, encoded, eos_segment is not None, decode)
+        rows.append(Row(tuple(ids), tuple(segs), keys, given))
     return rows
 
 

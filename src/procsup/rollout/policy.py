@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 
+from procsup.data.positions import PositionRule
 from procsup.data.tokenize import StepFormat, prompt_ids
 from procsup.rollout.generate import generate
 
@@ -43,6 +44,9 @@ class LMPolicy:
     """State mode: actions per episode at most (default 4x the longest expert trace of the call)."""
     kv_reuse: bool = True
     """Encode a prompt once for its n samples (:func:`~procsup.rollout.generate.generate`)."""
+    positions: PositionRule | None = None
+    """Task-given position ids (:mod:`procsup.data.positions`; e.g. the task's coupled rule, as the model
+    was trained with); None: the model's default positions."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("history", "state", "outcome"):
@@ -63,7 +67,7 @@ class LMPolicy:
         """``n`` continuations (new token ids) of each token-id prompt, as this policy samples."""
         return generate(self.model, self.tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
                         temperature=self.temperature, stop_strings=stop_strings, batch_size=self.rows_per_call(),
-                        kv_reuse=self.kv_reuse)
+                        kv_reuse=self.kv_reuse, positions=self.positions)
 
     def propose(self, states: list[str], n: int = 1) -> list[list[str]]:
         """State mode: ``n`` actions for each rendered state (the prompt ``s_t · input_sep``)."""

@@ -21,6 +21,18 @@ Renderings (state mode, ``3+6+1`` -> ``0,1`` means 3+6+1 = 10: write 0, carry 1)
   With ``index_hints=False`` the letters are left out (``x = "123+456 | 3,6 2,5 1,4"``, step 1 =
   ``"3+6+0=9,0"``): a model must find column t by position, which works within the trained lengths
   only. The PRM benchmark uses it, so that a weak policy's step errors are arithmetic, not letters.
+
+Position coupling (Cho et al., 2024, arXiv 2405.20671; :mod:`procsup.data.positions`):
+:meth:`AdditionTask.coupled_positions` numbers the hint-free layout by column blocks, block ``B(t)`` for
+column t (``B(t) = stride * slot_t``, slots ``1, 2, 3, ...`` or, in training, a random increasing choice:
+randomized positions, Ruoss et al., 2023), so that **every token sits one id before what the token after it
+must read**: the input digits of column t at ``B(t) + 0`` (``a``) and ``+ 2`` (``b``); step t's characters
+``x+y+c=d,`` at ``B(t) + 0..7``, its carry-out at ``B(t+1) + 4`` (where step t+1 reads its carry-in) and its
+separator at ``B(t+1) - 1`` (just before the digit the next step copies first); the answer prefix ends at
+``B(n) + 3`` (before the last carry-out), and the answer digit of significance s sits at ``B(s-1) + 5``, just
+before the sum digit it is followed by. Every lookup is then "the id after mine", at any length and any
+spacing of the blocks. ``pad_answer=True`` writes the answer with ``columns + 1`` digits (``"0579"``), so
+that the rule knows each answer digit's significance before the model has decided on a final carry.
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ import string
 from dataclasses import dataclass
 from typing import Sequence
 
+from procsup.data.positions import PositionRule
+from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
 from procsup.tasks.base import corrupt_digit, swap_digit
 
@@ -97,7 +111,8 @@ class AdditionTask:
 
     name = "addition"
 
-    def __init__(self, carry_heavy: float = 0.0, shuffle_columns: bool = False, index_hints: bool = True):
+    def __init__(self, carry_heavy: float = 0.0, shuffle_columns: bool = False, index_hints: bool = True,
+                 pad_answer: bool = False):
         if not 0.0 <= carry_heavy <= 1.0:
             raise ValueError(f"carry_heavy must be in [0, 1], got {carry_heavy}")
         self.carry_heavy = carry_heavy
@@ -109,6 +124,8 @@ class AdditionTask:
         (``k>d:3,6``), so that a history-mode model can only find the next column by its letter."""
         self.index_hints = index_hints
         """Tag each column of the history-mode input and steps with a letter (see the module docstring)."""
+        self.pad_answer = pad_answer
+        """Write the answer with ``columns + 1`` digits, zeros in front (what the coupled rule expects)."""
 
     # --- problems -------------------------------------------------------------------------------
     def make(self, rng: random.Random, digits_a: int, digits_b: int) -> AdditionProblem:
@@ -148,6 +165,11 @@ class AdditionTask:
         x, y = state.problem.column(state.t)
         return f"{x}+{y}+{state.carry}"
 
+    def target(self, p: AdditionProblem) -> str:
+        """The answer as the model writes it: ``a + b``, zero-padded to ``columns + 1`` digits if ``pad_answer``."""
+        total = str(p.a + p.b)
+        return total.zfill(p.columns + 1) if self.pad_answer else total
+
     @staticmethod
     def _state_action(x: int, y: int, carry: int) -> str:
         total = x + y + carry
@@ -170,7 +192,7 @@ class AdditionTask:
             steps.append(Step(action=self._history_step(p, t, carry), state=f"{x}+{y}+{carry}", key=f"{x}+{y}+{carry}"))
             carry = (x + y + carry) // 10
         return Trajectory(
-            input=self.render_input(p), target=str(p.a + p.b), steps=tuple(steps),
+            input=self.render_input(p), target=self.target(p), steps=tuple(steps),
             meta={"task": self.name, "a": p.a, "b": p.b, "hints": "".join(p.hints), "order": list(p.order)},
         )
 
@@ -201,7 +223,7 @@ class AdditionTask:
         return swap_digit(action, rng.choice(spots), rng) if spots else corrupt_digit(action, rng)
 
     def check_answer(self, p: AdditionProblem, answer: str | None) -> bool:
-        return answer is not None and answer.strip() == str(p.a + p.b)
+        return answer is not None and answer.strip() == self.target(p)
 
     def check_steps(self, p: AdditionProblem, actions: Sequence[str]) -> list[bool]:
         """History-mode steps: step t must equal the expert's step t (the trace is deterministic), and
@@ -229,4 +251,73 @@ class AdditionTask:
 
     def answer(self, state: AdditionState) -> str:
         text = ("1" if state.carry else "") + state.digits[::-1]
-        return text.lstrip("0") or "0"
+        text = text.lstrip("0") or "0"
+        return text.zfill(state.problem.columns + 1) if self.pad_answer else text
+
+    # --- position coupling (history and outcome mode) -----------------------------------------------
+    def coupled_positions(self, stride: int = 10, fmt: StepFormat = StepFormat(),
+                          slots: Sequence[int] | None = None) -> PositionRule:
+        """The column-coupled :data:`~procsup.data.positions.PositionRule` of the hint-free layout (module
+        docstring). Column t's block starts at ``stride * slots[t]`` (default ``slots[t] = t + 1``; past the
+        given slots they continue one apart), the answer's at ``stride * slots[n]``; the prompt's other
+        characters are at 0 (the input separator at ``B(0) - 1``). After the prompt (ended by
+        ``fmt.input_sep``) the k-th line is step k, unless its first character is ``fmt.answer_prefix[0]``:
+        the answer line. Each generated token's id depends only on the text up to it (causal), as generation
+        needs. A token's id is its first character's (an empty token counts as one character). Stride and
+        slots are fixed per rule: a training row's random choice is made before it is tokenized."""
+        if stride < 10:
+            raise ValueError(f"stride must be >= 10 (a step line is 9 characters and its separator), got {stride}")
+        if self.index_hints:
+            raise ValueError("coupled positions need index_hints=False: the rule reads the hint-free layout")
+        if slots is not None and (not slots or min(slots) < 1 or any(b <= a for a, b in zip(slots, slots[1:]))):
+            raise ValueError(f"slots must be increasing integers >= 1, got {list(slots)}")
+        return lambda texts: _coupled(texts, stride, fmt, tuple(slots or ()))
+
+
+_PROMPT = re.compile(r"^([0-9]+)\+([0-9]+) \| ")
+_CARRY_IN, _SUM_DIGIT = 4, 6  # offsets in a step line "x+y+c=d,c'"
+
+
+def _block(t: int, stride: int, slots: tuple[int, ...]) -> int:
+    """First id of column t's block (t = -1: 0, the prompt's other characters)."""
+    if t < 0:
+        return 0
+    slot = slots[t] if t < len(slots) else (slots[-1] if slots else 0) + t - len(slots) + 1
+    return stride * slot
+
+
+def _coupled(texts, stride: int, fmt: StepFormat, slots: tuple[int, ...]) -> list[int]:
+    chars = [t or "\0" for t in texts]
+    text = "".join(chars)
+    m = _PROMPT.match(text)
+    if m is None:
+        raise ValueError(f"coupled positions: the prompt {text[:40]!r} is not 'a+b | x,y ...' (index_hints=False)")
+    block = lambda t: _block(t, stride, slots)  # noqa: E731
+    sep = text.find(fmt.input_sep, m.end())
+    body = len(text) if sep < 0 else sep
+    cut = len(text) if sep < 0 else sep + len(fmt.input_sep)
+    a, b, cols = m.group(1), m.group(2), text[m.end():body]
+    n = (len(cols) + 1) // 4  # columns: "x,y x,y ... x,y"
+    ids = [block(len(a) - 1 - j) for j in range(len(a))] + [0]  # a's digit of significance t at B(t)
+    ids += [block(len(b) - 1 - j) + 2 for j in range(len(b))] + [0] * 3  # b's at B(t) + 2; "+" and " | " at 0
+    ids += [block(j // 4) + j % 4 for j in range(len(cols))]  # column t's "x,y " at B(t) + 0..3
+    ids += [0] * max(cut - body - 1, 0) + [block(0) - 1] * (cut > body)  # input_sep: before step 0's first digit
+    line, j, answer, plen = 0, 0, False, len(fmt.answer_prefix)
+    for i in range(cut, len(text)):
+        if j == 0:
+            answer = text[i] == fmt.answer_prefix[0]
+        if answer:  # prefix ending at B(n) + 3; the digit of significance s = n - (j - plen) at B(s - 1) + 5
+            ids.append(block(n) + 4 - plen + j if j < plen else max(block(n - 1 - j + plen), 0) + _SUM_DIGIT - 1)
+        elif text.endswith(fmt.step_sep, 0, i + 1) and j + 1 >= len(fmt.step_sep):
+            ids.append(block(line + 1) - 1)  # the separator: just before the next column's first digit
+            line, j = line + 1, -1
+        elif j < 8:
+            ids.append(block(line) + j)
+        else:  # the carry-out, where the next step reads its carry-in (and any overlong tail after it)
+            ids.append(block(line + 1) + _CARRY_IN + j - 8)
+        j += 1
+    out, at = [], 0
+    for t in chars:
+        out.append(ids[at])
+        at += len(t)
+    return out

@@ -126,7 +126,8 @@ def _forward(model, rows: Sequence[Row], tokenizer, cfg: PALConfig, device) -> t
     """The loss terms of ``rows`` (:data:`LOGGED`) and their batch's attention mask."""
     batch = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
     want_hidden = cfg.mu > 0 and cfg.consistency == "hidden"
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=want_hidden)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch.get("position_ids"), output_hidden_states=want_hidden)  # task-given ids or None
     terms = pal_loss(token_nll(out.logits, batch["input_ids"]), batch["segment_ids"][:, 1:], cfg.lam)  # logits (B, T, V)
     if cfg.mu > 0:
         d = {k: v.to(device) for k, v in decision_points(rows).items()}
