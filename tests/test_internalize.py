@@ -167,3 +167,26 @@ def test_scorer_in_the_rl_trainer_samples_the_trained_model(tiny_model, tmp_path
     assert scorer.calls == 2 and scorer.samples == sum(h["search_samples"] + h["correct_samples"] for h in scorer.history)
     assert all(h["searched"] <= 2 for h in scorer.history)
     assert math.isfinite(result.final_metrics["loss"])  # an untrained model fails every sample: rewards all 0
+
+
+def test_corrections_are_reused_in_the_same_update(tiny_model, tmp_path):
+    """train(reuse=) is called after the scorer of the same update, so ``lambda _: scorer.corrections`` hands
+    the trainer this update's corrections (their loss term: tests/test_rl_checkpoint.py); a forced correction
+    is trained on (``reused`` in the metrics)."""
+    model, tok = tiny_model
+    fmt = StepFormat()
+    policy = LMPolicy(model, tok, TASK, fmt, mode="history", temperature=1.0, max_new_tokens=12)
+    scorer = InternalizeScorer(policy, InternalizeConfig(k=1, max_searched=2, correct_n=1, correct_rounds=1),
+                               first_error_labels)
+    seen = []
+
+    def reuse(trajs):
+        seen.append(scorer.calls)
+        return [*scorer.corrections, TASK.expert(TASK.problem_of(trajs[0]))]  # one right trace always reused
+
+    cfg = RLConfig(output_dir=str(tmp_path), max_steps=2, batch_size=2, group_size=2, learning_rate=1e-3, progress=False,
+                   max_new_tokens=12, step_reward="exact", credit="sum", gamma=0.0, outcome_coef=0.0, reuse_coef=0.5)
+    result = train(cfg, task=TASK, scorer=scorer, model=model, tokenizer=tok, fmt=fmt, problems=TASK.sample_range(0, 1, 8),
+                   reuse=reuse)
+    assert seen == [1, 2]
+    assert result.final_metrics["reused"] >= 1 and result.final_metrics["reuse_nll"] > 0

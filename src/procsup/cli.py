@@ -874,7 +874,8 @@ def rl(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = Over
     typer.echo(f"{result.updates} updates, {result.samples} policy samples in {result.seconds:.1f}s; "
                f"final metrics: {result.final_metrics}")
     if result.alert:
-        typer.echo(f"gaming alert at update {result.alert['update']}: {result.alert}")
+        typer.echo(f"gaming alert ({result.alert.get('source', 'held-out')}) at update {result.alert['update']}: "
+                   f"{result.alert}")
 
 
 @_config_command(bench_app, "rl", "procsup.bench.rl:RLBenchConfig")

@@ -46,9 +46,8 @@ import copy
 import json
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -60,8 +59,8 @@ from procsup.data.batch import collate
 from procsup.data.io import read_jsonl
 from procsup.data.tokenize import PROMPT, Row, StepFormat, tokenize_many
 from procsup.data.trajectory import Trajectory
-from procsup.models.factory import load_model, save_model
-from procsup.models.saved import resolve_format
+from procsup.models.factory import load_model
+from procsup.models.saved import SavedFormat, resolve_format
 from procsup.objectives.pal import token_nll
 from procsup.objectives.policy_gradient import policy_gradient_loss
 from procsup.rl.advantages import (
@@ -74,25 +73,39 @@ from procsup.rl.advantages import (
     softmin_rewards,
     step_to_token,
 )
-from procsup.rl.monitor import GamingMonitor, exact_steps
+from procsup.rl.monitor import GamingMonitor, drift, exact_steps
 from procsup.rollout import LMPolicy, complete, start
-from procsup.trainers.loop import MetricsLog, global_batch, make_optimizer, restore_training_state
-from procsup.trainers.options import OptimizerOptions
+from procsup.trainers.loop import (
+    MetricsLog,
+    Run,
+    claim_output_dir,
+    cut_metrics,
+    data_source,
+    global_batch,
+    make_accelerator,
+    prepare_model,
+    save_checkpoint,
+    start_run,
+    start_trackers,
+)
+from procsup.trainers.options import CheckpointOptions
 
 StepScorer = Callable[[Sequence[Trajectory]], list[list[float]]]  # procsup.scorers.StepScorer (a floor above rl/)
 STEP_REWARDS = ("none", "exact", "prm")
 CREDITS = ("sum", "min", "softmin")
 BASELINES = ("grpo", "rloo")
-LOSS_TERMS = ("loss", "pg_loss", "kl", "clip_fraction")
+LOSS_TERMS = ("loss", "pg_loss", "kl", "clip_fraction", "reuse_nll")
 
 
 @dataclass(kw_only=True)
-class RLConfig(OptimizerOptions):
+class RLConfig(CheckpointOptions):
     """A group-relative policy-gradient run (``procsup rl``). Build it in Python, from YAML or from
-    ``key=value`` flags. Optimizer and logging fields: :class:`~procsup.trainers.options.OptimizerOptions`;
-    ``max_steps`` counts updates (one sampling round each), ``batch_size`` problems per update (all
-    processes), each sampled ``group_size`` times. Checkpoints are this trainer's own (they also hold the
-    sampled-problem count and the monitor's history), with the fields of ``CheckpointOptions``."""
+    ``key=value`` flags. Optimizer, logging and checkpoint fields: :class:`~procsup.trainers.options.CheckpointOptions`
+    (the output folder is held as by the PAL and PRM trainers: a non-empty folder needs ``resume`` or
+    ``overwrite``); ``max_steps`` counts updates (one sampling round each), ``batch_size`` problems per update
+    (all processes), each sampled ``group_size`` times. ``gradient_accumulation_steps`` and ``max_length`` do
+    not apply (an update's optimizer steps are ``ppo_epochs x minibatches``; a sample's length is
+    ``max_new_tokens``)."""
 
     output_dir: str
     """Where checkpoints, ``metrics.jsonl``, ``monitor.jsonl`` and the final policy go."""
@@ -160,20 +173,26 @@ class RLConfig(OptimizerOptions):
     """Stop the run (after a final checkpoint) at the first monitor alert."""
     sample_batch_size: int | None = None
     """Rows per generate call (default: the policy's, 64 sampled traces)."""
-    save_steps: int = 0
-    """Checkpoint every this many updates (0: only at the end)."""
-    save_total_limit: int = 2
-    """Checkpoints kept on disk (oldest removed first)."""
-    resume: bool = False
-    """Continue from the newest checkpoint in output_dir if there is one (same max_steps): the same samples,
-    updates and weights as a run that was never interrupted."""
+    sample_alert_window: int = 1
+    """On-sample monitor: updates averaged (the last this many) against the first update's samples (0: off)."""
+    sample_alert_delta: float = 0.05
+    """On-sample monitor: the least fall of exact step validity of the update's own samples against the first
+    update's (window and deltas: chosen on validation runs of ``procsup bench rl``, docs/rl.md)."""
+    sample_alert_prm_delta: float | None = 0.03
+    """On-sample monitor: the least rise of the PRM's mean step score over the same span (None:
+    sample_alert_delta)."""
+    reuse_coef: float = 0.0
+    """Weight of a step-supervised (PAL) term on reused trajectories: ``reuse_coef x`` the mean token NLL of
+    the generated tokens of the trajectories ``train(reuse=)`` returns for the update (e.g. corrected
+    trajectories, docs/internalize.md; or the update's right samples: rejection-sampling fine-tuning)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.save_steps < 0:
-            raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
-        if self.save_total_limit < 1:
-            raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+        if self.gradient_accumulation_steps != 1:
+            raise ValueError("gradient_accumulation_steps does not apply to rl: an update's optimizer steps are "
+                             "ppo_epochs x minibatches")
+        if self.max_length is not None:
+            raise ValueError("max_length does not apply to rl: a sample's length is set by max_new_tokens")
         if self.step_reward not in STEP_REWARDS:
             raise ValueError(f"step_reward must be one of {STEP_REWARDS}, got {self.step_reward!r}")
         if self.credit not in CREDITS:
@@ -189,11 +208,18 @@ class RLConfig(OptimizerOptions):
             raise ValueError(f"group_size must be >= 2 (a group baseline needs other samples), got {self.group_size}")
         if self.minibatches > self.batch_size:
             raise ValueError(f"minibatches {self.minibatches} > batch_size {self.batch_size} problems")
-        for name in ("outcome_coef", "step_coef", "kl_coef", "eval_steps", "alert_delta"):
+        if self.sample_alert_window < 0:
+            raise ValueError(f"sample_alert_window must be >= 0, got {self.sample_alert_window}")
+        if self.sample_alert_prm_delta is not None and not (math.isfinite(self.sample_alert_prm_delta)
+                                                            and self.sample_alert_prm_delta >= 0):
+            raise ValueError(f"sample_alert_prm_delta must be a finite number >= 0 or None, got {self.sample_alert_prm_delta}")
+        for name in ("outcome_coef", "step_coef", "kl_coef", "eval_steps", "alert_delta", "sample_alert_delta",
+                     "reuse_coef"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        if self.outcome_coef == 0 and (self.step_reward == "none" or self.step_coef == 0):
-            raise ValueError("no reward: outcome_coef is 0 and there is no step reward (or step_coef is 0)")
+        if self.outcome_coef == 0 and (self.step_reward == "none" or self.step_coef == 0) and self.reuse_coef == 0:
+            raise ValueError("no reward: outcome_coef is 0, there is no step reward (or step_coef is 0) and "
+                             "reuse_coef is 0")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         for name in ("temperature", "softmin_temperature", "clip_eps"):
@@ -218,7 +244,9 @@ class RLResult:
     evals: list[dict] = field(default_factory=list)
     """The monitor's evaluations of this call (each with ``update`` and ``samples``)."""
     alert: dict | None = None
-    """The first monitor alert, if any."""
+    """The first monitor alert, if any (``source``: ``held-out`` evaluation or the update's ``samples``)."""
+    sample_history: list[dict] = field(default_factory=list)
+    """Per update (whole run): the watched PRM's mean step score and the exact step validity of its samples."""
 
 
 # --- samples -> tokens ------------------------------------------------------------------------------------
@@ -301,71 +329,79 @@ def _sample_seed(seed: int, update: int, rank: int) -> int:
     return (seed * 1_000_003 + update) * 1009 + rank
 
 
-STATE_FILE = "rl_state.json"
+RL_STATE_FILE = "rl_state.json"
+"""In each checkpoint, beside ``trainer_state.json``: the run's policy-sample count, the monitors' histories
+and the first alert (what a resumed run needs beyond the weights, optimizer and schedule)."""
+MONITOR_FILE = "monitor.jsonl"
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    found = [p for p in out.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def save_rl_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg: RLConfig, fmt: StepFormat,
-                       step: int, state: dict) -> None:
-    """``checkpoint-<step>``: the policy (loadable with :func:`~procsup.models.factory.load_model`, its
-    ``procsup.json`` saying history mode), optimizer and schedule, and ``rl_state.json`` (the run's sample
-    count, monitor history and first alert), written into a temporary folder and renamed, on the main process."""
-    accelerator.wait_for_everyone()
+def _write_rl_state(accelerator, cfg: RLConfig, step: int, state: dict) -> None:
+    """``checkpoint-<step>/rl_state.json``, written atomically on the main process after the checkpoint."""
     if accelerator.is_main_process:
-        out = Path(cfg.output_dir)
-        final, tmp = out / f"checkpoint-{step}", out / f".tmp-rl-checkpoint-{step}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(accelerator.unwrap_model(model), tokenizer, tmp, fmt=fmt, mode="history")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-        record = {"step": step, "max_steps": cfg.max_steps, "config": asdict(cfg), **state}
-        (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in _checkpoints(out)[: -cfg.save_total_limit]:
-            shutil.rmtree(old)
+        ckpt = Path(cfg.output_dir) / f"checkpoint-{step}"
+        tmp = ckpt / f".{RL_STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps({"step": step, **state}, indent=1))
+        os.replace(tmp, ckpt / RL_STATE_FILE)
     accelerator.wait_for_everyone()
 
 
-def load_rl_checkpoint(model, optimizer, scheduler, cfg: RLConfig) -> tuple[int, dict | None]:
-    """Load the newest checkpoint of ``cfg.output_dir`` into model, optimizer and schedule: its step and
-    ``rl_state.json`` (0 and None when there is none)."""
-    ckpts = _checkpoints(Path(cfg.output_dir))
-    if not ckpts:
-        return 0, None
-    ckpt = ckpts[-1]
-    state = json.loads((ckpt / STATE_FILE).read_text())
-    if state["max_steps"] != cfg.max_steps:
-        raise ValueError(f"{ckpt} was written by a run with max_steps={state['max_steps']}, this run has "
-                         f"{cfg.max_steps}: the learning-rate schedule would change; use the same max_steps")
-    restore_training_state(ckpt, model, optimizer, scheduler)
-    return int(state["step"]), state
+def _read_rl_state(cfg: RLConfig, step: int) -> dict:
+    path = Path(cfg.output_dir) / f"checkpoint-{step}" / RL_STATE_FILE
+    if not path.is_file():
+        raise ValueError(f"cannot resume: {path} is missing (the run stopped while saving checkpoint-{step}); "
+                         f"remove checkpoint-{step} to resume from the one before, or start a new run")
+    return json.loads(path.read_text())
 
 
 def train(
     cfg: RLConfig, *, task, scorer: StepScorer | None = None, model=None, tokenizer=None,
     fmt: StepFormat | None = None, problems: Sequence[Any] | None = None, eval_problems: Sequence[Any] | None = None,
     monitor_scorer: StepScorer | None = None, extra_eval: Callable[[Any, int], dict] | None = None,
+    reuse: Callable[[Sequence[Trajectory]], Sequence[Trajectory]] | None = None,
     accelerator: Accelerator | None = None,
 ) -> RLResult:
     """Train the history-mode policy ``model`` (or ``cfg.model``) on ``problems`` (or ``cfg.train_file``'s) of
-    ``task``. ``scorer``: the step scorer for ``step_reward`` exact or prm (e.g. ``exact_scorer(task,
+    ``task``, in ``cfg.output_dir``, which this run holds (:func:`~procsup.trainers.loop.claim_output_dir`)
+    until it ends. ``scorer``: the step scorer for ``step_reward`` exact or prm (e.g. ``exact_scorer(task,
     "history")``, ``load_prm_scorer(path)``). ``monitor_scorer``: the PRM the gaming monitor watches (default:
-    ``scorer`` when step_reward=prm); the monitor runs on ``eval_problems`` every ``cfg.eval_steps``.
-    ``extra_eval(model, update)``: more numbers for each monitor line (e.g. accuracy on other problem sets)."""
-    accelerator = accelerator or Accelerator()
+    ``scorer`` when step_reward=prm); the monitor runs on ``eval_problems`` every ``cfg.eval_steps``, and on
+    every update's own samples. ``extra_eval(model, update)``: more numbers for each monitor line (e.g.
+    accuracy on other problem sets). ``reuse(samples)``: with ``cfg.reuse_coef > 0``, the trajectories to add
+    as a step-supervised term to this update's loss (called after the scorer, with the update's samples)."""
+    accelerator = accelerator or make_accelerator(cfg)
+    with claim_output_dir(accelerator, cfg):
+        return _train(cfg, task, scorer, model, tokenizer, fmt, problems, eval_problems, monitor_scorer, extra_eval,
+                      reuse, accelerator)
+
+
+def reuse_rows(trajectories: Sequence[Trajectory], tokenizer, fmt: StepFormat) -> list[Row]:
+    """Rows of reused trajectories for the step-supervised term: answered ones in ``history`` layout (steps,
+    answer, EOS: the whole written trace), unanswered ones are skipped (nothing right to imitate)."""
+    return tokenize_many([t for t in trajectories if t.meta.get("answer") is not None or t.target], tokenizer, fmt,
+                         "history")
+
+
+def reuse_nll(model, batch: dict, temperature: float) -> torch.Tensor:
+    """Mean NLL (at ``logits / temperature``, the sampled distribution) of the generated tokens of a collated
+    batch of reused rows: every non-PROMPT next-token position."""
+    logps = token_logps(model, batch["input_ids"], batch["attention_mask"], temperature)  # (R, T - 1)
+    mask = (batch["segment_ids"][:, 1:] != PROMPT).float()
+    return -(logps * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _train(cfg, task, scorer, model, tokenizer, fmt, problems, eval_problems, monitor_scorer, extra_eval, reuse,
+           accelerator) -> RLResult:
     if model is None:
         if cfg.model is None:
             raise ValueError("no model: set RLConfig.model to a local model directory or pass model=")
         model, tokenizer, saved = load_model(cfg.model)
         fmt = fmt or resolve_format(saved, cfg.model)
     fmt = fmt or StepFormat()
+    train_file = None
     if problems is None:
         if cfg.train_file is None:
             raise ValueError("no problems: set RLConfig.train_file or pass problems=")
+        train_file = cfg.train_file
         problems = [task.problem_of(t) for t in read_jsonl(cfg.train_file)]
     if eval_problems is None and cfg.eval_file is not None:
         eval_problems = [task.problem_of(t) for t in read_jsonl(cfg.eval_file)]
@@ -375,44 +411,49 @@ def train(
         raise ValueError(f"step_reward={cfg.step_reward} needs a step scorer (scorer=)")
     if cfg.eval_steps and not eval_problems:
         raise ValueError("eval_steps is set but there are no held-out problems (eval_problems= or eval_file)")
+    if cfg.reuse_coef > 0 and reuse is None:
+        raise ValueError("reuse_coef > 0 needs reuse= (the trajectories to reuse at each update)")
     monitor_scorer = monitor_scorer or (scorer if cfg.step_reward == "prm" else None)
     out_dir = Path(cfg.output_dir)
     rank = accelerator.process_index
+    model = prepare_model(model, cfg)
     ref_model = None
     if cfg.kl_coef > 0:  # the starting policy, frozen, before a checkpoint is loaded into the policy
         ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
-    world = accelerator.num_processes
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    per_proc = cfg.batch_size // world
-    out_dir.mkdir(parents=True, exist_ok=True)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    start_step, restored = load_rl_checkpoint(model, optimizer, scheduler, cfg) if cfg.resume else (0, None)
+    run = Run(data_source(train_file))
+    per_proc, optimizer, scheduler, start_step = start_run(accelerator, model, cfg, run)
+    state = {"samples": 0, "evals": [], "alert": None, "sample_history": []}
+    if start_step:
+        restored = _read_rl_state(cfg, start_step)
+        state = {k: restored.get(k, v) for k, v in state.items()}
+        if accelerator.is_main_process:
+            cut_metrics(out_dir / MONITOR_FILE, start_step)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.eval()  # no dropout: the policy trained is the policy that sampled
     policy_model = accelerator.unwrap_model(model)
+    saved = SavedFormat("policy", fmt, "history", base_model=cfg.model, data=run.data)  # procsup.json
 
-    state = {"samples": 0, "evals": [], "alert": None}
-    if restored is not None:
-        state = {k: restored[k] for k in state}
     monitor = GamingMonitor(task, fmt, eval_problems or [], monitor_scorer, window=cfg.alert_window,
                             delta=cfg.alert_delta, history=state["evals"])
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="rl", dynamic_ncols=True,
                disable=not (cfg.progress and accelerator.is_local_main_process))
-    metrics = MetricsLog(out_dir, bar, main_process=accelerator.is_main_process)
+    metrics = MetricsLog(out_dir, bar, main_process=accelerator.is_main_process,
+                         accelerator=start_trackers(accelerator, cfg, "procsup-rl"))
     t0, last, evals, step = time.perf_counter(), {}, [], start_step
 
     def checkpoint(done: int) -> None:
-        save_rl_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, fmt, done,
-                           {**state, "evals": monitor.history})
+        save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done, saved=saved, run=run,
+                        metrics={k: v for k, v in last.items() if isinstance(v, (int, float))})
+        _write_rl_state(accelerator, cfg, done, {**state, "evals": monitor.history})
 
     def run_monitor(done: int) -> dict | None:
         result = monitor.evaluate(policy_model, tokenizer, update=done, samples=state["samples"])
         if extra_eval is not None:
             result.update(extra_eval(policy_model, done))
+        result["step"] = done
         evals.append(result)
         if accelerator.is_main_process:
-            with (out_dir / "monitor.jsonl").open("a", encoding="utf-8") as f:
+            with (out_dir / MONITOR_FILE).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(result) + "\n")
         return result
 
@@ -439,8 +480,13 @@ def train(
         for b in (i for i, c in enumerate(cut) if c):  # the separator the budget cut off was never sampled
             loss_mask[b, lengths[b] - 1] = False
         adv, loss_mask = adv[:, 1:].to(accelerator.device), loss_mask[:, 1:]  # next-token positions (B, T - 1)
+        reused = list(reuse(trajs)) if cfg.reuse_coef > 0 else []
+        reuse_batch = None
+        if reused:
+            reuse_batch = {k: v.to(accelerator.device)
+                           for k, v in collate(reuse_rows(reused, tokenizer, fmt), tokenizer.pad_token_id).items()}
 
-        # 4. clipped policy gradient (+ KL), ppo_epochs x minibatches optimizer steps
+        # 4. clipped policy gradient (+ KL, + the reuse term), ppo_epochs x minibatches optimizer steps
         with torch.no_grad():
             ref_logps = None if ref_model is None else token_logps(ref_model, batch["input_ids"], batch["attention_mask"],
                                                                    cfg.temperature)
@@ -459,6 +505,10 @@ def train(
                     logps, adv[sel], loss_mask[sel], old_logps=None if old_logps is None else old_logps[sel],
                     clip_eps=cfg.clip_eps, ref_logps=None if ref_logps is None else ref_logps[sel], kl_coef=cfg.kl_coef,
                 )
+                terms["reuse_nll"] = torch.zeros((), device=accelerator.device)
+                if reuse_batch is not None:
+                    terms["reuse_nll"] = reuse_nll(model, reuse_batch, cfg.temperature)
+                    terms["loss"] = terms["loss"] + cfg.reuse_coef * terms["reuse_nll"]
                 accelerator.backward(terms["loss"])
                 if cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -469,48 +519,68 @@ def train(
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
 
-        # logging: means over processes, counts summed
+        # logging: means over processes, counts summed; the on-sample monitor reads the update's own samples
         samples_here = sum(int(t.meta["samples"]) for t in trajs)
-        validity = [all(v) for v in exact_steps(task, trajs)]
+        verdicts = exact_steps(task, trajs)
+        validity = [all(v) for v in verdicts]
+        watched = scores if monitor_scorer is scorer and scores is not None else (
+            monitor_scorer(trajs) if monitor_scorer is not None else None)
         local = torch.tensor([
             samples_here, len(trajs), sum(bool(t.meta["correct"]) for t in trajs), sum(validity),
             sum(bool(t.meta["correct"]) and not v for t, v in zip(trajs, validity)),
             sum(t.meta["answer"] is not None for t in trajs), sum(not k for k in kept), sum(len(t.steps) for t in trajs),
             sum(int(t.meta["tokens"]) for t in trajs),
             sum(sum(s) for s in scores) if scores is not None else 0.0, sum(len(s) for s in scores) if scores else 0,
+            sum(sum(s) for s in watched) if watched is not None else 0.0, sum(len(s) for s in watched) if watched else 0,
+            sum(x for v in verdicts for x in v), sum(len(v) for v in verdicts), len(reused),
         ], dtype=torch.float64, device=accelerator.device)
         totals = accelerator.reduce(local, reduction="sum").tolist()
         reduced = accelerator.reduce(terms_sum / n_terms, reduction="mean").tolist()
         state["samples"] += int(totals[0])
         done = step + 1
         n = max(totals[1], 1)
-        if done % cfg.log_steps == 0 or done == cfg.max_steps:
+        sample_alert = False
+        if totals[12]:  # a PRM watched: its mean step score vs the exact step validity of the same samples
+            state["sample_history"].append({"update": done, "prm_score": totals[11] / totals[12],
+                                            "exact_validity": totals[13] / max(totals[14], 1)})
+            sample_alert = bool(cfg.sample_alert_window) and drift(state["sample_history"], cfg.sample_alert_window,
+                                                                   cfg.sample_alert_delta, cfg.sample_alert_prm_delta)
+        if done % cfg.log_steps == 0 or done == cfg.max_steps or sample_alert:
             last = {
                 "step": done, **dict(zip(LOSS_TERMS, reduced)), "lr": lr,
                 "reward_outcome": totals[2] / n, "accuracy": totals[2] / n, "trace_validity": totals[3] / n,
                 "right_answer_wrong_steps": totals[4] / n, "answered": totals[5] / n,
                 "reward_step": totals[9] / totals[10] if totals[10] else None,
+                "sample_prm_score": totals[11] / totals[12] if totals[12] else None,
+                "sample_exact_validity": totals[13] / max(totals[14], 1), "sample_alert": sample_alert,
+                "reused": int(totals[15]),
                 "steps_per_sample": totals[7] / n, "tokens_per_sample": totals[8] / n,
                 "dropped": totals[6] / n, "samples": state["samples"], "samples_update": int(totals[0]),
                 "seconds": time.perf_counter() - t0,
             }
             metrics.write(last, f"update {done}", acc=f"{last['accuracy']:.3f}", valid=f"{last['trace_validity']:.3f}")
         bar.update(1)
+        alert = {"update": done, "samples": state["samples"], "source": "samples", **state["sample_history"][-1]} \
+            if sample_alert else None
         if cfg.eval_steps and eval_problems and (done % cfg.eval_steps == 0 or done == cfg.max_steps):
             result = run_monitor(done)
-            if result["alert"] and state["alert"] is None:
-                state["alert"] = result
-                if cfg.stop_on_alert:
-                    checkpoint(done)
-                    break
+            if result["alert"] and alert is None:
+                alert = {**result, "source": "held-out"}
+        if alert is not None and state["alert"] is None:
+            state["alert"] = alert
+            if cfg.stop_on_alert:
+                checkpoint(done)
+                break
         if cfg.save_steps and done % cfg.save_steps == 0 and done != cfg.max_steps:
             checkpoint(done)
     else:
         checkpoint(cfg.max_steps)
     bar.close()
+    if cfg.report_to != "none":
+        accelerator.end_training()
     model = accelerator.unwrap_model(model)
     return RLResult(model, tokenizer, step + 1 - start_step if cfg.max_steps > start_step else 0, state["samples"],
-                    time.perf_counter() - t0, last, evals, state["alert"])
+                    time.perf_counter() - t0, last, evals, state["alert"], state["sample_history"])
 
 
 def main(cfg: RLConfig, *, task, scorer: StepScorer | None = None, monitor_scorer: StepScorer | None = None) -> RLResult:

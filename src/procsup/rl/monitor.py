@@ -14,6 +14,11 @@ held-out problems and greedy rollouts of the current policy:
 An **alert** is a divergence over a window: the PRM score rose by at least ``delta`` while exact step
 validity fell by at least ``delta``, both against the evaluation ``window`` evaluations earlier. It is
 meant to fire before answer accuracy falls (the answer is the last thing a hacked policy loses).
+
+The held-out evaluation is periodic; the earlier signal is free: every update's own samples are already
+generated, scored (by the PRM, when it is the reward) and checked, so the trainer logs their mean PRM step
+score and exact step validity per update and applies :func:`drift` (the mean of the last ``window`` updates
+against the first update's samples). The exact checker only watches; it is never a reward here.
 """
 
 from __future__ import annotations
@@ -59,6 +64,19 @@ def divergence(history: Sequence[dict], window: int, delta: float) -> bool:
         return False
     then, now = history[-1 - window], history[-1]
     return now["prm_score"] - then["prm_score"] >= delta and then["exact_validity"] - now["exact_validity"] >= delta
+
+
+def drift(history: Sequence[dict], window: int, delta: float, prm_delta: float | None = None) -> bool:
+    """The on-sample rule: True if, over the last ``window`` entries (each an update's own samples), the mean
+    ``prm_score`` is ``prm_delta`` (default ``delta``) above and the mean ``exact_validity`` ``delta`` below the
+    first entry's (the starting policy's samples). Needs more than ``window`` entries."""
+    prm_delta = delta if prm_delta is None else prm_delta
+    if window < 1 or len(history) <= window:
+        return False
+    recent, first = history[-window:], history[0]
+    prm = statistics.fmean(h["prm_score"] for h in recent)
+    valid = statistics.fmean(h["exact_validity"] for h in recent)
+    return prm - first["prm_score"] >= prm_delta and first["exact_validity"] - valid >= delta
 
 
 class GamingMonitor:

@@ -1,0 +1,140 @@
+"""The RL trainer's output folder, on-sample gaming monitor and reuse term (issues 15 and 16): the folder is
+held as the PAL/PRM trainers hold theirs, the per-update PRM-vs-exact numbers are those of the update's own
+samples, the drift rule by hand, and the reuse term is exactly a step-supervised NLL step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from procsup.data.batch import collate
+from procsup.data.tokenize import PROMPT, StepFormat
+from procsup.models.factory import build_tiny_model
+from procsup.rl import grpo
+from procsup.rl.grpo import RLConfig, reuse_nll, reuse_rows, train
+from procsup.rl.monitor import drift, exact_steps
+from procsup.tasks.addition import AdditionTask
+from procsup.trainers.loop import make_optimizer
+
+from conftest import TINY
+
+FMT = StepFormat()
+TASK = AdditionTask(index_hints=False)
+PROBLEMS = TASK.sample_range(1, 1, 16)
+
+
+def _cfg(out, **kw) -> RLConfig:
+    return RLConfig(output_dir=str(out), **{"max_steps": 1, "batch_size": 2, "group_size": 2, "learning_rate": 1e-3,
+                                            "progress": False, "max_new_tokens": 12, "warmup_steps": 0, **kw})
+
+
+def _train(cfg, char_tok, **kw):
+    model = build_tiny_model(TINY, char_tok, seed=0)[0]
+    return train(cfg, task=TASK, model=model, tokenizer=char_tok, fmt=FMT, problems=PROBLEMS, **kw)
+
+
+def test_output_folder_is_held_like_the_other_trainers(tmp_path, char_tok):
+    """A folder holding someone else's file is refused; a finished run's folder needs resume or overwrite;
+    overwrite keeps the foreign file and replaces the checkpoint; a live lock refuses a second run."""
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        _train(_cfg(foreign), char_tok)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+    out = tmp_path / "run"
+    _train(_cfg(out), char_tok)
+    assert (out / "checkpoint-1" / "trainer_state.json").is_file() and (out / "checkpoint-1" / "rl_state.json").is_file()
+    assert not (out / ".procsup.lock").exists()  # released at the end
+    with pytest.raises(ValueError, match="not empty"):
+        _train(_cfg(out), char_tok)
+    _train(_cfg(out, overwrite=True), char_tok)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # the old run's line was removed
+
+    (out / ".procsup.lock").write_text(json.dumps({"pid": 1, "host": __import__("socket").gethostname(), "started": 0}))
+    with pytest.raises(ValueError, match="in use by pid 1"):
+        _train(_cfg(out, resume=True), char_tok)
+
+
+def test_resume_refuses_changed_settings(tmp_path, char_tok):
+    _train(_cfg(tmp_path, max_steps=2, save_steps=1), char_tok)
+    with pytest.raises(ValueError, match="learning_rate"):
+        _train(_cfg(tmp_path, max_steps=2, learning_rate=1e-2, resume=True), char_tok)
+
+
+def test_drift_by_hand():
+    h = [{"prm_score": 0.30, "exact_validity": 0.80}, {"prm_score": 0.32, "exact_validity": 0.70},
+         {"prm_score": 0.36, "exact_validity": 0.60}]
+    assert drift(h, 1, 0.05)  # last vs first: +0.06, -0.20
+    assert not drift(h, 2, 0.05)  # mean of the last two: +0.04 (< 0.05), -0.15
+    assert drift(h, 2, 0.035)
+    assert not drift(h[:2], 2, 0.0)  # not more than a window's worth yet
+    assert not drift([{"prm_score": 0.3, "exact_validity": 0.8}, {"prm_score": 0.2, "exact_validity": 0.1}], 1, 0.01)
+    assert not drift(h, 0, 0.0)  # off
+    assert drift(h, 1, 0.2, prm_delta=0.0) and not drift(h, 1, 0.2, prm_delta=0.07)  # separate PRM-rise threshold
+
+
+def test_on_sample_monitor_reads_the_updates_own_samples(tmp_path, char_tok, monkeypatch):
+    """The logged ``sample_prm_score`` and ``sample_exact_validity`` are the watched PRM's mean step score and
+    the exact checker's step validity of the very samples of the update; a drift stops the run there."""
+    seen = []
+
+    def prm(trajs):  # a stand-in PRM: scores a step by its length, and records what it saw
+        seen.append(list(trajs))
+        return [[min(len(s.action) / 20, 1.0) for s in t.steps] for t in trajs]
+
+    monkeypatch.setattr(grpo, "drift", lambda h, *rule: len(h) >= 2)
+    result = _train(_cfg(tmp_path, max_steps=4, step_reward="prm", stop_on_alert=True, log_steps=1), char_tok,
+                    scorer=prm)
+    assert result.alert is not None and result.alert["source"] == "samples" and result.alert["update"] == 2
+    assert result.updates == 2 and len(seen) == 2  # the reward PRM is not called twice for the monitor
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for line, trajs, h in zip(lines, seen, result.sample_history):
+        scores = [x for row in prm(trajs) for x in row]
+        verdicts = [x for v in exact_steps(TASK, trajs) for x in v]
+        if scores:
+            assert line["sample_prm_score"] == pytest.approx(sum(scores) / len(scores))
+            assert h["prm_score"] == pytest.approx(sum(scores) / len(scores))
+        assert line["sample_exact_validity"] == pytest.approx(sum(verdicts) / max(len(verdicts), 1))
+    assert [x["sample_alert"] for x in lines] == [False, True]
+
+
+def test_reuse_term_is_a_step_supervised_nll_step(tmp_path, char_tok):
+    """With no reward (outcome_coef 0, no step reward) and reuse_coef c, one update is exactly one AdamW step
+    on c x the mean NLL of the reused trajectories' generated tokens (rejection-sampling fine-tuning when
+    they are the update's right samples); the NLL itself checked against a hand sum."""
+    reused = [TASK.expert(p) for p in PROBLEMS[:3]]
+    for t in reused:
+        t.meta["answer"] = t.target
+    cfg = _cfg(tmp_path, outcome_coef=0.0, reuse_coef=0.5, max_grad_norm=0.0)
+    result = _train(cfg, char_tok, reuse=lambda trajs: reused)
+
+    ref = build_tiny_model(TINY, char_tok, seed=0)[0].eval()
+    batch = collate(reuse_rows(reused, char_tok, FMT), char_tok.pad_token_id)
+    nll = reuse_nll(ref, batch, 1.0)
+    with torch.no_grad():  # by hand: -log p of each non-PROMPT token given its prefix
+        logp = torch.log_softmax(ref(input_ids=batch["input_ids"]).logits, -1)
+        total, count = 0.0, 0
+        for b in range(batch["input_ids"].size(0)):
+            for j in range(1, batch["input_ids"].size(1)):
+                if batch["segment_ids"][b, j] != PROMPT:
+                    total -= logp[b, j - 1, batch["input_ids"][b, j]].item()
+                    count += 1
+    assert nll.item() == pytest.approx(total / count, rel=1e-5)
+    optimizer, _ = make_optimizer(ref, cfg)
+    (cfg.reuse_coef * nll).backward()
+    optimizer.step()
+    for name, p in ref.named_parameters():
+        torch.testing.assert_close(result.model.state_dict()[name], p.detach(), rtol=1e-5, atol=1e-6)
+    line = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert line["reused"] == 3 and line["reuse_nll"] == pytest.approx(nll.item(), rel=1e-5)
+
+
+def test_reuse_needs_a_source(tmp_path, char_tok):
+    with pytest.raises(ValueError, match="reuse="):
+        _train(_cfg(tmp_path, reuse_coef=1.0), char_tok)
+    with pytest.raises(ValueError, match="no reward"):
+        _cfg(tmp_path, outcome_coef=0.0)
