@@ -5,7 +5,9 @@ PRMBench's ``prm800k_train_p1_first400_*`` files and scored on the held-out ``pr
 ``prm800k_test_p2_*`` and ``prm_test_p12_multi_solutions`` files with PRMBench's official metric
 (:func:`procsup.evaluation.prm_metrics.prmbench_scores`: a step is predicted correct iff its score is
 > 0.5; PRMScore = mean of the F1 on correct and on wrong steps, overall and per error class), beside
-trivial predictors on the same steps: always "correct", a fair coin per step, and the oracle. One more
+trivial predictors on the same steps: always "correct", a fair coin per step, a coin biased to the
+share of correct steps (one draw per class, and mean and 90th percentile of the overall PRMScore over
+``--draws`` draws, :func:`procsup.evaluation.prm_report.prmbench_section`), and the oracle. One more
 row moves the threshold to the one that maximizes PRMScore on a sample of the training solutions.
 
 Not the leaderboard's data: the official task (``prmtest_classified``) also scores the
@@ -38,6 +40,7 @@ from processbench_eval import SHARED, add_tiny_prm_args, train_tiny_prm  # the s
 from procsup.data.converters import from_prmbench
 from procsup.data.trajectory import Trajectory, TrajectoryError
 from procsup.evaluation.prm_metrics import PRMBENCH_THRESHOLD, prmbench_predictions, prmbench_scores, step_auroc
+from procsup.evaluation.prm_report import prmbench_section
 from procsup.models.prm import score
 
 HELDOUT = ("prm800k_test_p1_*.jsonl", "prm800k_test_p2_*.jsonl", "prm_test_p12_multi_solutions.jsonl")
@@ -110,8 +113,12 @@ def main(argv=None) -> dict:
     p.add_argument("--limit", type=int, default=0,
                    help="score every k-th held-out record so that about this many remain (0: all)")
     p.add_argument("--seed", type=int, default=0, help="for the calibration sample and the coin-flip predictor")
-    p.add_argument("--out", default="benchmarks/results/prmbench_eval.json")
+    p.add_argument("--draws", type=int, default=100, help="draws of the prior-biased coin (mean and p90 row)")
+    p.add_argument("--out", default="benchmarks/results/prmbench_eval_prior_coin.json",
+                   help="JSON to write; an existing file is never overwritten")
     args = p.parse_args(argv)
+    if Path(args.out).exists():
+        raise SystemExit(f"{args.out} exists: give a new --out (recorded results are kept)")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     heldout, stats = read_heldout()
@@ -129,11 +136,13 @@ def main(argv=None) -> dict:
     tuned, calib_prmscore = best_threshold(calib_scores, [t.labels for t in calibration],
                                            [t.meta["classification"] for t in calibration])
     coin = random.Random(args.seed)
+    prior = sum(map(sum, labels)) / sum(map(len, labels))  # the share of correct steps
     predictors = {
         "prm_threshold_0.5": [prmbench_predictions(s) for s in scores],
         "prm_tuned_threshold": [prmbench_predictions(s, tuned) for s in scores],
         "always_correct": [[True] * len(y) for y in labels],
         "coin_flip": [[coin.random() < 0.5 for _ in y] for y in labels],
+        "coin_biased_to_prior": [[coin.random() < prior for _ in y] for y in labels],
         "oracle": labels,
     }
     results = {name: prmbench_scores(preds, labels, classes) for name, preds in predictors.items()}
@@ -153,7 +162,8 @@ def main(argv=None) -> dict:
         "threshold": PRMBENCH_THRESHOLD, "tuned_threshold": tuned, "calibration_prmscore": calib_prmscore,
         "step_auroc": auroc, "step_auroc_per_class": auroc_per_class,
         "score_quantiles": {q: sorted(flat_scores)[int(q * (len(flat_scores) - 1))] for q in (0.0, 0.1, 0.5, 0.9, 1.0)},
-        "results": results,
+        "results": results, "correct_step_share": prior,
+        "coin_biased_to_prior_draws": prmbench_section(scores, heldout, seed=args.seed, draws=args.draws)["biased_coin"],
         "wall_seconds": time.perf_counter() - t0, "threads": args.threads, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
     print(f"PRMBench held-out files: {stats['solutions']} solutions, {stats['steps']} steps "
@@ -163,6 +173,9 @@ def main(argv=None) -> dict:
     for name, r in results.items():
         cells = [r["overall"]["prmscore"]] + [r["per_class"][c]["prmscore"] for c in COLUMNS if c in r["per_class"]]
         print(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in cells) + " |")
+    spread = out["coin_biased_to_prior_draws"]["overall_prmscore"]
+    print(f"coin biased to the prior ({prior:.3f}), overall over {args.draws} draws: mean {100 * spread['mean']:.1f}, "
+          f"p90 {100 * spread['p90']:.1f}")
     print(f"tuned threshold {tuned:.4f} (PRMScore {calib_prmscore:.3f} on {len(calibration)} training solutions); "
           f"step AUROC {auroc:.3f}; {len(train)} training solutions; wall {out['wall_seconds']:.0f}s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -65,13 +65,19 @@ def _random_scores(rng: random.Random, shapes: Sequence[Sequence[Any]]) -> list[
 
 
 def processbench_section(scores: Sequence[Sequence[float]], first_errors: Sequence[int], *,
-                         threshold: float | None, seed: int, draws: int) -> dict[str, Any]:
-    """First-error F1 of the PRM and of the trivial predictors (see the module docstring)."""
+                         threshold: float | None, seed: int, draws: int,
+                         split: tuple[Sequence[int], Sequence[int]] | None = None) -> dict[str, Any]:
+    """First-error F1 of the PRM and of the trivial predictors (see the module docstring). ``split``, when
+    given, is the (calibration, test) indices to use instead of the seeded random halves (a benchmark
+    whose split is fixed elsewhere, e.g. ``benchmarks/processbench_eval.py``'s even/odd positions)."""
     n = len(first_errors)
     if threshold is None:
-        order = list(range(n))
-        random.Random(seed).shuffle(order)
-        calib, test = order[: n // 2], order[n // 2 :]
+        if split is None:
+            order = list(range(n))
+            random.Random(seed).shuffle(order)
+            calib, test = order[: n // 2], order[n // 2 :]
+        else:
+            calib, test = list(split[0]), list(split[1])
         for name, part in (("calibration", calib), ("test", test)):
             kinds = {fe == -1 for fe in (first_errors[i] for i in part)}
             if kinds != {True, False}:
