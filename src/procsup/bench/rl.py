@@ -421,6 +421,8 @@ def main(cfg: RLBenchConfig) -> dict:
     suffix = cfg.results_name.removeprefix("results")
     (out / f"{cfg.results_name}.json").write_text(json.dumps(results, indent=1))
     plot(results, out / f"rl{suffix}.png")
+    if "hacking" in results:
+        plot_hacking(results, out / f"hacking{suffix}.png")
     (out / f"table{suffix}.md").write_text(tables_markdown(results))
     print(tables_markdown(results))
     return results
@@ -585,6 +587,46 @@ def plot(results: dict, path: Path) -> None:
             ax.set_title(f"{t}: {title}", fontsize=9)
             ax.set_xlabel("policy samples (steps + answer lines)")
         row[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_hacking(results: dict, path: Path) -> None:
+    """The reward-hacking runs, one line per seed: the on-sample monitor's two signals per update (the PRM's
+    mean step score and the exact step validity of the update's samples; a cross at the on-sample alert) and
+    the held-out test accuracy per evaluation (a dot at the first 5-point drop)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = results["hacking"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colors = {"prm-sum": "tab:red", "prm-min": "tab:blue", "prm-softmin": "tab:green"}
+    for arm, s in h["arms"].items():
+        for seed, r in enumerate(s["per_seed"]):
+            hist = r.get("sample_history") or []
+            label = arm if seed == 0 else None
+            for ax, key in zip(axes[:2], ("prm_score", "exact_validity")):
+                ax.plot([x["update"] for x in hist], [x[key] for x in hist], color=colors.get(arm), alpha=0.7, label=label)
+                if r.get("sample_alert_update") is not None:
+                    at = next(x for x in hist if x["update"] == r["sample_alert_update"])
+                    ax.plot([at["update"]], [at[key]], "x", color="black", ms=8)
+    for arm, s in h["arms"].items():  # held-out test accuracy: mean over seeds at each evaluation
+        ups = [c["update"] for c in s["curve"]]
+        axes[2].errorbar(ups, [c["test_accuracy"]["mean"] for c in s["curve"]],
+                         yerr=[c["test_accuracy"]["sample_std"] for c in s["curve"]], color=colors.get(arm), marker="o",
+                         ms=3, capsize=2, label=arm)
+    rule = h.get("on_sample_rule") or {}
+    axes[0].set_title(f"on-sample PRM mean step score (x: alert; rule window {rule.get('window')}, "
+                      f"PRM +{rule.get('prm_delta')}, validity -{rule.get('delta')})", fontsize=8)
+    axes[1].set_title("on-sample exact step validity", fontsize=9)
+    axes[2].set_title("held-out test accuracy (greedy), mean ± sample std over seeds", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("update")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"reward hacking: {h['task']}, learning rate {h['learning_rate']:g}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
