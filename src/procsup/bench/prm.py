@@ -47,6 +47,7 @@ from procsup.annotation.oracle import label_traces, orm_labels
 from procsup.bench.cache import cached_run
 from procsup.bench.report import cached_note, fit_table, pct, quiet_transformers, reused_runs, stat
 from procsup.data import views
+from procsup.data.io import write_jsonl
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
 from procsup.models.prm import build_prm, load_prm
@@ -108,6 +109,14 @@ class PRMBenchConfig:
     """Rows per reward-model step: traces, or with ``prm_layout=step`` the PRM's one-step rows."""
     rm_learning_rate: float = 1e-3
     """Peak learning rate of the reward models."""
+    rm_val_problems: int = 0
+    """Early stopping on a validation split: this many more fresh training-range problems (disjoint from the
+    policy's and the label problems, never the test problems), sampled and labelled as the label problems
+    are; each reward model is evaluated on its own rows of them every ``rm_eval_steps`` and the checkpoint
+    with the lowest validation loss is the one evaluated (the same rule for the PRM and the ORM). 0: off,
+    the last checkpoint (the recorded runs)."""
+    rm_eval_steps: int = 0
+    """With ``rm_val_problems``: validation and a checkpoint every this many steps (0: rm_steps // 10)."""
     test_digits: int = 3
     """Test problems have two operands of this many digits."""
     test_size: int = 200
@@ -130,6 +139,11 @@ class PRMBenchConfig:
                      "rm_steps", "rm_batch_size", "test_digits", "test_size", "n"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("rm_val_problems", "rm_eval_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.rm_eval_steps > self.rm_steps:
+            raise ValueError(f"rm_eval_steps ({self.rm_eval_steps}) must be <= rm_steps ({self.rm_steps})")
         if self.policy_mode not in ("history", "state"):
             raise ValueError(f"policy_mode must be history or state, got {self.policy_mode!r}")
         if self.prm_layout not in views.LAYOUTS:
@@ -155,14 +169,21 @@ EVAL_VERSION = 2
 samples), so that cached evaluations are redone and cached models reused."""
 
 
+OFF_BY_DEFAULT = ("rm_val_problems", "rm_eval_steps")
+"""Fields left out of the cache keys while 0, so that runs cached before they existed are still found."""
+
+
+def _settings(cfg: PRMBenchConfig, skip: tuple[str, ...]) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in skip and not (k in OFF_BY_DEFAULT and v == 0)}
+
+
 def _train_key(cfg: PRMBenchConfig, seed: int) -> dict:
-    skip = ("output_dir", "seeds", "progress", "threads", *EVAL_FIELDS)
-    return {**{k: v for k, v in asdict(cfg).items() if k not in skip}, "seed": seed}
+    return {**_settings(cfg, ("output_dir", "seeds", "progress", "threads", *EVAL_FIELDS)), "seed": seed}
 
 
 def _key(cfg: PRMBenchConfig, seed: int) -> dict:
-    return {**{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "seeds", "progress", "threads")},
-            "seed": seed, "eval_version": EVAL_VERSION}
+    return {**_settings(cfg, ("output_dir", "seeds", "progress", "threads")), "seed": seed,
+            "eval_version": EVAL_VERSION}
 
 
 def _task() -> AdditionTask:
@@ -173,8 +194,27 @@ def _policy_problems(cfg: PRMBenchConfig, seed: int) -> list:
     return _task().sample_range(seed, 3, cfg.policy_train_size)
 
 
+SELECTED = "selected.json"
+"""In a reward model's folder, with ``rm_val_problems``: the checkpoint step chosen on validation."""
+
+
 def _rm_dir(train_dir: Path, name: str, cfg: PRMBenchConfig) -> Path:
-    return train_dir / name / f"checkpoint-{cfg.rm_steps}"
+    chosen = train_dir / name / SELECTED
+    step = json.loads(chosen.read_text())["step"] if chosen.is_file() else cfg.rm_steps
+    return train_dir / name / f"checkpoint-{step}"
+
+
+def select_on_validation(run_dir: Path) -> dict:
+    """The evaluated step with the lowest validation loss in ``run_dir/metrics.jsonl`` (ties: the earliest),
+    written to ``run_dir/selected.json``: early stopping, chosen after training from the saved checkpoints."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [(m["step"], m["eval_loss"]) for m in lines if "eval_loss" in m]
+    if not curve:
+        raise ValueError(f"{run_dir}/metrics.jsonl has no eval_loss line: nothing to select on")
+    step, loss = min(curve, key=lambda c: (c[1], c[0]))
+    chosen = {"step": step, "val_loss": loss, "val_curve": curve}
+    (run_dir / SELECTED).write_text(json.dumps(chosen))
+    return chosen
 
 
 def _policy_config(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> PALConfig:
@@ -232,15 +272,30 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     def rows(trajs, name):  # state-mode traces are laid out for the reward model; history traces are rows
         return views.in_layout(trajs, layouts[name]) if layouts[name] else trajs
 
+    # the validation split (rm_val_problems): more fresh problems, labelled as above, for early stopping
+    val, every = {}, cfg.rm_eval_steps or max(1, cfg.rm_steps // 10)
+    if cfg.rm_val_problems:
+        used = seen | {(p.a, p.b) for p in label_problems}
+        val_problems = [p for p in task.sample_range(2000 + seed, 3, 2 * cfg.rm_val_problems) if (p.a, p.b) not in used]
+        val_problems = val_problems[: cfg.rm_val_problems]
+        val_traces = [t for ts in label_traces(sampler, val_problems, cfg.label_samples, seed + 3) for t in ts]
+        for name, data in (("prm", rows(val_traces, "prm")), ("orm", rows([orm_labels(t) for t in val_traces], "orm"))):
+            val[name] = train_dir / f"{name}_validation.jsonl"
+            write_jsonl(data, val[name])
+
     rm_train = {}
     for name, data in (("prm", rows(labelled, "prm")), ("orm", rows([orm_labels(t) for t in labelled], "orm"))):
         t0 = time.perf_counter()
         model = build_prm(policy_dir, seed=seed)  # the new head's init follows the seed
+        early = {"eval_file": str(val[name]), "eval_steps": every, "save_steps": every,
+                 "save_total_limit": cfg.rm_steps // every + 1} if val else {"save_total_limit": 1}
         rc = PRMConfig(output_dir=str(train_dir / name), learning_rate=cfg.rm_learning_rate,
                        batch_size=cfg.rm_batch_size, max_steps=cfg.rm_steps,
                        warmup_steps=min(50, cfg.rm_steps // 10), seed=seed, progress=cfg.progress,
-                       save_total_limit=1, input_sep=fmt.input_sep, step_sep=fmt.step_sep)
+                       input_sep=fmt.input_sep, step_sep=fmt.step_sep, **early)
         rm_train[name] = train_prm(rc, model=model, tokenizer=tok, trajectories=data).final_metrics
+        if val:
+            rm_train[name]["selected"] = select_on_validation(train_dir / name)
         timings[name] = time.perf_counter() - t0
     return {
         "labels": {"label_traces": len(labelled), "label_steps": len(step_labels),
