@@ -82,10 +82,10 @@ def test_every_token_sits_one_id_before_what_the_next_token_reads(slots):
         assert step[0] in at[pos[i - 1] + 1] and step[2] in at[pos[i + 1] + 1]  # x and y: input digits there
         assert at.get(pos[i + 3] + 1, ["0"])[0] == carry  # the carry-in: the previous carry-out (none: 0)
         carry = step[8]
-    answer = text.index("A:") + 1  # ':' then "1511"
-    for k in range(4):
-        nxt = text[answer + k + 1]
-        assert nxt in at[pos[answer + k] + 1]  # the carry-out or the sum digit of that significance
+    colon = text.index("A:") + 1  # ':' reads the last carry-out, the first digit of "1511"
+    assert text[colon + 1] in at[pos[colon] + 1]
+    for k in range(1, 4):  # each answer digit: the next one is the sum digit two ids below it
+        assert text[colon + k + 1] in at[pos[colon + k] - 2]
     block0 = 10 * (slots[0] if slots else 1)
     assert pos[text.index("8")] == block0 and pos[text.index("\n")] == block0 - 1
 
@@ -197,3 +197,20 @@ def test_a_model_trained_with_coupling_reproduces_its_teacher_forced_argmax(tmp_
     policy = LMPolicy(result.model, tok, TASK, FMT, mode="history", positions=rule)
     out = complete(policy, start(TASK, test))
     assert all(o[0].meta["tokens"] > 0 for o in out)
+
+
+def test_bench_addition_with_coupling_runs_both_text_arms_and_its_trivial_rows(tmp_path):
+    from procsup.bench.addition import AdditionBenchConfig, main
+
+    cfg = AdditionBenchConfig(
+        output_dir=str(tmp_path / "bench"), methods=("outcome", "history"), seeds=(0,), train_size=40, steps=2,
+        batch_size=8, test_digits=(2,), test_size=3, val_digits=(4,), val_size=2, hidden_size=16, num_heads=2,
+        index_hints=False, pad_answer=True, coupling=True, spread=0.5, trivial=True, trivial_size=2, progress=False,
+    )
+    result = main(cfg)
+    assert set(result["table"]) == {"outcome", "history"} and set(result["val_table"]["history"]) == {"4"}
+    assert result["runs"][0]["val"]["4"]["n"] == 2
+    (trivial,) = result["trivial"]
+    assert set(trivial["untrained"]) == {"outcome", "history"} and 0 <= trivial["majority"]["2"] <= 1
+    with pytest.raises(ValueError, match="index_hints=false"):
+        AdditionBenchConfig(coupling=True)

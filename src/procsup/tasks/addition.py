@@ -25,13 +25,14 @@ Renderings (state mode, ``3+6+1`` -> ``0,1`` means 3+6+1 = 10: write 0, carry 1)
 Position coupling (Cho et al., 2024, arXiv 2405.20671; :mod:`procsup.data.positions`):
 :meth:`AdditionTask.coupled_positions` numbers the hint-free layout by column blocks, block ``B(t)`` for
 column t (``B(t) = stride * slot_t``, slots ``1, 2, 3, ...`` or, in training, a random increasing choice:
-randomized positions, Ruoss et al., 2023), so that **every token sits one id before what the token after it
-must read**: the input digits of column t at ``B(t) + 0`` (``a``) and ``+ 2`` (``b``); step t's characters
-``x+y+c=d,`` at ``B(t) + 0..7``, its carry-out at ``B(t+1) + 4`` (where step t+1 reads its carry-in) and its
-separator at ``B(t+1) - 1`` (just before the digit the next step copies first); the answer prefix ends at
-``B(n) + 3`` (before the last carry-out), and the answer digit of significance s sits at ``B(s-1) + 5``, just
-before the sum digit it is followed by. Every lookup is then "the id after mine", at any length and any
-spacing of the blocks. ``pad_answer=True`` writes the answer with ``columns + 1`` digits (``"0579"``), so
+randomized positions, Ruoss et al., 2023), so that **what a token's successor must read sits at a fixed
+id offset from it**: the input digits of column t at ``B(t) + 0`` (``a``) and ``+ 2`` (``b``); step t's
+characters ``x+y+c=d,`` at ``B(t) + 0..7``, its carry-out at ``B(t+1) + 4`` (where step t+1 reads its
+carry-in) and its separator at ``B(t+1) - 1`` (just before the digit the next step copies first): in a step,
+the id after mine; the answer prefix ends at ``B(n) + 3`` (before the last carry-out), and the answer digit of
+significance s sits at ``B(s-1) + 8``, two ids after the sum digit it is followed by (a lane of its own: at
+``+ 5``, the id of ``=``, a model mixed copying the digit with adding the column again). Every lookup is then
+at a fixed offset, at any length and any spacing of the blocks. ``pad_answer=True`` writes the answer with ``columns + 1`` digits (``"0579"``), so
 that the rule knows each answer digit's significance before the model has decided on a final carry.
 """
 
@@ -275,7 +276,7 @@ class AdditionTask:
 
 
 _PROMPT = re.compile(r"^([0-9]+)\+([0-9]+) \| ")
-_CARRY_IN, _SUM_DIGIT = 4, 6  # offsets in a step line "x+y+c=d,c'"
+_CARRY_IN, _ANSWER = 4, 8  # offsets in a block: the carry-in of "x+y+c=d,c'"; the answer digit read at -2
 
 
 def _block(t: int, stride: int, slots: tuple[int, ...]) -> int:
@@ -306,8 +307,8 @@ def _coupled(texts, stride: int, fmt: StepFormat, slots: tuple[int, ...]) -> lis
     for i in range(cut, len(text)):
         if j == 0:
             answer = text[i] == fmt.answer_prefix[0]
-        if answer:  # prefix ending at B(n) + 3; the digit of significance s = n - (j - plen) at B(s - 1) + 5
-            ids.append(block(n) + 4 - plen + j if j < plen else max(block(n - 1 - j + plen), 0) + _SUM_DIGIT - 1)
+        if answer:  # prefix ending at B(n) + 3; the digit of significance s = n - (j - plen) at B(s - 1) + 8
+            ids.append(block(n) + 4 - plen + j if j < plen else block(n - 1 - j + plen) + _ANSWER)
         elif text.endswith(fmt.step_sep, 0, i + 1) and j + 1 >= len(fmt.step_sep):
             ids.append(block(line + 1) - 1)  # the separator: just before the next column's first digit
             line, j = line + 1, -1
