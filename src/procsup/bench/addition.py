@@ -7,6 +7,14 @@ problems with 1..3-digit operands, and tests on fresh problems of 3, 5, 10 and 2
 * ``history``: PAL with the column-by-column chain of thought as one sequence;
 * ``state``: PAL with ``M(s_t) -> a_t``; the task's executor applies each action at test time.
 
+With ``coupling=true`` the history and outcome arms train and generate with column-coupled position ids
+(Cho et al., 2024; :meth:`~procsup.tasks.addition.AdditionTask.coupled_positions`), a random start offset
+per training row drawn from a range that covers the ids of the longest evaluated problem, and optionally a
+random stride; test problems are generated with the rule at offset 0 and the base stride. Coupling reads
+the hint-free layout with a padded answer (``index_hints=false pad_answer=true``); running the uncoupled
+arms with the same two flags compares like with like (docs/positions.md). ``val_digits`` adds a validation
+split (fresh problems of another seed) on which settings are chosen; the test split is never used for that.
+
 Each (method, seed) run writes its own ``eval.json``; a re-run skips finished runs (resume), so an
 interrupted benchmark loses at most one run. Results: ``results.json``, ``accuracy.png`` and a table.
 """
@@ -14,6 +22,7 @@ interrupted benchmark loses at most one run. Results: ``results.json``, ``accura
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import statistics
 import time
@@ -22,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from procsup.data.positions import add_positions, random_offsets, shifted
+from procsup.data.tokenize import StepFormat
 from procsup.evaluation.metrics import evaluate
 from procsup.models.factory import TinyModelConfig, build_tiny_model
 from procsup.rollout import LMPolicy
@@ -66,7 +77,7 @@ class AdditionBenchConfig:
     mu: float = 0.0
     """Behavior consistency weight of the PAL runs (hidden states of steps with equal keys; 0: off)."""
     arch: str = "llama"
-    """Model family: llama, qwen2 or gpt2."""
+    """Model family: llama, qwen2, gpt2 (learned absolute positions) or neox."""
     hidden_size: int = 128
     """Model width."""
     num_layers: int = 2
@@ -75,9 +86,41 @@ class AdditionBenchConfig:
     """Attention heads."""
     progress: bool = True
     """Progress bars."""
+    index_hints: bool = True
+    """Column letters in the history layout (the demo's); coupling needs false."""
+    pad_answer: bool = False
+    """Answer zero-padded to columns + 1 digits (what the coupled rule numbers); true with coupling."""
+    coupling: bool = False
+    """Column-coupled position ids for the history and outcome arms (the state arm has no history to couple)."""
+    stride: int = 10
+    """Ids per column block with coupling (a step line and its separator take 10)."""
+    spread: float = 0.0
+    """Share of coupled training rows whose column blocks sit at a random increasing choice of slots in
+    [1, max_columns + 1] (randomized positions, Ruoss et al., 2023; the rest, and test rows, one apart)."""
+    offset_max: int | None = None
+    """Largest random start offset of a training row with coupling (test: 0). Default: the first id of the
+    answer block of the longest evaluated problem, so that every id a test row uses is seen in training."""
+    val_digits: tuple[int, ...] = ()
+    """Validation lengths: fresh problems of another seed, evaluated like the test ones; settings are chosen
+    on them (empty: none)."""
+    val_size: int = 200
+    """Validation problems per length."""
+    trivial: bool = False
+    """Also the trivial rows: each seed's untrained model through the same generation, positions and checks
+    (per text method), and the majority training answer, on the first ``trivial_size`` test problems."""
+    trivial_size: int = 100
+    """Test problems per length of the trivial rows."""
 
     def __post_init__(self) -> None:
         self.methods, self.seeds, self.test_digits = tuple(self.methods), tuple(self.seeds), tuple(self.test_digits)
+        self.val_digits = tuple(self.val_digits)
+        if self.coupling and (self.index_hints or not self.pad_answer):
+            raise ValueError("coupling reads the hint-free layout with a padded answer: set index_hints=false "
+                             "pad_answer=true")
+        if self.stride < 10 or not 0.0 <= self.spread <= 1.0:
+            raise ValueError(f"need stride >= 10 and spread in [0, 1], got {self.stride}, {self.spread}")
+        if self.offset_max is not None and self.offset_max < 0:
+            raise ValueError(f"offset_max must be >= 0, got {self.offset_max}")
         bad = set(self.methods) - set(METHODS)
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods}")
@@ -95,7 +138,12 @@ class AdditionBenchConfig:
 
     @property
     def max_columns(self) -> int:
-        return max(self.train_max_digits, *self.test_digits)
+        return max(self.train_max_digits, *self.test_digits, *self.val_digits)
+
+    @property
+    def start_offsets(self) -> int:
+        """The largest training start offset (:attr:`offset_max`, or its default)."""
+        return self.offset_max if self.offset_max is not None else self.stride * (self.max_columns + 1)
 
     @property
     def model_config(self) -> TinyModelConfig:
@@ -119,9 +167,13 @@ def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(key))
-    task = AdditionTask(carry_heavy=cfg.carry_heavy)
+    task = AdditionTask(carry_heavy=cfg.carry_heavy, index_hints=cfg.index_hints, pad_answer=cfg.pad_answer)
     problems = task.sample_range(seed, cfg.train_max_digits, cfg.train_size)
     trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
+    coupled = cfg.coupling and method != "state"
+    rule = task.coupled_positions(cfg.stride) if coupled else None
+    if coupled:
+        trajs = coupled_rows(cfg, task, problems, trajs, method, seed)
     model, tok = build_tiny_model(cfg.model_config, seed=seed)
     pal = PALConfig(
         output_dir=str(run_dir), mode=method, lam=cfg.lam, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
@@ -129,16 +181,14 @@ def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
         save_steps=max(cfg.steps // 4, 1), resume=True,
     )
     result = train(pal, model=model, tokenizer=tok, trajectories=trajs)
-    evals = {}
+    policy = LMPolicy(result.model, tok, task, pal.step_format, mode=method, positions=rule)
+    seen = {(p.a, p.b) for p in problems}
     t0 = time.perf_counter()
-    for digits in cfg.test_digits:
-        # fresh problems: a test seed of its own, and any problem also seen in training is dropped
-        seen = {(p.a, p.b) for p in problems}
-        probs = [p for p in task.sample(10_000 + seed, digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
-        probs = probs[: cfg.test_size]
-        evals[str(digits)] = evaluate(LMPolicy(result.model, tok, task, pal.step_format, mode=method), probs)
+    # fresh problems: a test seed (validation: another) of its own, any problem also seen in training dropped
+    evals = {str(d): _evaluate(policy, task, 10_000 + seed, d, cfg.test_size, seen) for d in cfg.test_digits}
+    val = {str(d): _evaluate(policy, task, 20_000 + seed, d, cfg.val_size, seen) for d in cfg.val_digits}
     out = {
-        "method": method, "seed": seed, "config": key, "eval": evals,
+        "method": method, "seed": seed, "config": key, "eval": evals, **({"val": val} if val else {}),
         "train_seconds": result.seconds, "eval_seconds": time.perf_counter() - t0,
         "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9), "final_train_metrics": result.final_metrics,
         "parameters": sum(p.numel() for p in result.model.parameters()),
@@ -149,19 +199,68 @@ def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
     return out
 
 
-def aggregate(runs: list[dict], cfg: AdditionBenchConfig) -> dict:
-    """Mean, std, min over seeds of each metric, per method and test length."""
+def trivial_rows(cfg: AdditionBenchConfig, seed: int) -> dict:
+    """The untrained model of ``seed`` (history and outcome, with the runs' positions) and the majority
+    training answer, exact match per test length on the first ``trivial_size`` test problems of that seed."""
+    done = Path(cfg.output_dir) / f"trivial-seed{seed}.json"
+    key = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress")}))
+    if done.is_file() and json.loads(done.read_text()).get("config") == key:
+        return json.loads(done.read_text())
+    task = AdditionTask(carry_heavy=cfg.carry_heavy, index_hints=cfg.index_hints, pad_answer=cfg.pad_answer)
+    problems = task.sample_range(seed, cfg.train_max_digits, cfg.train_size)
+    seen = {(p.a, p.b) for p in problems}
+    majority = statistics.mode(task.target(p) for p in problems)
+    model, tok = build_tiny_model(cfg.model_config, seed=seed)
+    rule = task.coupled_positions(cfg.stride) if cfg.coupling else None
+    out: dict = {"seed": seed, "config": key, "majority_answer": majority, "majority": {}, "untrained": {}}
+    for digits in cfg.test_digits:
+        probs = [p for p in task.sample(10_000 + seed, digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
+        probs = probs[: cfg.test_size][: cfg.trivial_size]
+        out["majority"][str(digits)] = sum(task.target(p) == majority for p in probs) / len(probs)
+        for method in (m for m in cfg.methods if m != "state"):
+            policy = LMPolicy(model, tok, task, StepFormat(), mode=method, positions=rule)
+            out["untrained"].setdefault(method, {})[str(digits)] = evaluate(policy, probs)
+    done.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _evaluate(policy, task: AdditionTask, seed: int, digits: int, size: int, seen: set) -> dict:
+    probs = [p for p in task.sample(seed, digits, 2 * size) if (p.a, p.b) not in seen][:size]
+    return evaluate(policy, probs)
+
+
+def coupled_rows(cfg: AdditionBenchConfig, task: AdditionTask, problems: list, trajs: list, method: str,
+                 seed: int) -> list:
+    """``trajs`` with their coupled ids (``meta["positions"]``): the rule at ``cfg.stride``, its blocks one
+    apart or (a ``spread`` share of rows) at random increasing slots, shifted by a start offset drawn per
+    row from ``[0, start_offsets]``."""
+    fmt = StepFormat()
+    offsets = random_offsets(len(trajs), cfg.start_offsets, seed)
+    rng = random.Random(f"addition-slots/{seed}")
+    out = []
+    for p, traj, offset in zip(problems, trajs, offsets):
+        spread = rng.random() < cfg.spread
+        slots = sorted(rng.sample(range(1, cfg.max_columns + 2), p.columns + 1)) if spread else None
+        out.append(add_positions(traj, shifted(task.coupled_positions(cfg.stride, fmt, slots), offset), fmt, method))
+    return out
+
+
+def aggregate(runs: list[dict], cfg: AdditionBenchConfig, split: str = "eval") -> dict:
+    """Mean, std (population: the recorded demo's), sample std, min over seeds of each metric, per method and
+    test length (``split="val"``: validation length)."""
     table: dict = {}
     for method in cfg.methods:
         table[method] = {}
-        for d in cfg.test_digits:
-            rows = [r["eval"][str(d)] for r in runs if r["method"] == method]
+        for d in cfg.test_digits if split == "eval" else cfg.val_digits:
+            rows = [r[split][str(d)] for r in runs if r["method"] == method]
             cell = {}
             for metric in ("exact_match", "trace_valid", "right_answer_wrong_steps"):
                 vals = [r[metric] for r in rows if r[metric] is not None]
                 if vals:
                     cell[metric] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "min": min(vals),
                                     "per_seed": vals}
+                    if len(vals) > 1:
+                        cell[metric]["sample_std"] = statistics.stdev(vals)
             table[method][str(d)] = cell
     return table
 
@@ -220,8 +319,10 @@ def main(cfg: AdditionBenchConfig) -> dict:
     t0 = time.perf_counter()
     runs = [run_one(cfg, m, s) for s in cfg.seeds for m in cfg.methods]
     table = aggregate(runs, cfg)
+    val = {"val_table": aggregate(runs, cfg, "val")} if cfg.val_digits else {}
+    trivial = {"trivial": [trivial_rows(cfg, s) for s in cfg.seeds]} if cfg.trivial else {}
     result = {
-        "config": asdict(cfg), "table": table, "runs": runs, "paper_5_digits": PAPER_5_DIGITS,
+        "config": asdict(cfg), "table": table, **val, **trivial, "runs": runs, "paper_5_digits": PAPER_5_DIGITS,
         "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
     }
