@@ -151,19 +151,27 @@ class AdditionBenchConfig:
                                num_heads=self.num_heads)
 
 
+#: Config fields that do not change a (method, seed) run: a cached run is reused across them.
+_NOT_IN_KEY = ("output_dir", "methods", "seeds", "progress", "trivial", "trivial_size")
+
+
+def _run_key(config: dict) -> dict:
+    # tuples -> lists, as read back from disk
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in _NOT_IN_KEY}))
+
+
 def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
     """Train one model and evaluate it at every test length; cached in ``<method>-seed<k>/eval.json``."""
     run_dir = Path(cfg.output_dir) / f"{method}-seed{seed}"
     done = run_dir / "eval.json"
-    key = {k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "methods", "seeds", "progress")}
-    key = json.loads(json.dumps(key))  # tuples -> lists, as read back from disk
+    key = _run_key(asdict(cfg))
     if done.is_file():
         cached = json.loads(done.read_text())
-        if cached.get("config") == key:
+        if _run_key(cached.get("config") or {}) == key:
             return cached
     # the trainer resumes from any checkpoint in run_dir: one left by other settings must not be resumed
     marker = run_dir / "key.json"
-    if run_dir.exists() and not (marker.is_file() and json.loads(marker.read_text()) == key):
+    if run_dir.exists() and not (marker.is_file() and _run_key(json.loads(marker.read_text())) == key):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(key))
