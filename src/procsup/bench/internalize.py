@@ -27,16 +27,14 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 
 from procsup.annotation import first_error_labels
 from procsup.bench.cache import cached_run
-from procsup.bench.rl import ARMS, FMT, TASKS
+from procsup.bench.rl import ARMS, FMT, TASKS, run_parallel
 from procsup.models.factory import load_model
 from procsup.rl.grpo import RLConfig, train
 from procsup.rl.internalize import InternalizeConfig, InternalizeScorer
@@ -190,15 +188,8 @@ def _stat(values: list[float | None]) -> dict:
             "per_seed": values}
 
 
-def _star(args) -> dict:
-    return run_arm(*args)
-
-
 def _parallel(cfg: InternalizeBenchConfig, jobs: list[tuple]) -> list[dict]:
-    if cfg.workers == 1 or len(jobs) <= 1:
-        return [run_arm(*j) for j in jobs]
-    with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(_star, jobs))
+    return run_parallel(run_arm, jobs, cfg.workers)
 
 
 def measurement(runs: list[dict], updates: int) -> dict:

@@ -37,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -325,19 +326,17 @@ def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, 
     return cached_run(run_dir, key, go)
 
 
-def _run_star(args) -> dict:
-    return run_arm(*args)
+def run_parallel(fn: Callable, jobs: list[tuple], workers: int) -> list:
+    """``[fn(*job) for job in jobs]``, in ``workers`` spawned processes when there is more than one of each
+    (``fn`` a module-level function, each job's arguments picklable)."""
+    if workers == 1 or len(jobs) <= 1:
+        return [fn(*j) for j in jobs]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(fn, *zip(*jobs)))
 
 
 def _parallel(cfg: RLBenchConfig, jobs: list[tuple]) -> list[dict]:
-    if cfg.workers == 1 or len(jobs) <= 1:
-        return [run_arm(*j) for j in jobs]
-    with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(_run_star, jobs))
-
-
-def _prepare_star(args) -> dict:
-    return prepare(*args)
+    return run_parallel(run_arm, jobs, cfg.workers)
 
 
 def sample_stat(values: list[float]) -> dict:
@@ -375,11 +374,7 @@ def main(cfg: RLBenchConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    if cfg.workers > 1 and len(cfg.tasks) > 1:
-        with ProcessPoolExecutor(min(cfg.workers, len(cfg.tasks)), mp_context=get_context("spawn")) as pool:
-            prepared = dict(zip(cfg.tasks, pool.map(_prepare_star, [(cfg, t) for t in cfg.tasks])))
-    else:
-        prepared = {t: prepare(cfg, t) for t in cfg.tasks}
+    prepared = dict(zip(cfg.tasks, run_parallel(prepare, [(cfg, t) for t in cfg.tasks], min(cfg.workers, len(cfg.tasks)))))
     # selection: every arm x learning rate on seed 0, judged on validation
     tuning = [(cfg, t, a, lr, 0) for t in cfg.tasks for a in _arms(cfg, t) for lr in cfg.learning_rates]
     tuned = dict(zip([(t, a, lr) for _, t, a, lr, _ in tuning], _parallel(cfg, tuning)))
