@@ -423,6 +423,19 @@ def main(cfg: RLBenchConfig) -> dict:
     return results
 
 
+def probe(cfg: RLBenchConfig, task: str, arms: tuple[str, ...], lr: float, name: str) -> dict:
+    """Extra arms at one fixed learning rate (not chosen on validation: a probe, said so in its JSON), every
+    seed, with this config's ``updates``: their curves and :func:`efficiency` against their outcome-grpo.
+    Written to ``<output_dir>/<name>.json``; the policies are read from ``<output_dir>/<task>/models``."""
+    jobs = [(cfg, task, a, lr, s) for a in arms for s in cfg.seeds]
+    runs = dict(zip([(a, s) for _, _, a, _, s in jobs], _parallel(cfg, jobs)))
+    summary = {a: {"learning_rate": lr, **summarize(cfg, task, a, [runs[(a, s)] for s in cfg.seeds])} for a in arms}
+    out = {"config": asdict(cfg), "task": task, "learning_rate": lr, "note": "fixed learning rate, not selected on "
+           "validation", "arms": summary, "efficiency": efficiency(summary)}
+    (Path(cfg.output_dir) / f"{name}.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 def _selection_summary(run: dict) -> dict:
     """A seed-0 selection run's validation curve: accuracy, PRM score, exact step validity, and its alert."""
     ev = run["evals"]
