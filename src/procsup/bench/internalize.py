@@ -34,6 +34,7 @@ import torch
 
 from procsup.annotation import first_error_labels
 from procsup.bench.cache import cached_run
+from procsup.bench.report import stat
 from procsup.bench.rl import ARMS, FMT, TASKS, run_parallel
 from procsup.models.factory import load_model
 from procsup.rl.grpo import RLConfig, train
@@ -182,12 +183,6 @@ def at_samples(evals: list[dict], samples: float, field: str = "test_accuracy") 
     return None
 
 
-def _stat(values: list[float | None]) -> dict:
-    xs = [v for v in values if v is not None]
-    return {"mean": statistics.fmean(xs) if xs else None, "sample_std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
-            "per_seed": values}
-
-
 def _parallel(cfg: InternalizeBenchConfig, jobs: list[tuple]) -> list[dict]:
     return run_parallel(run_arm, jobs, cfg.workers)
 
@@ -225,11 +220,11 @@ def main(cfg: InternalizeBenchConfig) -> dict:
             rows[arm] = {
                 "learning_rate": chosen[(t, arm)],
                 "validation": {f"{lr:g}": tuned[(t, arm, lr)]["evals"][-1]["val_accuracy"] for lr in cfg.learning_rates},
-                "samples": _stat([r["samples"] for r in rs]),
-                "internalize_samples": _stat([r["internalize_samples"] for r in rs]),
-                **{f"final_{k}": _stat([r["evals"][-1][k] for r in rs])
+                "samples": stat([r["samples"] for r in rs]),
+                "internalize_samples": stat([r["internalize_samples"] for r in rs]),
+                **{f"final_{k}": stat([r["evals"][-1][k] for r in rs])
                    for k in ("test_accuracy", "test_trace_validity", "longer_accuracy", "longer_trace_validity")},
-                **{f"{k}_at_equal_samples": _stat([at_samples(r["evals"], e, k) for r, e in zip(rs, equal)])
+                **{f"{k}_at_equal_samples": stat([at_samples(r["evals"], e, k) for r, e in zip(rs, equal)])
                    for k in ("test_accuracy", "test_trace_validity")},
                 "curve": [[(e["samples"], e["test_accuracy"], e["test_trace_validity"]) for e in r["evals"]] for r in rs],
             }
@@ -251,8 +246,8 @@ def main(cfg: InternalizeBenchConfig) -> dict:
     return results
 
 
-def _fmt(s: dict, scale: float = 100.0) -> str:
-    if s["mean"] is None:
+def _fmt(s: dict | None, scale: float = 100.0) -> str:
+    if s is None:
         return "-"
     return f"{s['mean'] * scale:.1f} ± {s['sample_std'] * scale:.1f}"
 

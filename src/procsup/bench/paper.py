@@ -538,7 +538,7 @@ def plot_task(task: str, table: dict, cfg: PaperBenchConfig, path: Path) -> None
     metric = "success" if task == "grid" else "exact_match"
     conds = list(next(iter(table.values())))
     series = {
-        m: ([100 * table[m][c][metric]["mean"] for c in conds], [100 * table[m][c][metric]["std"] for c in conds])
+        m: ([100 * table[m][c][metric]["mean"] for c in conds], [100 * table[m][c][metric]["sample_std"] for c in conds])
         for m in table
     }
     seeds = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}, mean ± std"

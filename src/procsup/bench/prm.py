@@ -424,7 +424,7 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def _num(s: dict | None) -> str:
-    return "n/a" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+    return "n/a" if s is None else f"{s['mean']:.3f} ± {s['sample_std']:.3f}"
 
 
 def format_tables(table: dict) -> dict[str, list[list[str]]]:
@@ -459,7 +459,7 @@ def plot(table: dict, cfg: PRMBenchConfig, path: Path) -> None:
     for m, label in (("prm-min", "PRM (min)"), ("prm-weighted-majority", "PRM-weighted majority"),
                      ("orm", "ORM"), ("majority", "majority vote"), ("pass", "pass@N (ceiling)")):
         means = [100 * table["best_of_n"][str(n)][m]["mean"] for n in ns]
-        stds = [100 * table["best_of_n"][str(n)][m]["std"] for n in ns]
+        stds = [100 * table["best_of_n"][str(n)][m]["sample_std"] for n in ns]
         ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=label, ls="--" if m == "pass" else "-")
     for b, row in table["beam_search"].items():
         n_equiv = row["samples"]["mean"] / (table["best_of_n"]["1"]["samples"]["mean"])

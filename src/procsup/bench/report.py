@@ -9,16 +9,20 @@ WIDTH = 80
 
 
 def stat(values: list[float | None]) -> dict | None:
-    """Mean, population std and per-seed values over the seeds that have the value (None when none has)."""
+    """Mean and **sample** std (n - 1; 0 for one value) over the seeds that have the value, and the per-seed
+    values as given (None for a seed without it); None when no seed has it. The one spread statistic of
+    every bench (before 2026-12-07 this returned the population std as ``std``; recorded JSONs of that time
+    keep that key)."""
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "per_seed": vals}
+    return {"mean": statistics.fmean(vals), "sample_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "per_seed": list(values)}
 
 
 def pct(s: dict | None) -> str:
-    """A :func:`stat` of fractions as ``"mean ± std"`` in percent (``"n/a"`` for None)."""
-    return "n/a" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    """A :func:`stat` of fractions as ``"mean ± sample std"`` in percent (``"n/a"`` for None)."""
+    return "n/a" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['sample_std']:.1f}"
 
 
 def render(rows: list[list[str]], markdown: bool = False) -> str:

@@ -43,7 +43,7 @@ import torch
 
 from procsup.annotation.oracle import label_traces
 from procsup.bench.cache import cached_run
-from procsup.bench.report import render
+from procsup.bench.report import pct, render, stat
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
 from procsup.models.prm import build_prm, load_prm
 from procsup.rl.grpo import RLConfig, train
@@ -339,12 +339,6 @@ def _parallel(cfg: RLBenchConfig, jobs: list[tuple]) -> list[dict]:
     return run_parallel(run_arm, jobs, cfg.workers)
 
 
-def sample_stat(values: list[float]) -> dict:
-    """Mean, sample standard deviation (n - 1; 0 for one value) and the per-seed values."""
-    return {"mean": statistics.fmean(values), "sample_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "per_seed": values}
-
-
 def samples_to_reach(samples: list[float], accuracy: list[float], target: float) -> float | None:
     """Policy samples at which the accuracy curve first reaches ``target`` (linear between evaluations; 0 if
     it starts there; None if never)."""
@@ -362,7 +356,7 @@ def summarize(cfg: RLBenchConfig, task: str, arm: str, runs: list[dict]) -> dict
     keys = ["test_accuracy", "test_trace_validity", "longer_accuracy", "longer_trace_validity", "accuracy",
             "trace_validity", "exact_validity", "prm_score", "right_answer_wrong_steps", "steps_per_trace", "samples"]
     n_evals = min(len(r["evals"]) for r in runs)
-    curve = [{k: sample_stat([float(r["evals"][i][k]) for r in runs]) for k in keys} for i in range(n_evals)]
+    curve = [{k: stat([float(r["evals"][i][k]) for r in runs]) for k in keys} for i in range(n_evals)]
     curve = [{"update": runs[0]["evals"][i]["update"], **c} for i, c in enumerate(curve)]
     alerts = [next((e["update"] for e in r["evals"] if e["alert"]), None) for r in runs]  # held-out monitor
     return {"curve": curve, "final": curve[-1], "alerts": alerts, "seeds": len(runs)}
@@ -518,10 +512,6 @@ def efficiency(arms: dict) -> dict:
     return out
 
 
-def _pm(s: dict) -> str:
-    return f"{100 * s['mean']:.1f} ± {100 * s['sample_std']:.1f}"
-
-
 def tables_markdown(results: dict) -> str:
     parts = []
     for t, res in results["tasks"].items():
@@ -546,9 +536,9 @@ def tables_markdown(results: dict) -> str:
                      else f"{e['samples_to_target']:.0f} ({e['ratio']:.2f}x fewer)")
             p5 = e["samples_to_start_plus_5_points"]
             plus5 = "never" if p5 is None else f"{p5:.0f}"
-            rows.append([a, f"{s['learning_rate']:g}", f"{f['samples']['mean']:.0f}", _pm(f["test_accuracy"]),
-                         _pm(f["test_trace_validity"]), _pm(f["longer_accuracy"]), _pm(f["longer_trace_validity"]),
-                         f"{f['prm_score']['mean']:.3f}", _pm(f["exact_validity"]), _pm(f["right_answer_wrong_steps"]),
+            rows.append([a, f"{s['learning_rate']:g}", f"{f['samples']['mean']:.0f}", pct(f["test_accuracy"]),
+                         pct(f["test_trace_validity"]), pct(f["longer_accuracy"]), pct(f["longer_trace_validity"]),
+                         f"{f['prm_score']['mean']:.3f}", pct(f["exact_validity"]), pct(f["right_answer_wrong_steps"]),
                          f"{f['steps_per_trace']['mean']:.2f}", str(s["alerts"]), reach, plus5])
         parts.append(f"### {t}\n\nweak policy: PAL checkpoint {res['policy_checkpoints'][-1]['step']}; "
                      f"PRM labels: {res['prm_labels']['steps']} steps, {100 * res['prm_labels']['steps_right']:.1f}% right; "
