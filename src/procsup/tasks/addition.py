@@ -32,8 +32,9 @@ carry-in) and its separator at ``B(t+1) - 1`` (just before the digit the next st
 the id after mine; the answer prefix ends at ``B(n) + 3`` (before the last carry-out), and the answer digit of
 significance s sits at ``B(s-1) + 8``, two ids after the sum digit it is followed by (a lane of its own: at
 ``+ 5``, the id of ``=``, a model mixed copying the digit with adding the column again). Every lookup is then
-at a fixed offset, at any length and any spacing of the blocks. ``pad_answer=True`` writes the answer with ``columns + 1`` digits (``"0579"``), so
-that the rule knows each answer digit's significance before the model has decided on a final carry.
+at a fixed offset, at any length and any spacing of the blocks. ``pad_answer=True`` writes the answer with
+``columns + 1`` digits (``"0579"``), so that the rule knows each answer digit's significance before the model
+has decided on a final carry.
 """
 
 from __future__ import annotations
