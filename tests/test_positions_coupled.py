@@ -7,6 +7,7 @@ problems, lengths, offsets and garbage continuations, and end to end: greedy gen
 equals the teacher-forced argmax of the full row under the same ids.
 """
 
+import json
 import random
 
 import pytest
@@ -19,7 +20,7 @@ from procsup.data.positions import add_positions, random_offsets, row_positions,
 from procsup.data.tokenize import StepFormat, tokenize_many
 from procsup.data.trajectory import Trajectory, TrajectoryError
 from procsup.models.factory import TinyModelConfig, build_tiny_model, char_tokenizer
-from procsup.rollout import LMPolicy, complete, generate, start
+from procsup.rollout import LMPolicy, complete, generate, load_policy, start
 from procsup.tasks.addition import AdditionProblem, AdditionTask
 from procsup.trainers.pal import PALConfig, evaluate_rows, train
 
@@ -197,6 +198,20 @@ def test_a_model_trained_with_coupling_reproduces_its_teacher_forced_argmax(tmp_
     policy = LMPolicy(result.model, tok, TASK, FMT, mode="history", positions=rule)
     out = complete(policy, start(TASK, test))
     assert all(o[0].meta["tokens"] > 0 for o in out)
+    # the saved model says it needs task-given ids: loading it as a policy without a rule is an error, not
+    # a silently wrong decoding with default ids; with the rule it decodes as the in-memory model
+    final = tmp_path / "run" / "checkpoint-60"
+    assert json.loads((final / "procsup.json").read_text())["positions"] == "task-given"
+    with pytest.raises(ValueError, match="positions="):
+        load_policy(final, TASK)
+    from typer.testing import CliRunner
+
+    from procsup.cli import app
+
+    cli = CliRunner().invoke(app, ["evaluate", "addition", str(final), "--size", "2", "--count", "2"])
+    assert cli.exit_code == 1 and "position ids" in cli.output
+    loaded = load_policy(final, TASK, positions=rule)
+    assert [o[0].steps for o in complete(loaded, start(TASK, test))] == [o[0].steps for o in out]
 
 
 def test_bench_addition_with_coupling_runs_both_text_arms_and_its_trivial_rows(tmp_path):

@@ -728,7 +728,7 @@ def evaluate(
     from procsup.data.tokenize import MODES
     from procsup.evaluation.metrics import evaluate as run
     from procsup.models.factory import load_model
-    from procsup.models.saved import FORMAT_FILE, check_kind, load_format, resolve_format, resolve_mode
+    from procsup.models.saved import FORMAT_FILE, check_kind, check_positions, load_format, resolve_format, resolve_mode
     from procsup.rollout import LMPolicy
 
     t = _task(task)
@@ -740,6 +740,7 @@ def evaluate(
         check_kind(saved, "policy", model)  # a PRM, or an action head (its backbone alone is not the policy)
         mode = resolve_mode(saved, model, mode, default="state")
         fmt = resolve_format(saved, model)
+        check_positions(saved, model, None)  # the command line has no way to give a task's position rule yet
         lm, tok, _ = load_model(model)
     if saved is None:
         typer.echo(f"procsup: warning: {model} has no {FORMAT_FILE}, its step format and mode were not recorded; "

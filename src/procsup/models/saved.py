@@ -14,6 +14,7 @@ PRM, action head), and read back by every loader; commands never re-ask for it.
      "base_model": "./tiny",                            # what training started from (cfg.model), if a path
      "data": {"train_file": "data.jsonl", "sha256": "..."} | {"source": "in-memory"},
      "label_source": ["math-shepherd"],                 # the trajectories' meta "label_source" values
+     "positions": "task-given",                         # trained with task-given position ids (absent: default ids)
      "metrics": {"step": 1000, "loss": 0.12, ...}}      # the last metrics line before the save
 
 A PRM's classes are in its ``config.json`` (Hugging Face's ``id2label``: ``{0: "wrong", 1: "right"}`` for
@@ -62,6 +63,9 @@ class SavedFormat:
     """Where the step labels came from, as the data's ``meta["label_source"]`` says (None: not said)."""
     metrics: dict | None = None
     """The last metrics line logged before the save."""
+    positions: str | None = None
+    """``"task-given"``: trained on rows with a task's position ids (``meta["positions"]``, docs/positions.md),
+    so it must be decoded with the same rule (``load_policy(..., positions=rule)``); None: default ids."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -70,7 +74,7 @@ class SavedFormat:
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind, "step_format": asdict(self.step_format), "mode": self.mode,
                "procsup_version": self.procsup_version or procsup_version()}
-        extra = {"base_model": self.base_model, "data": self.data, "metrics": self.metrics,
+        extra = {"base_model": self.base_model, "data": self.data, "metrics": self.metrics, "positions": self.positions,
                  "label_source": list(self.label_source) if self.label_source is not None else None}
         return {**out, **{k: v for k, v in extra.items() if v is not None}}  # small: only what is known
 
@@ -84,14 +88,15 @@ class SavedFormat:
             raise ValueError(f"{where}: field 'step_format' must hold only the strings {sorted(known)}, got {fmt!r}")
         if not isinstance(record.get("mode"), (str, type(None))):
             raise ValueError(f"{where}: field 'mode' must be a string or null, got {record['mode']!r}")
-        for name, kind in (("base_model", str), ("data", dict), ("metrics", dict), ("label_source", list)):
+        for name, kind in (("base_model", str), ("data", dict), ("metrics", dict), ("label_source", list),
+                           ("positions", str)):
             if not isinstance(record.get(name), (kind, type(None))):
                 raise ValueError(f"{where}: field {name!r} must be a {kind.__name__} or absent, got {record[name]!r}")
         labels = record.get("label_source")
         try:
             return cls(kind=record.get("kind"), step_format=StepFormat(**fmt), mode=record.get("mode"),
                        procsup_version=str(record.get("procsup_version", "")), base_model=record.get("base_model"),
-                       data=record.get("data"), metrics=record.get("metrics"),
+                       data=record.get("data"), metrics=record.get("metrics"), positions=record.get("positions"),
                        label_source=tuple(map(str, labels)) if labels is not None else None)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
@@ -184,6 +189,14 @@ def check_kind(saved: SavedFormat | None, kind: str, path: str | Path) -> None:
 def _agree(field: str, recorded: str, given: str, path: str | Path) -> None:
     if given != recorded:
         raise ValueError(f"{field} {given!r} disagrees with {Path(path) / FORMAT_FILE}, which records {recorded!r}")
+
+
+def check_positions(saved: SavedFormat | None, path: str | Path, rule: object | None) -> None:
+    """A model trained with task-given position ids (``saved.positions``) is decoded with a rule: default ids
+    would give silently wrong outputs, so loading it without one is an error naming the folder."""
+    if saved is not None and saved.positions is not None and rule is None:
+        raise ValueError(f"{path}: trained with {saved.positions} position ids ({FORMAT_FILE} 'positions'); decode it with "
+                         "the task's rule, positions= (e.g. AdditionTask.coupled_positions(...), docs/positions.md)")
 
 
 def resolve_format(saved: SavedFormat | None, path: str | Path, *, input_sep: str | None = None,

@@ -80,10 +80,11 @@ def load_policy(path, task, *, mode: PolicyMode | None = None, **sampling) -> LM
     with the step format and mode it was trained with (``procsup.json``; a given ``mode`` must agree);
     ``sampling``: the other :class:`LMPolicy` fields (temperature, batch_size, ...)."""
     from procsup.models.factory import load_model
-    from procsup.models.saved import resolve_format, resolve_mode
+    from procsup.models.saved import check_positions, resolve_format, resolve_mode
 
     model, tokenizer, saved = load_model(path)
     fmt = resolve_format(saved, path)
+    check_positions(saved, path, sampling.get("positions"))
     return LMPolicy(model, tokenizer, task, fmt, mode=resolve_mode(saved, path, mode, "history"), **sampling)
 
 

@@ -215,7 +215,9 @@ def _train(cfg: PALConfig, model, tokenizer, trajectories, accelerator: Accelera
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
-    saved = SavedFormat("policy", cfg.step_format, cfg.mode, base_model=base_model, data=run.data)  # procsup.json
+    positions = "task-given" if any(r.position_ids is not None for r in rows) else None  # decoding needs the same rule
+    saved = SavedFormat("policy", cfg.step_format, cfg.mode, base_model=base_model, data=run.data,
+                        positions=positions)  # procsup.json
     bar = tqdm(
         total=cfg.max_steps, initial=start, desc=f"train[{cfg.mode}]",
         disable=not (cfg.progress and accelerator.is_local_main_process), dynamic_ncols=True,
