@@ -205,3 +205,24 @@ def test_monitor_alert_stops_the_run(tmp_path, char_tok, monkeypatch):
     assert (tmp_path / "checkpoint-2" / "rl_state.json").is_file()
     assert [e["update"] for e in result.evals] == [0, 2]
     assert (tmp_path / "monitor.jsonl").read_text().count("\n") == 2
+
+
+def test_rl_with_the_lora_option_trains_the_adapters_and_saves_a_plain_model(weak_policy, tmp_path):
+    """``lora.r > 0`` through RLConfig (the trainers' shared option): sampling, the clipped loss and the KL to
+    the starting policy run on the adapted model, only the adapters train, and the checkpoint is a plain model
+    whose changed tensors are the adapted projections."""
+    pytest.importorskip("peft")
+    from procsup.models.factory import load_model
+    from procsup.models.lora import LoRAConfig
+
+    model, tok = weak_policy
+    start_state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = _run(tmp_path / "lora", _copy(model), tok, TASK.sample_range(0, 1, 8), lora=LoRAConfig(r=4, alpha=8),
+                  kl_coef=0.1, learning_rate=1e-2)
+    trainable = {n for n, p in result.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    loaded, _, saved = load_model(tmp_path / "lora" / "checkpoint-4")
+    state = loaded.state_dict()
+    assert saved.kind == "policy" and set(state) == set(start_state)
+    changed = {k for k in start_state if not torch.equal(start_state[k], state[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")) for k in changed)
