@@ -60,22 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def matmul_rates(shapes, repeats: int, min_seconds: float = 0.3) -> dict[str, float]:
     """Median GFLOP/s of torch.mm per (m, k, n) float32 shape."""
-    out = {}
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        for _ in range(3):
-            torch.mm(a, b)
-        t = time.perf_counter()
-        torch.mm(a, b)
-        reps = max(1, int(min_seconds / max(time.perf_counter() - t, 1e-6)))
-        rates = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for _ in range(reps):
-                torch.mm(a, b)
-            rates.append(2 * m * k * n * reps / (time.perf_counter() - t) / 1e9)
-        out[f"{m}x{k}x{n}"] = statistics.median(rates)
-    return out
+    from train_speed import mm_gflops  # benchmarks/ is on sys.path when this script runs
+
+    return {f"{m}x{k}x{n}": statistics.median(mm_gflops(m, k, n, repeats, min_seconds)) for m, k, n in shapes}
 
 
 def _depth(name: str, num_layers: int) -> int:

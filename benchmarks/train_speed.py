@@ -81,25 +81,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- the machine's float32 matmul rate -----------------------------------------------------------------
 
 
+def mm_gflops(m: int, k: int, n: int, repeats: int, min_seconds: float) -> list[float]:
+    """GFLOP/s of torch.mm on float32 (m, k) x (k, n) matrices: ``repeats`` timings of >= min_seconds each
+    (also used by real_model_speed.py)."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):  # warm-up (and MKL's buffers)
+        torch.mm(a, b)
+    t = time.perf_counter()
+    torch.mm(a, b)
+    reps = max(1, int(min_seconds / max(time.perf_counter() - t, 1e-6)))
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        rates.append(2 * m * k * n * reps / (time.perf_counter() - t) / 1e9)
+    return rates
+
+
 def matmul_rates(sizes=(512, 1024, 2048), repeats: int = 5, min_seconds: float = 0.2) -> dict[int, list[float]]:
     """GFLOP/s of torch.mm on n x n float32 matrices: per size, ``repeats`` timings of >= min_seconds each."""
-    out = {}
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        flops = 2 * n**3
-        for _ in range(3):  # warm-up (and MKL's buffers)
-            torch.mm(a, b)
-        t = time.perf_counter()
-        torch.mm(a, b)
-        reps = max(1, int(min_seconds / max(time.perf_counter() - t, 1e-6)))
-        rates = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for _ in range(reps):
-                torch.mm(a, b)
-            rates.append(flops * reps / (time.perf_counter() - t) / 1e9)
-        out[n] = rates
-    return out
+    return {n: mm_gflops(n, n, n, repeats, min_seconds) for n in sizes}
 
 
 # --- data, model, FLOPs --------------------------------------------------------------------------------
