@@ -13,6 +13,23 @@ from procsup.tasks.addition import AdditionTask
 
 torch.set_num_threads(1)  # the machine has 2 cores shared with other jobs
 
+def wrong_digit_trace(a: int, b: int, wrong_at: int | None):
+    """The state trace of a + b (``AdditionTask(index_hints=False)``) with step ``wrong_at`` (1-based) given a
+    wrong digit, ``meta['correct']`` set: a trace whose first error is known, for the annotation and
+    internalization tests."""
+    from dataclasses import replace
+
+    from procsup.data.trajectory import Trajectory
+
+    task = AdditionTask(index_hints=False)
+    t = task.state_trajectory(task.problem_of(Trajectory("", "", (), {"a": a, "b": b})))
+    steps = list(t.steps)
+    if wrong_at is not None:
+        d, c = steps[wrong_at - 1].action.split(",")
+        steps[wrong_at - 1] = replace(steps[wrong_at - 1], action=f"{(int(d) + 1) % 10},{c}")
+    return Trajectory(t.input, t.target, tuple(steps), {**t.meta, "correct": wrong_at is None})
+
+
 #: The model size every test uses unless it needs another one.
 TINY = TinyModelConfig(arch="llama", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=256)
 

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +20,8 @@ from procsup.annotation.answer_task import AnswerTask
 from procsup.annotation.run import AnnotateConfig, chunks, merge_parts, part_path, read_done, shard
 from procsup.data.trajectory import Step, Trajectory
 from procsup.tasks.addition import AdditionTask
+
+from conftest import wrong_digit_trace
 
 TASK = AdditionTask(index_hints=False)
 
@@ -44,14 +46,7 @@ class PerfectPolicy:
         return out
 
 
-def trace(a: int, b: int, wrong_at: int | None) -> Trajectory:
-    """The state trace of a + b with step ``wrong_at`` (1-based) given a wrong digit."""
-    t = TASK.state_trajectory(TASK.problem_of(Trajectory("", "", (), {"a": a, "b": b})))
-    steps = list(t.steps)
-    if wrong_at is not None:
-        d, c = steps[wrong_at - 1].action.split(",")
-        steps[wrong_at - 1] = replace(steps[wrong_at - 1], action=f"{(int(d) + 1) % 10},{c}")
-    return Trajectory(t.input, t.target, tuple(steps), t.meta)
+trace = wrong_digit_trace
 
 
 def test_mc_labels_hand_computed():

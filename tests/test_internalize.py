@@ -5,13 +5,12 @@ inside the RL trainer on a tiny history-mode model."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 
 from procsup.annotation import first_error_labels
 from procsup.data.tokenize import StepFormat
-from procsup.data.trajectory import Trajectory
 from procsup.rl.grpo import RLConfig, train
 from procsup.rl.internalize import (
     InternalizeConfig,
@@ -26,6 +25,8 @@ from procsup.rl.internalize import (
 from procsup.rollout import LMPolicy
 from procsup.scorers import exact_labels
 from procsup.tasks.addition import AdditionTask
+
+from conftest import wrong_digit_trace
 
 TASK = AdditionTask(index_hints=False)
 
@@ -49,14 +50,7 @@ class Scripted:
         return out
 
 
-def trace(a: int, b: int, wrong_at: int | None) -> Trajectory:
-    """The state trace of a + b with step ``wrong_at`` (1-based) given a wrong digit; ``meta['correct']``."""
-    t = TASK.state_trajectory(TASK.problem_of(Trajectory("", "", (), {"a": a, "b": b})))
-    steps = list(t.steps)
-    if wrong_at is not None:
-        d, c = steps[wrong_at - 1].action.split(",")
-        steps[wrong_at - 1] = replace(steps[wrong_at - 1], action=f"{(int(d) + 1) % 10},{c}")
-    return Trajectory(t.input, t.target, tuple(steps), {**t.meta, "correct": wrong_at is None})
+trace = wrong_digit_trace
 
 
 def exact(trajs):
