@@ -28,6 +28,17 @@ from procsup.trainers.prm import PRMConfig, train_prm  # noqa: E402
 
 MODEL = TinyModelConfig(arch="llama", hidden_size=32, num_layers=3, num_heads=2, intermediate_size=64, max_positions=128)
 X = torch.tensor([[5, 9, 12, 30, 7, 44]])
+# Merged and unmerged forwards differ by float32 rounding only: at most 7.5e-6 over 200 random adapter draws
+# at std 0.5 (6.6e-5 at std 1, which failed a CI run at 1e-5); a wrong merge (scale, transpose) is off by ~0.1.
+TOL = 1e-4
+
+
+def _as_if_trained(model, std: float = 0.5) -> None:
+    """Non-zero adapters (B starts at zero), drawn from a fixed generator so no test depends on test order."""
+    gen = torch.Generator().manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.copy_(torch.randn(p.shape, generator=gen) * std)
 
 
 def test_lora_starts_as_the_model_and_trains_only_the_adapters(char_tok):
@@ -61,30 +72,26 @@ def test_state_dict_of_an_adapted_model_is_the_merged_plain_model(char_tok):
     model, _ = build_tiny_model(MODEL, char_tok)
     plain, _ = build_tiny_model(MODEL, char_tok, seed=1)
     apply_lora(model, LoRAConfig(r=4))
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_()
+    _as_if_trained(model)
     state = model.state_dict()
     assert set(state) == set(plain.state_dict())
     assert any("lora_A" in n for n, _ in model.named_parameters())  # still adapted
     plain.load_state_dict(state)
-    assert torch.allclose(plain(X).logits, model(X).logits, atol=1e-5)
+    assert torch.allclose(plain(X).logits, model(X).logits, atol=TOL)
 
 
 def test_merge_gives_a_plain_model_with_the_adapted_outputs(char_tok, tmp_path):
     model, _ = build_tiny_model(MODEL, char_tok)
     keys = set(model.state_dict())
     apply_lora(model, LoRAConfig(r=4))
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_()  # as if trained
+    _as_if_trained(model)
     adapted = model(X).logits
     merge_lora(model)
     assert set(model.state_dict()) == keys
-    assert torch.allclose(model(X).logits, adapted, atol=1e-5)
+    assert torch.allclose(model(X).logits, adapted, atol=TOL)
     save_model(model, char_tok, tmp_path / "m")
     reloaded, _, _ = load_model(tmp_path / "m")
-    assert torch.allclose(reloaded(X).logits, adapted, atol=1e-5)
+    assert torch.allclose(reloaded(X).logits, adapted, atol=TOL)
 
 
 def test_saved_adapter_loads_with_peft_on_the_base_model(char_tok, tmp_path):
@@ -93,14 +100,12 @@ def test_saved_adapter_loads_with_peft_on_the_base_model(char_tok, tmp_path):
     model, _ = build_tiny_model(MODEL, char_tok)
     cfg = LoRAConfig(r=4)
     apply_lora(model, cfg)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_()
+    _as_if_trained(model)
     save_adapter(model, cfg, tmp_path / "adapter", base_model=str(tmp_path / "base"))
     from peft import PeftModel
 
     loaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
-    assert torch.allclose(loaded(X).logits, model(X).logits, atol=1e-5)
+    assert torch.allclose(loaded(X).logits, model(X).logits, atol=TOL)
 
 
 def test_freeze_lower_layers(char_tok):
@@ -138,7 +143,7 @@ def test_pal_with_the_lora_option_trains_the_adapters_and_saves_a_plain_model(ch
         changed = {k for k in start if not torch.equal(start[k], state[k])}
         assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
                                for k in changed)
-    assert torch.allclose(loaded(X).logits, result.model(X).logits, atol=1e-5)
+    assert torch.allclose(loaded(X).logits, result.model(X).logits, atol=TOL)
     recorded = json.loads((tmp_path / "pal" / "checkpoint-30" / "trainer_state.json").read_text())["config"]["lora"]
     assert recorded["r"] == 4 and recorded["alpha"] == 8
 
