@@ -22,7 +22,7 @@ from procsup.data.convert import (
     to_stepwise,
     write_stepwise_jsonl,
 )
-from procsup.data.io import PathError, check_paths, iter_jsonl, read_jsonl, write_jsonl
+from procsup.data.io import PathError, check_paths, iter_jsonl, read_jsonl, write_json, write_jsonl
 from procsup.data.trajectory import Step, Trajectory, TrajectoryError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "stepwise_sample.jsonl"
@@ -461,3 +461,18 @@ def test_records_in_equal_kept_plus_rejected(tmp_path):
     records_in = sum(1 for x in path.read_bytes().split(b"\n") if x.strip())
     assert (records_in, len(kept), len(rows)) == (8, 2, 6)
     assert all(r["error"] and "\n" not in r["error"] for r in rows)
+
+
+def test_write_json_replaces_whole_or_leaves_the_old_file(tmp_path):
+    """Results, caches and procsup.json go through write_json: a failed write (here an object JSON cannot
+    hold) leaves the previous file byte for byte and no temporary file behind."""
+    path = tmp_path / "results.json"
+    write_json(path, {"a": [1, 2.5], "b": "ü"})
+    before = path.read_bytes()
+    assert json.loads(before) == {"a": [1, 2.5], "b": "ü"}
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    with pytest.raises(PathError, match="cannot write"):
+        write_json(tmp_path / "missing" / "x.json", {})

@@ -628,8 +628,8 @@ def evaluate_prm(
     Examples: procsup evaluate-prm runs/prm/checkpoint-50 gsm8k.json --from processbench;
     procsup evaluate-prm scored.jsonl
     """
-    import json
 
+    from procsup.data.io import write_json
     from procsup.data.trajectory import TrajectoryError
     from procsup.evaluation.prm_report import format_report, prm_report
 
@@ -665,9 +665,7 @@ def evaluate_prm(
     report["data"], report["prm"] = str(data), None if prm is None else str(prm)
     typer.echo(format_report(report))
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-        tmp.replace(json_out)
+        write_json(json_out, report)
         typer.echo(f"wrote {json_out}")
 
 

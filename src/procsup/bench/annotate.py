@@ -25,19 +25,17 @@ is an annotator. Per seed:
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-
 from procsup.annotation import consensus, exact_unit_labels, first_error_labels, label_quality, mc_labels
 from procsup.bench.cache import cached_run
-from procsup.bench.report import quiet_transformers, render
+from procsup.bench.report import begin, render, run_facts
 from procsup.data import views
+from procsup.data.io import write_json
 from procsup.data.trajectory import Trajectory
 from procsup.data.views import with_answer_step
 from procsup.evaluation import prm_metrics
@@ -519,24 +517,15 @@ def format_tables(table: dict, speed: dict, n: int) -> dict[str, list[list[str]]
 
 def main(cfg: AnnotateBenchConfig) -> dict:
     """Run (or read back) every seed and the KV-reuse timing; write results.json and results.md; print tables."""
-    import os
-    import platform
-
-    torch.set_num_threads(cfg.threads)
-    quiet_transformers(cfg.progress)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = begin(cfg.threads, cfg.progress, cfg.output_dir)
     t0 = time.perf_counter()
     runs = [run_seed(cfg, s) for s in cfg.seeds]
     speed = kv_speed(cfg)
     table = aggregate(runs)
     tables = format_tables(table, speed, cfg.n)
     result = {"config": asdict(cfg), "table": table, "kv_speed": speed, "runs": runs, "tables": tables,
-              "wall_seconds": time.perf_counter() - t0, "seed_seconds": [r["seconds"] for r in runs],
-              "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-              "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    (out / "results.json").write_text(json.dumps(result, indent=1))
+              "wall_seconds": time.perf_counter() - t0, "seed_seconds": [r["seconds"] for r in runs], **run_facts()}
+    write_json(out / "results.json", result)
     md = [f"# bench annotate ({result['date']})", "",
           f"machine: {result['machine']}; torch threads {result['torch_threads']}; OMP_WAIT_POLICY="
           f"{result['omp_wait_policy']}; wall {result['wall_seconds']:.0f} s (seeds computed in "

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from procsup.data.io import write_json
+
 
 @functools.cache
 def code_version() -> dict:
@@ -52,7 +54,5 @@ def cached_run(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
     run_dir.mkdir(parents=True)
     t0 = time.perf_counter()
     out = {"key": key, **fn(run_dir), "code": code, "seconds": time.perf_counter() - t0}
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(done)
+    write_json(done, out)
     return out

@@ -36,6 +36,7 @@ from procsup.annotation import first_error_labels
 from procsup.bench.cache import cached_run
 from procsup.bench.report import stat
 from procsup.bench.rl import ARMS, FMT, TASKS, run_parallel
+from procsup.data.io import write_json
 from procsup.models.factory import load_model
 from procsup.rl.grpo import RLConfig, train
 from procsup.rl.internalize import InternalizeConfig, InternalizeScorer
@@ -240,7 +241,7 @@ def main(cfg: InternalizeBenchConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     suffix = cfg.results_name.removeprefix("results")
-    (out / f"{cfg.results_name}.json").write_text(json.dumps(results, indent=1))
+    write_json(out / f"{cfg.results_name}.json", results)
     (out / f"table{suffix}.md").write_text(table(results))
     plot(results, out / f"internalize{suffix}.png")
     return results

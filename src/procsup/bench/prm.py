@@ -41,13 +41,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from procsup.annotation.oracle import label_traces, orm_labels
 from procsup.bench.cache import cached_run
-from procsup.bench.report import cached_note, fit_table, pct, quiet_transformers, reused_runs, stat
+from procsup.bench.report import begin, cached_note, fit_table, pct, reused_runs, run_facts, stat
 from procsup.data import views
-from procsup.data.io import write_jsonl
+from procsup.data.io import write_json, write_jsonl
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
 from procsup.models.prm import build_prm, load_prm
@@ -213,7 +211,7 @@ def select_on_validation(run_dir: Path) -> dict:
         raise ValueError(f"{run_dir}/metrics.jsonl has no eval_loss line: nothing to select on")
     step, loss = min(curve, key=lambda c: (c[1], c[0]))
     chosen = {"step": step, "val_loss": loss, "val_curve": curve}
-    (run_dir / SELECTED).write_text(json.dumps(chosen))
+    write_json(run_dir / SELECTED, chosen)
     return chosen
 
 
@@ -477,20 +475,14 @@ def plot(table: dict, cfg: PRMBenchConfig, path: Path) -> None:
 
 def main(cfg: PRMBenchConfig) -> dict:
     """Run (or read back) every seed, write results.json and bon.png, print the tables."""
-    torch.set_num_threads(cfg.threads)
-    quiet_transformers(cfg.progress)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = begin(cfg.threads, cfg.progress, cfg.output_dir)
     t0 = time.perf_counter()
     runs = [run_seed(cfg, s) for s in cfg.seeds]
     table = aggregate(runs)
     tables = format_tables(table)
     result = {"config": asdict(cfg), "table": table, "runs": runs, "tables": tables,
-              "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "results.json")
+              "wall_seconds": time.perf_counter() - t0, **run_facts()}
+    write_json(out / "results.json", result)
     plot(table, cfg, out / "bon.png")
     for name, rows in tables.items():
         print(f"\n{name}\n{fit_table(rows)}")

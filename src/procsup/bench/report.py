@@ -4,6 +4,7 @@ line that says which runs were read back from the cache."""
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 WIDTH = 80
 
@@ -74,11 +75,36 @@ def reused_runs(root, started: float) -> tuple[list[str], int]:
     """The runs under ``root`` whose ``eval.json`` (the cache of :mod:`procsup.bench.cache` and of the
     addition runs) was written before ``started`` (a ``time.time()``): the runs read back, not re-run; and
     the number of runs in all (those plus the ones written since)."""
-    from pathlib import Path
-
     stamps = {str(p.parent.relative_to(root)): p.stat().st_mtime for p in Path(root).rglob("eval.json")}
     reused = sorted(name for name, t in stamps.items() if t < started)
     return reused, len(stamps)
+
+
+def begin(threads: int, progress: bool, output_dir) -> Path:
+    """Every benchmark's set-up before its first run: torch on ``threads`` threads, transformers quiet
+    (:func:`quiet_transformers`), the output folder made. Returns the folder."""
+    import torch
+
+    torch.set_num_threads(threads)
+    quiet_transformers(progress)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_facts() -> dict:
+    """What every results JSON records beside its numbers, so a figure can be read with its conditions: the
+    date (UTC), the machine, torch's thread count and ``OMP_WAIT_POLICY`` (spin-waiting made shared-machine
+    training ~35x slower)."""
+    import os
+    import platform
+    import time
+
+    import torch
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
 
 
 def quiet_transformers(progress: bool) -> None:

@@ -235,12 +235,33 @@ def write_records(records: Iterable[dict[str, Any]], path: PathLike) -> None:
     """
     path = Path(path)
     check_paths(outputs={"output": path})
+
+    def write(f) -> None:
+        for i, record in enumerate(records):
+            f.write(_encode_record(record, i, path))
+
+    _atomic_write(path, write)
+
+
+def write_json(path: PathLike, obj: Any, indent: int | None = 1) -> Path:
+    """Write one JSON document atomically (a temporary file in the same folder, fsynced, then renamed), so a
+    reader or a crash never sees half a file: the one writer of results, caches and manifests. NaN is written
+    as Python's ``json`` writes it (a long benchmark's results are not lost to one undefined metric); raises
+    :class:`PathError` for a path that cannot be written."""
+    path = Path(path)
+    data = (json.dumps(obj, indent=indent, ensure_ascii=False) + "\n").encode("utf-8")
+    _atomic_write(path, lambda f: f.write(data))
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    """``write(f)`` into a temporary file beside ``path``, then ``os.replace``: ``path`` is either left exactly
+    as it was (or not created) or holds the whole new content."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # same folder: os.replace is atomic
     try:
         # os.open with 0o666 honours the umask, unlike tempfile.mkstemp's fixed 0o600.
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            for i, record in enumerate(records):
-                f.write(_encode_record(record, i, path))
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

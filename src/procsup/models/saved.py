@@ -25,12 +25,12 @@ a 2-class head, ``{0: "right"}`` for a 1-logit one). A checkpoint also holds a m
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from procsup.data.io import write_json
 from procsup.data.tokenize import StepFormat
 
 FORMAT_FILE = "procsup.json"
@@ -110,10 +110,7 @@ def save_format(path: str | Path, kind: str, fmt: StepFormat, mode: str | None =
 def write_format(path: str | Path, saved: SavedFormat) -> Path:
     """Write ``saved`` as ``procsup.json`` into the model directory ``path`` (atomically)."""
     out = Path(path) / FORMAT_FILE
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(saved.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_json(out, saved.to_dict())
 
 
 _WHAT = {"policy": "a causal language model trained with process supervision (PAL) or outcome-only",
