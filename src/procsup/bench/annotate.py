@@ -33,7 +33,7 @@ from pathlib import Path
 
 from procsup.annotation import consensus, exact_unit_labels, first_error_labels, label_quality, mc_labels
 from procsup.bench.cache import cached_run
-from procsup.bench.report import begin, render, run_facts
+from procsup.bench.report import begin, render, run_facts, stat
 from procsup.data import views
 from procsup.data.io import write_json
 from procsup.data.trajectory import Trajectory
@@ -397,13 +397,6 @@ def kv_speed(cfg: AnnotateBenchConfig) -> dict:
     return cases
 
 
-def _ms(values) -> dict | None:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "per_seed": vals}
-
-
 def _sub(a: float | None, b: float | None) -> float | None:
     return a - b if a is not None and b is not None else None
 
@@ -416,14 +409,14 @@ def aggregate(runs: list[dict]) -> dict:
     """Mean and sample std over seeds of every quality metric, pick and downstream number."""
     names = list(runs[0]["quality"]["rows"]["test"])
     metrics = [k for k, v in runs[0]["quality"]["rows"]["test"][names[0]].items() if not isinstance(v, dict)]
-    quality = {split: {name: {m: _ms([r["quality"]["rows"][split][name].get(m) for r in runs]) for m in metrics}
+    quality = {split: {name: {m: stat([r["quality"]["rows"][split][name].get(m) for r in runs]) for m in metrics}
                        for name in names} for split in ("val", "test")}
     for split in ("val", "test"):
         for name in names:
             if "report" in runs[0]["quality"]["rows"][split][name]:
-                quality[split][name]["share_kept"] = _ms([r["quality"]["rows"][split][name]["report"]["share_kept"]
+                quality[split][name]["share_kept"] = stat([r["quality"]["rows"][split][name]["report"]["share_kept"]
                                                           for r in runs])
-    prms = {name: {m: _ms([r["downstream"]["prms"][name][m] for r in runs]) for m in ("step_auroc", "best_of_n", "label_rows",
+    prms = {name: {m: stat([r["downstream"]["prms"][name][m] for r in runs]) for m in ("step_auroc", "best_of_n", "label_rows",
                                                                                        "label_rows_wrong")}
             for name in runs[0]["downstream"]["prms"]}
     acceptance = {"first_error_vs_mc": [], "prm_gap_best_of_n": {}}
@@ -438,26 +431,26 @@ def aggregate(runs: list[dict]) -> dict:
             "rollout_ratio": _div(fe["rollouts_per_trajectory"], mc["rollouts_per_trajectory"]),
             "rollout_ratio_wrong_traces": _div(fe["rollouts_per_wrong_trajectory"], mc["rollouts_per_wrong_trajectory"])})
     for name in runs[0]["downstream"]["prms"]:
-        acceptance["prm_gap_best_of_n"][name] = _ms([_sub(r["downstream"]["prms"]["exact"]["best_of_n"],
+        acceptance["prm_gap_best_of_n"][name] = stat([_sub(r["downstream"]["prms"]["exact"]["best_of_n"],
                                                            r["downstream"]["prms"][name]["best_of_n"]) for r in runs])
     rows = acceptance["first_error_vs_mc"]
-    acceptance["rollout_ratio"] = _ms([a["rollout_ratio"] for a in rows])
-    acceptance["rollout_ratio_wrong_traces"] = _ms([a["rollout_ratio_wrong_traces"] for a in rows])
-    acceptance["fe_minus_mc_first_error_accuracy"] = _ms([_sub(a["fe_first_error_accuracy"], a["mc_first_error_accuracy"])
+    acceptance["rollout_ratio"] = stat([a["rollout_ratio"] for a in rows])
+    acceptance["rollout_ratio_wrong_traces"] = stat([a["rollout_ratio_wrong_traces"] for a in rows])
+    acceptance["fe_minus_mc_first_error_accuracy"] = stat([_sub(a["fe_first_error_accuracy"], a["mc_first_error_accuracy"])
                                                           for a in rows])
     history = {}
     for name in runs[0].get("history", {}):
         hrows = [r["history"][name] for r in runs]
         history[name] = {
-            split: {row: {m: _ms([h["rows"][split][row].get(m) for h in hrows]) for m in metrics}
+            split: {row: {m: stat([h["rows"][split][row].get(m) for h in hrows]) for m in metrics}
                     for row in hrows[0]["rows"][split]} for split in ("val", "test")}
-        history[name]["trace_accuracy_test"] = _ms([h["trace_accuracy"]["test"] for h in hrows])
-        history[name]["units_per_trace"] = _ms([h["units_per_trace"] for h in hrows])
+        history[name]["trace_accuracy_test"] = stat([h["trace_accuracy"]["test"] for h in hrows])
+        history[name]["units_per_trace"] = stat([h["units_per_trace"] for h in hrows])
     return {"quality": quality, "prms": prms, "history": history, "acceptance": acceptance,
-            "pass_at_n": _ms([r["downstream"]["pass_at_n"] for r in runs]),
-            "majority": _ms([r["downstream"]["majority"] for r in runs]),
-            "policy_sample_accuracy": _ms([r["downstream"]["policy_sample_accuracy"] for r in runs]),
-            "trace_accuracy_test": _ms([r["quality"]["trace_accuracy"]["test"] for r in runs]),
+            "pass_at_n": stat([r["downstream"]["pass_at_n"] for r in runs]),
+            "majority": stat([r["downstream"]["majority"] for r in runs]),
+            "policy_sample_accuracy": stat([r["downstream"]["policy_sample_accuracy"] for r in runs]),
+            "trace_accuracy_test": stat([r["quality"]["trace_accuracy"]["test"] for r in runs]),
             "picks": [r["pick"] for r in runs]}
 
 
@@ -465,7 +458,7 @@ def _f(s: dict | None, pct: bool = True, digits: int = 1) -> str:
     if s is None:
         return "n/a"
     scale = 100 if pct else 1
-    return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+    return f"{scale * s['mean']:.{digits}f} ± {scale * s['sample_std']:.{digits}f}"
 
 
 def format_tables(table: dict, speed: dict, n: int) -> dict[str, list[list[str]]]:
