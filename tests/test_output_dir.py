@@ -123,6 +123,26 @@ def test_pruning_keeps_checkpoints_of_other_runs(tmp_path, char_tok):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-20", "checkpoint-30"]
 
 
+def test_extra_files_are_inside_the_atomic_checkpoint(tmp_path, char_tok):
+    """A trainer's own state (RL's rl_state.json) is written before the rename, so a checkpoint never exists
+    without it; a name that would overwrite the checkpoint's own files or leave the folder is refused first."""
+    from accelerate import Accelerator
+
+    out = tmp_path / "run"
+    model, _ = build_tiny_model(TINY, char_tok, seed=0)
+    cfg = config(out)
+    optimizer, scheduler = loop.make_optimizer(model, cfg)
+    me, saved = loop.Run({"source": "in-memory"}), loop.SavedFormat("policy", cfg.step_format, "history")
+    loop.save_checkpoint(Accelerator(), model, char_tok, optimizer, scheduler, cfg, 1, saved=saved, run=me,
+                         extra_files={"rl_state.json": {"samples": 64}})
+    assert json.loads((out / "checkpoint-1" / "rl_state.json").read_text()) == {"samples": 64}
+    for bad in ("trainer_state.json", "procsup.json", "../x.json", "sub/x.json"):
+        with pytest.raises(ValueError, match="must be a plain file name"):
+            loop.save_checkpoint(Accelerator(), model, char_tok, optimizer, scheduler, cfg, 2, saved=saved, run=me,
+                                 extra_files={bad: {}})
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".procsup")) == ["checkpoint-1"]
+
+
 def test_resume_refuses_changed_settings_and_data_naming_each(tmp_path, char_tok, history_trajs, addition_trajs):
     """Before: a changed learning rate was ignored but recorded in the checkpoint; a changed file was taken."""
     data = tmp_path / "train.jsonl"

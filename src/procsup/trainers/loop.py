@@ -23,7 +23,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -31,7 +31,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from procsup.data.tokenize import Row, check_length
 from procsup.data.trajectory import Trajectory
-from procsup.models.saved import SavedFormat, write_format, write_model_card
+from procsup.models.saved import FORMAT_FILE, SavedFormat, write_format, write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -357,13 +357,19 @@ def _transformers_bars(show: bool) -> Iterator[None]:
 
 
 def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, step: int, *, saved: SavedFormat,
-                    run: Run, metrics: dict | None = None) -> None:
+                    run: Run, metrics: dict | None = None, extra_files: dict[str, Any] | None = None) -> None:
     """Write checkpoint-<step> atomically on the main process: into ``.tmp-checkpoint-<step>-<pid>``, every
     file and the folder fsynced, then renamed. ``cfg`` is a trainer config dataclass with output_dir,
     max_steps and save_total_limit; ``saved`` is what the model's ``procsup.json`` records (kind, step
     format, mode, base model, data), completed with ``metrics`` (the last logged line), and a model card
     ``README.md`` is written from it, so that the checkpoint loads and explains itself. Then the oldest
-    checkpoints of this run beyond ``save_total_limit`` are removed (never another run's)."""
+    checkpoints of this run beyond ``save_total_limit`` are removed (never another run's). ``extra_files``
+    (file name -> JSON-able object) is a trainer's own state (RL's sample count and monitor history),
+    written into the same temporary folder, so it is in the checkpoint exactly when the weights are."""
+    for name in extra_files or {}:
+        if Path(name).name != name or name in (STATE_FILE, FORMAT_FILE, "optimizer.pt"):
+            raise ValueError(f"extra checkpoint file {name!r}: must be a plain file name, not one the checkpoint "
+                             f"already writes")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         out = Path(cfg.output_dir)
@@ -378,6 +384,8 @@ def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, st
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         state = {"step": step, "max_steps": cfg.max_steps, "config": asdict(cfg), "run_id": run.run_id, "data": run.data}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        for name, obj in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(obj, indent=1))
         _fsync_tree(tmp)
         if final.exists():  # this run's own (a resumed run saving its last step again); others were refused at start
             if (_checkpoint_state(final) or {}).get("run_id") != run.run_id:
