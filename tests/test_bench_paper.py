@@ -3,6 +3,7 @@ the result structure, the files, and that a second call reads every run from the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,9 +18,13 @@ from procsup.bench.paper import (
     LogicRowConfig,
     PaperBenchConfig,
     WordProblemsRowConfig,
+    choose,
     main,
+    written_moves,
 )
 from procsup.config import build_config
+from procsup.data.trajectory import Step
+from procsup.tasks.grid import GridTask, grid_metrics, parse_grid
 
 
 def tiny_config(out) -> PaperBenchConfig:
@@ -105,7 +110,10 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
     arm = next(r for r in result["runs"]["consistency"] if r["method"] == f"state mu={mu} hidden")
     assert arm["key"]["mu"] == cfg.consistency.mu and arm["key"]["word_steps"] == 2
     reinforce = next(r for r in result["runs"]["grid"] if r["method"] == "reinforce-trail")
-    assert reinforce["env_steps"] == reinforce["demonstration_steps"]  # RL gets PAL's number of env steps
+    assert reinforce["updates"] == cfg.grid.steps  # RL gets PAL's number of optimizer updates
+    assert reinforce["env_steps"] >= reinforce["episodes"] >= cfg.grid.steps * cfg.grid.batch_size
+    assert "answer_line_success" in grid["text-history"]["4"] and "answer_line_success" not in grid["text-outcome"]["4"]
+    assert "selection" not in result  # lr_grid (1,): every arm at its default, nothing chosen
     header, *rows = result["rows"]
     assert header[-1] == "paper" and len(rows) > 20 and all(len(r) == len(header) for r in rows)
 
@@ -131,3 +139,71 @@ def test_grid_row_has_its_own_budget():
     assert PaperBenchConfig(quick=True).grid.steps == paper.QUICK["grid"]["steps"]
     with pytest.raises(ValueError, match="grid.steps"):
         PaperBenchConfig(grid=GridRowConfig(steps=0))
+
+
+def test_reinforce_budget_env_steps_keeps_the_old_budget(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg.grid = dataclasses.replace(cfg.grid, methods=("reinforce",), views=("field",), reinforce_budget="env_steps")
+    run = paper.grid_run(cfg, "reinforce", "field", 0)
+    assert run["env_steps"] == run["demonstration_steps"] and "reinforce_budget" not in run["key"]
+    with pytest.raises(ValueError, match="reinforce_budget"):
+        GridRowConfig(reinforce_budget="episodes")
+
+
+def test_text_history_is_scored_on_the_moves_it_writes():
+    """The environment runs the written moves: it stops at the goal (later moves are not run) or at an
+    illegal move; the answer line plays no part."""
+    task = GridTask(view="field")
+    p = parse_grid("S.1\n.#.\n..2")  # shortest: R R D D
+    steps = lambda moves: [Step(m) for m in moves]  # noqa: E731
+    assert written_moves(task, p, steps("RRDD")) == "RRDD"
+    assert written_moves(task, p, steps("RRDDUL")) == "RRDD"  # moves after the goal are not executed
+    assert written_moves(task, p, steps("RRDU")) is None  # stopped short of the goal
+    assert written_moves(task, p, steps("RLRRDD")) == "RLRRDD"  # a detour still reaches it
+    assert written_moves(task, p, steps("DRR")) is None  # D from S is free, then R hits the wall
+    assert written_moves(task, p, steps("UR")) is None  # illegal first move
+    assert grid_metrics(p, written_moves(task, p, steps("RLRRDD")))["spl"] == pytest.approx(4 / 6)
+
+
+def test_choose_takes_the_best_mean_and_breaks_ties_toward_the_default():
+    assert choose({0.3: [0.1, 0.3], 1.0: [0.2, 0.1], 3.0: [0.0, 0.0]}) == 0.3
+    assert choose({0.3: [0.0, 0.0], 1.0: [0.0, 0.0], 3.0: [0.0, 0.0]}) == 1.0
+    assert choose({0.5: [0.4], 2.0: [0.4], 4.0: [0.1]}) == 0.5
+
+
+def test_lr_grid_chooses_on_validation_then_tests_once(tmp_path, monkeypatch):
+    """Every (arm, factor, seed) is scored on validation problems disjoint from training and test ones; the
+    test split is evaluated only after every choice, once per seed, for the chosen factor only; the choice
+    is the best validation mean; a second call trains and tests nothing."""
+    cfg = tiny_config(tmp_path)
+    cfg = dataclasses.replace(cfg, tasks=("grid",), lr_grid=(0.5, 1.0), val_size=3, seeds=(0, 1),
+                              grid=dataclasses.replace(cfg.grid, methods=("pal-head", "reinforce"), views=("field",)))
+    calls, real_eval, real_load = [], paper.grid_eval, paper._saved_policy
+    monkeypatch.setattr(paper, "grid_eval", lambda task, m, pol, probs: calls.append(("eval", tuple(probs)))
+                        or real_eval(task, m, pol, probs))
+    monkeypatch.setattr(paper, "_saved_policy", lambda *a: calls.append(("load",)) or real_load(*a))
+    result = main(cfg)
+
+    first_load = calls.index(("load",))
+    assert first_load == 2 * 2 * 2  # arms x factors x seeds validation evaluations, then the tests
+    assert calls.count(("load",)) == 2 * 2  # one test per (arm, seed)
+    val_probs = {p for c in calls[:first_load] for p in c[1]}
+    test_probs = {p for c in calls[first_load:] if c[0] == "eval" for p in c[1]}
+    train = set(GridTask().sample_range(0, 4, 6, min_size=3)) | set(GridTask().sample_range(1, 4, 6, min_size=3))
+    assert val_probs and not val_probs & test_probs and not val_probs & train
+    for arm, sel in result["selection"]["grid"].items():
+        means = {float(f): v["mean"] for f, v in sel["val"].items()}
+        assert sel["chosen_factor"] == choose({f: [m] for f, m in means.items()})
+        assert sel["chosen_lr"] == pytest.approx(sel["default_lr"] * sel["chosen_factor"])
+        tested = sorted(p.parent.parent.name for p in (tmp_path / "grid").glob(f"{arm}-lr*-seed*/test/eval.json"))
+        assert tested == [f"{arm}-lr{sel['chosen_factor']:g}-seed{s}" for s in (0, 1)]
+    assert result["selection"]["grid"]["reinforce-field"]["default_lr"] == cfg.grid.reinforce_learning_rate
+    runs = {(r["method"], r["seed"]): r for r in result["runs"]["grid"]}
+    assert set(runs["pal-head-field", 0]) >= {"val", "eval", "lr_factor", "learning_rate"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached run was trained or tested again")
+
+    for name in ("train_action_head", "train_reinforce", "_saved_policy"):
+        monkeypatch.setattr(paper, name, no_training)
+    assert json.dumps(main(cfg)["tables"]) == json.dumps(result["tables"])

@@ -10,12 +10,15 @@ budget of optimizer steps x rows) with PAL and with a baseline, and tests where 
   ``trail`` view (3x3 window + clipped offset + the cells the agent visited since its last waypoint: what
   it sees and remembers), the ``field`` view (the environment marks which moves shorten the path: the
   planning is done by the executor) and, when not quick, the ``local`` view (the trail view without the
-  memory). Baselines: whole-path imitation on the grid
-  text without per-step states (``text-history``: one move per step; ``text-outcome``: the move string
-  alone) and REINFORCE on the success reward given as many environment steps as the PAL demonstrations
-  contain (``reinforce``, action head, per view). Its own budget: ``grid.steps``, ``grid.batch_size``,
-  ``grid.hidden_size`` (full: 1500 x 32 rows, width 64). Metrics: success, SPL, share optimal. Paper: PAL
-  generalizes 4x4 -> 6x6 "with minimal performance loss", the baseline "seldom reaches the goal".
+  memory). The paper's own forms (``GRID_FORMS``, marked "paper-faithful" in the table): its PAL,
+  whole-path imitation on the grid text without per-step states (``text-history``: one move per step,
+  scored on the moves it writes, executed by the environment; the answer line it copies is reported
+  beside), and its outcome-only baselines, ``text-outcome`` (the move string alone) and REINFORCE on the
+  success reward (``reinforce``, action head, per view) with as many optimizer updates as the supervised
+  runs (``grid.reinforce_budget``; the environment steps it used are reported). Its own budget:
+  ``grid.steps``, ``grid.batch_size``, ``grid.hidden_size`` (full: 1500 x 32 rows, width 64). Metrics:
+  success, SPL, share optimal. Paper: PAL generalizes 4x4 -> 6x6 "with minimal performance loss", the
+  baseline "seldom reaches the goal".
 * ``logic``: outcome-only vs PAL-history vs PAL-state on chains of 2..5 letters, tested at 5 and at
   twice that; exact match (the answer is ``<`` or ``>``: chance is 50%) and trace validity. Its own
   budget: ``logic.steps``, ``logic.batch_size``, ``logic.hidden_size``.
@@ -30,6 +33,10 @@ budget of optimizer steps x rows) with PAL and with a baseline, and tests where 
   distributions) over steps with equal keys ``q op n`` (the same sub-problem in differently worded
   stories), reported as it comes out (the paper gives no figure).
 
+Learning rates: ``lr_grid`` (factors of each arm's default, the same for every arm) chooses each arm's
+learning rate on a validation split separate from test, then tests the chosen runs once
+(:func:`run_task`); the default ``(1,)`` runs every arm at its default with no selection.
+
 Each row's settings are a group of :class:`PaperBenchConfig` (``procsup bench paper quick=true
 grid.steps=100``). Every (task, method, seed) run is cached in
 ``<output_dir>/<task>/<method>-seed<k>/eval.json`` with the configuration it ran with; a re-run with the
@@ -40,6 +47,8 @@ Writes ``results.json``, one PNG per task, and prints our figure beside the pape
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
 import textwrap
 import time
@@ -57,7 +66,7 @@ from procsup.evaluation.metrics import evaluate
 from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import TinyModelConfig, build_tiny_model
 from procsup.rl.reinforce import ReinforceConfig, train_reinforce
-from procsup.rollout import ActionHeadPolicy, LMPolicy, complete, start
+from procsup.rollout import ActionHeadPolicy, LMPolicy, complete, load_policy, start
 from procsup.tasks.grid import MOVES, VIEWS, GridTask, grid_metrics
 from procsup.tasks.logic import LogicTask
 from procsup.tasks.word_problems import WordProblemTask
@@ -153,10 +162,18 @@ class GridRowConfig:
     methods: tuple[str, ...] = GRID_METHODS
     """Any of pal-lm, pal-head, text-history, text-outcome, reinforce."""
     reinforce_learning_rate: float = 1e-4
-    """REINFORCE's (constant) learning rate (ReinforceConfig's default)."""
+    """REINFORCE's (constant) learning rate (ReinforceConfig's default); with ``lr_grid`` the default the
+    grid's factors multiply."""
+    reinforce_budget: str = "updates"
+    """updates: REINFORCE makes as many optimizer updates as the supervised runs (``grid.steps`` updates of
+    ``grid.batch_size`` episodes each; the environment steps it used are reported); env_steps: as many
+    environment steps as the PAL demonstrations contain (the budget before 2026-12-07: 39 updates in quick
+    mode against PAL's 300)."""
 
     def __post_init__(self) -> None:
         _check_row(self, ("train_size", "steps", "batch_size", "hidden_size"), ("test_sizes", "views", "methods"))
+        if self.reinforce_budget not in ("updates", "env_steps"):
+            raise ValueError(f"grid.reinforce_budget must be updates or env_steps, got {self.reinforce_budget!r}")
         for name, allowed in (("views", VIEWS), ("methods", GRID_METHODS)):
             value = getattr(self, name)
             if value is not None and (not value or set(value) - set(allowed)):
@@ -265,6 +282,17 @@ class PaperBenchConfig:
     """PAL's lambda."""
     test_size: int | None = None
     """Fresh test problems per test size/condition, in every row (quick 100, full 300)."""
+    lr_grid: tuple[float, ...] = (1.0,)
+    """Learning-rate factors, the same for every arm (PAL and every baseline): each multiplies the arm's
+    default (``learning_rate``; REINFORCE: ``grid.reinforce_learning_rate``). ``(1,)``: no selection, each
+    run trained at its default and tested (the runs as before, read from the same cache). Otherwise every
+    (arm, factor, seed) is trained and scored on a validation split (``val_size`` fresh problems of the
+    training distribution, none in training or test); per arm the factor with the best validation score
+    (mean over seeds; a tie goes to the factor nearest 1) is chosen, and only then is each seed's run of that
+    factor tested, once. The choice is recorded in results.json (``selection``)."""
+    val_size: int | None = None
+    """Validation problems per seed and task when ``lr_grid`` selects (default: ``test_size``): grid 4x4,
+    logic 5 letters, word problems 5 operations clean, addition 3 digits (the largest training size)."""
     addition: AdditionRowConfig = field(default_factory=AdditionRowConfig)
     """The addition row: trained on 1-3 digits, tested on longer operands."""
     grid: GridRowConfig = field(default_factory=GridRowConfig)
@@ -294,29 +322,50 @@ class PaperBenchConfig:
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
         if self.test_size < 1:
             raise ValueError(f"test_size must be >= 1, got {self.test_size}")
+        self.lr_grid = tuple(float(f) for f in self.lr_grid)
+        if not self.lr_grid or min(self.lr_grid) <= 0 or len(set(self.lr_grid)) != len(self.lr_grid):
+            raise ValueError(f"lr_grid must be distinct factors > 0, got {self.lr_grid}")
+        if self.val_size is None:
+            self.val_size = self.test_size
+        if self.val_size < 1:
+            raise ValueError(f"val_size must be >= 1, got {self.val_size}")
+
+    @property
+    def selecting(self) -> bool:
+        """Whether the learning rate is chosen on a validation split (any ``lr_grid`` but ``(1,)``)."""
+        return self.lr_grid != (1.0,)
 
     def model_config(self, hidden_size: int) -> TinyModelConfig:
         return TinyModelConfig(arch=self.arch, hidden_size=hidden_size, num_layers=self.num_layers,
                                num_heads=self.num_heads)
 
-    def addition_config(self) -> AdditionBenchConfig:
+    def addition_config(self, lr_factor: float | None = None) -> AdditionBenchConfig:
+        """The addition row's config; with ``lr_factor``: that factor of the learning rate, a validation split
+        at the training length (3 digits) and a folder of its own (``addition/lr<factor>``)."""
         add = self.addition
+        extra: dict[str, Any] = {}
+        folder = Path(self.output_dir) / "addition"
+        if lr_factor is not None:
+            extra = dict(val_digits=(3,), val_size=self.val_size)
+            folder = folder / f"lr{lr_factor:g}"
         return AdditionBenchConfig(
-            output_dir=str(Path(self.output_dir) / "addition"), seeds=self.seeds, train_size=add.train_size,
+            output_dir=str(folder), seeds=self.seeds, train_size=add.train_size,
             test_digits=add.test_digits, test_size=self.test_size, steps=add.steps,
-            batch_size=add.batch_size, learning_rate=self.learning_rate, lam=self.lam, arch=self.arch,
-            hidden_size=add.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads, progress=self.progress,
+            batch_size=add.batch_size, learning_rate=self.learning_rate * (lr_factor or 1.0), lam=self.lam,
+            arch=self.arch, hidden_size=add.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
+            progress=self.progress, **extra,
         )
 
 
 # --- one PAL training run ---------------------------------------------------------------------------
 def _pal(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int, steps: int,
-         hidden_size: int, mu: float = 0.0, consistency: str = "hidden"):
-    """Train a fresh tiny LM with PAL (or outcome-only) on ``trajs``; returns (model, tokenizer, PALConfig, TrainResult)."""
+         hidden_size: int, mu: float = 0.0, consistency: str = "hidden", learning_rate: float | None = None):
+    """Train a fresh tiny LM with PAL (or outcome-only) on ``trajs`` (at ``learning_rate``, default
+    ``cfg.learning_rate``); returns (model, tokenizer, PALConfig, TrainResult)."""
     model, tok = build_tiny_model(cfg.model_config(hidden_size), seed=seed)
     pal = PALConfig(
         output_dir=str(run_dir), mode=mode, lam=cfg.lam, mu=mu, consistency=consistency,
-        learning_rate=cfg.learning_rate, batch_size=batch_size, max_steps=steps,
+        learning_rate=learning_rate or cfg.learning_rate, batch_size=batch_size, max_steps=steps,
         warmup_steps=min(50, steps // 10), seed=seed, progress=cfg.progress, save_total_limit=1,
     )
     result = train(pal, model=model, tokenizer=tok, trajectories=trajs)
@@ -336,89 +385,223 @@ def _run_key(cfg: PaperBenchConfig, row, *names: str) -> dict:
     return {**shared, **{f"{prefix}_{n}": getattr(row, n) for n in names}}
 
 
+# --- one arm: trained and tested, or trained, validated, chosen, then tested ---------------------------
+def _fresh(draw, count: int, exclude: set) -> list:
+    """The first ``count`` problems of ``draw`` (a list) not in ``exclude``."""
+    return [p for p in draw if p not in exclude][:count]
+
+
+def _saved_policy(run_dir: Path, task, mode: str):
+    """The policy a run of this module left in ``run_dir``: an action head (``model/``, written by the
+    action-head trainer and by REINFORCE) or the PAL trainer's last checkpoint, read back from disk."""
+    if (run_dir / "model").is_dir():
+        return ActionHeadPolicy(ActionHeadModel.load(run_dir / "model"), task)
+    last = max(run_dir.glob("checkpoint-*"), key=lambda d: int(d.name.rsplit("-", 1)[1]), default=None)
+    if last is None:
+        raise FileNotFoundError(f"{run_dir}: no saved model to test (model/ or checkpoint-*)")
+    return load_policy(last, task, mode=mode)
+
+
+def _arm(cfg: PaperBenchConfig, folder: str, name: str, seed: int, key: dict, default_lr: float,
+         lr_factor: float | None, test: bool, train, evaluate_on, mode: str) -> dict:
+    """One run of an arm. ``train(run_dir, lr) -> (policy, info, task)``; ``evaluate_on(policy, task, split)
+    -> {condition: metrics}`` for split ``test`` or ``val``.
+
+    ``lr_factor`` None: train at ``default_lr`` and test, one cached run in ``<folder>/<name>-seed<k>`` (the
+    runs as before). Else: train at ``lr_factor x default_lr`` and score the validation split only, cached
+    in ``<folder>/<name>-lr<factor>-seed<k>`` with the model kept; ``test=True`` then tests that model once,
+    read back from disk (cached in the run's ``test/``). The validation run is the same either way (read
+    from the cache when the selection ran first)."""
+    slug = name.replace(" ", "-")
+    if lr_factor is None:
+        def run(run_dir: Path) -> dict:
+            policy, info, task = train(run_dir, default_lr)
+            return {"method": name, "seed": seed, "eval": evaluate_on(policy, task, "test"), **info}
+
+        return cached_run(Path(cfg.output_dir) / folder / f"{slug}-seed{seed}", key, run)
+    lr = lr_factor * default_lr
+    run_dir = Path(cfg.output_dir) / folder / f"{slug}-lr{lr_factor:g}-seed{seed}"
+    key = {**key, "lr_factor": lr_factor, "arm_learning_rate": lr, "val_size": cfg.val_size}
+
+    def validate(run_dir: Path) -> dict:
+        policy, info, task = train(run_dir, lr)
+        return {"method": name, "seed": seed, "learning_rate": lr, "lr_factor": lr_factor,
+                "val": evaluate_on(policy, task, "val"), **info}
+
+    trained = cached_run(run_dir, key, validate)
+    if not test:
+        return trained
+
+    def tested(test_dir: Path) -> dict:
+        _, _, task = train(None, lr)  # the task only: train(None, ...) builds it without training
+        return {"eval": evaluate_on(_saved_policy(run_dir, task, mode), task, "test")}
+
+    result = cached_run(run_dir / "test", {**key, "split": "test"}, tested)
+    return {**{k: v for k, v in trained.items() if k not in ("cached", "cached_from_other_source")},
+            "eval": result["eval"], "test_seconds": result["seconds"]}
+
+
 # --- addition ------------------------------------------------------------------------------------------
+def addition_run(cfg: PaperBenchConfig, method: str, seed: int, lr_factor: float | None = None) -> dict:
+    """One addition run (:func:`procsup.bench.addition.run_one`); with ``lr_factor``, at that factor of the
+    learning rate with a 3-digit validation split. That function tests every run it trains, so here the
+    test numbers of factors not chosen exist in their eval.json (the selection never reads them)."""
+    run = run_one(cfg.addition_config(lr_factor), method, seed)
+    if lr_factor is not None:
+        run = {**run, "lr_factor": lr_factor, "learning_rate": cfg.learning_rate * lr_factor}
+    return run
+
+
 # --- grid ----------------------------------------------------------------------------------------------
-def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int) -> dict:
-    """One grid method (``view`` for the state-based ones), trained on sides 3..4, tested at every side."""
+#: What each grid arm is, beside the paper's setup (section 5.2: PAL "training on full action sequences" vs
+#: outcome-only "training only with a reward for reaching the goal, or imitation on final state").
+GRID_FORMS = {
+    "text-history": "paper-faithful PAL (imitates the whole move sequence; scored on the moves it writes)",
+    "text-outcome": "paper-faithful outcome baseline (imitates the final move string)",
+    "reinforce": "paper-faithful reward baseline (REINFORCE on reaching the goal)",
+    "pal-lm": "state-mode PAL (ours: executor-rendered view, move as text)",
+    "pal-head": "state-mode PAL (ours: executor-rendered view, action head)",
+}
+
+
+def written_moves(task: GridTask, problem, steps) -> str | None:
+    """The moves a history-mode model wrote, executed by the environment from the start as a state-mode
+    episode would be: it stops at the goal or at the step limit (moves written after that are not run) and
+    an illegal move ends it. The moves executed if the episode reached its end (done), else None."""
+    state = task.initial_state(problem)
+    for step in steps:
+        if task.is_done(state):
+            break
+        state = task.execute(state, step.action)
+        if state is None:
+            return None
+    return task.answer(state) if task.is_done(state) else None
+
+
+def grid_eval(task: GridTask, method: str, policy, probs) -> dict:
+    """Success, SPL and share optimal of one greedy rollout per problem. ``text-history`` is scored on the
+    moves it writes (:func:`written_moves`); its copied answer line is reported as ``answer_line_success``."""
+    outs = complete(policy, start(task, probs))
+    if method == "text-history":
+        answers = [written_moves(task, p, ts[0].steps) for p, ts in zip(probs, outs)]
+    else:
+        answers = [ts[0].meta["answer"] for ts in outs]
+    per = [grid_metrics(p, a) for p, a in zip(probs, answers)]
+    out = {m: statistics.fmean(x[m] for x in per) for m in ("success", "spl", "optimal")}
+    if method == "text-history":
+        out["answer_line_success"] = statistics.fmean(
+            grid_metrics(p, ts[0].meta["answer"])["success"] for p, ts in zip(probs, outs))
+    return {**out, "n": len(per)}
+
+
+def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int, lr_factor: float | None = None,
+             test: bool = True) -> dict:
+    """One grid method (``view`` for the state-based ones), trained on sides 3..4, tested at every side
+    (``lr_factor``, ``test``: :func:`_arm`; validation: fresh 4x4 problems)."""
     name = f"{method}-{view}" if view else method
     g = cfg.grid
     key = {"method": name, "seed": seed, **_run_key(cfg, g, "train_size", "test_sizes", "steps", "batch_size", "hidden_size"),
            "reinforce_learning_rate": g.reinforce_learning_rate}
+    if method == "reinforce" and g.reinforce_budget != "env_steps":
+        key.update(reinforce_budget=g.reinforce_budget, reinforce_episodes=g.batch_size)
+    if method == "text-history":
+        key["text_history_score"] = "moves"
     budget = dict(steps=g.steps, batch_size=g.batch_size, hidden_size=g.hidden_size)
     model_config = cfg.model_config(g.hidden_size)
+    task = GridTask(view=view or "field")  # the text methods never render a state
+    problems = task.sample_range(seed, 4, g.train_size, min_size=3)
 
-    def run(run_dir: Path) -> dict:
-        task = GridTask(view=view or "field")  # the text methods never render a state
-        problems = task.sample_range(seed, 4, g.train_size, min_size=3)
+    def train(run_dir: Path | None, lr: float):
+        if run_dir is None:
+            return None, {}, task
         trajs = [task.state_trajectory(p) for p in problems]
         demo_steps = sum(len(t.steps) for t in trajs)
         info: dict[str, Any] = {"demonstration_steps": demo_steps}
         if method == "pal-lm":
-            model, tok, pal, res = _pal(cfg, run_dir, "state", seed, trajs, **budget)
+            model, tok, pal, res = _pal(cfg, run_dir, "state", seed, trajs, **budget, learning_rate=lr)
             policy = LMPolicy(model, tok, task, pal.step_format, mode="state")
         elif method in ("text-history", "text-outcome"):
             mode = method.split("-")[1]
-            model, tok, pal, res = _pal(cfg, run_dir, mode, seed, trajs, **budget)
+            model, tok, pal, res = _pal(cfg, run_dir, mode, seed, trajs, **budget, learning_rate=lr)
             policy = LMPolicy(model, tok, task, pal.step_format, mode=mode)
         elif method == "pal-head":
             backbone, tok = build_tiny_model(model_config, seed=seed)
             head = ActionHeadConfig(
-                output_dir=str(run_dir), actions=tuple(MOVES), lam=cfg.lam, learning_rate=cfg.learning_rate,
+                output_dir=str(run_dir), actions=tuple(MOVES), lam=cfg.lam, learning_rate=lr,
                 batch_size=g.batch_size, max_steps=g.steps, warmup_steps=min(50, g.steps // 10),
                 seed=seed, progress=cfg.progress,
             )
             res = train_action_head(head, model=backbone, tokenizer=tok, trajectories=trajs)
             policy = ActionHeadPolicy(res.model, task)
-        else:  # reinforce: the same policy class as pal-head, as many environment steps as PAL's demonstrations
+        else:  # reinforce: the same policy class as pal-head
             backbone, tok = build_tiny_model(model_config, seed=seed)
             policy = ActionHeadModel(backbone, tok, tuple(MOVES), seed=seed)
-            rl = ReinforceConfig(output_dir=str(run_dir), env_steps=demo_steps,
-                                 learning_rate=g.reinforce_learning_rate, seed=seed, progress=cfg.progress)
+            if g.reinforce_budget == "updates":  # PAL's optimizer updates; the env-step cap is never reached
+                longest = max(len(t.steps) for t in trajs)
+                budget_rl = dict(max_updates=g.steps, episodes_per_update=g.batch_size,
+                                 env_steps=g.steps * g.batch_size * 4 * longest)
+            else:  # as many environment steps as PAL's demonstrations
+                budget_rl = dict(env_steps=demo_steps)
+            rl = ReinforceConfig(output_dir=str(run_dir), learning_rate=lr, seed=seed, progress=cfg.progress,
+                                 **budget_rl)
             res = train_reinforce(rl, policy=policy, task=task, problems=problems)
-            info.update(env_steps=res.env_steps, updates=res.updates)
+            info.update(env_steps=res.env_steps, updates=res.updates, episodes=res.episodes)
             policy = ActionHeadPolicy(res.policy, task)
         info["final_train_metrics"] = res.final_metrics
-        seen = set(problems)
-        evals = {}
-        for size in g.test_sizes:
-            probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
-            outs = complete(policy, start(task, probs))
-            per = [grid_metrics(p, ts[0].meta["answer"]) for p, ts in zip(probs, outs)]
-            evals[str(size)] = {m: statistics.fmean(x[m] for x in per) for m in ("success", "spl", "optimal")}
-            evals[str(size)]["n"] = len(per)
-        return {"method": name, "seed": seed, "eval": evals, **info}
+        return policy, info, task
 
-    return cached_run(Path(cfg.output_dir) / "grid" / f"{name}-seed{seed}", key, run)
+    def evaluate_on(policy, task, split: str) -> dict:
+        seen = set(problems)
+        test = {size: _fresh(task.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
+                for size in g.test_sizes}
+        if split == "val":
+            val = _fresh(task.sample(20_000 + seed, 4, 3 * cfg.val_size), cfg.val_size, seen | set(test.get(4, ())))
+            return {"4": grid_eval(task, method, policy, val)}
+        return {str(size): grid_eval(task, method, policy, probs) for size, probs in test.items()}
+
+    default_lr = g.reinforce_learning_rate if method == "reinforce" else cfg.learning_rate
+    mode = "state" if method.startswith("pal") or method == "reinforce" else method.split("-")[1]
+    return _arm(cfg, "grid", name, seed, key, default_lr, lr_factor, test, train, evaluate_on, mode)
 
 
 # --- logic -----------------------------------------------------------------------------------------------
-def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5) -> dict:
-    """Chains of 2..train_max letters in training; tested at train_max and 2 x train_max letters."""
+def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5, lr_factor: float | None = None,
+              test: bool = True) -> dict:
+    """Chains of 2..train_max letters in training; tested at train_max and 2 x train_max letters
+    (validation: fresh chains of train_max letters)."""
     lg = cfg.logic
     key = {"method": method, "seed": seed, **_run_key(cfg, lg, "train_size", "steps"), "hidden_size": lg.hidden_size,
            "batch_size": lg.batch_size}
+    task = LogicTask()
+    problems = task.sample_range(seed, train_max, lg.train_size)
 
-    def run(run_dir: Path) -> dict:
-        task = LogicTask()
-        problems = task.sample_range(seed, train_max, lg.train_size)
+    def train(run_dir: Path | None, lr: float):
+        if run_dir is None:
+            return None, {}, task
         trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
         model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=lg.batch_size, steps=lg.steps,
-                                    hidden_size=lg.hidden_size)
-        seen, evals = set(problems), {}
-        for size in (train_max, 2 * train_max):
-            probs = [p for p in task.sample(10_000 + seed, size, 2 * cfg.test_size) if p not in seen][: cfg.test_size]
-            evals[str(size)] = evaluate(LMPolicy(model, tok, task, pal.step_format, mode=method), probs)
-        return {"method": method, "seed": seed, "eval": evals, "final_train_metrics": res.final_metrics}
+                                    hidden_size=lg.hidden_size, learning_rate=lr)
+        return LMPolicy(model, tok, task, pal.step_format, mode=method), {"final_train_metrics": res.final_metrics}, task
 
-    return cached_run(Path(cfg.output_dir) / "logic" / f"{method}-seed{seed}", key, run)
+    def evaluate_on(policy, task, split: str) -> dict:
+        seen = set(problems)
+        test = {size: _fresh(task.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
+                for size in (train_max, 2 * train_max)}
+        if split == "val":
+            val = _fresh(task.sample(20_000 + seed, train_max, 3 * cfg.val_size), cfg.val_size,
+                         seen | set(test[train_max]))
+            return {str(train_max): evaluate(policy, val)}
+        return {str(size): evaluate(policy, probs) for size, probs in test.items()}
+
+    return _arm(cfg, "logic", method, seed, key, cfg.learning_rate, lr_factor, test, train, evaluate_on, method)
 
 
 # --- word problems ------------------------------------------------------------------------------------------
 def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, mu: float = 0.0,
-             consistency: str = "hidden") -> dict:
+             consistency: str = "hidden", lr_factor: float | None = None, test: bool = True) -> dict:
     """Stories of 2..train_ops operations in training; tested on fresh train_ops-operation stories, clean
-    and with ``word_problems.test_noise`` irrelevant sentences (the same stories otherwise). ``mu > 0``: the
-    consistency arm, cached under ``consistency/``."""
+    and with ``word_problems.test_noise`` irrelevant sentences (the same stories otherwise); validation:
+    fresh clean train_ops-operation stories. ``mu > 0``: the consistency arm, cached under ``consistency/``."""
     w = cfg.word_problems
     key = {"method": method, "seed": seed,
            **_run_key(cfg, w, "train_size", "batch_size", "steps", "max_value", "train_noise", "test_noise"),
@@ -427,36 +610,44 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
     if mu > 0:
         key.update(mu=mu, consistency=consistency)
         name, folder = f"{method} mu={mu:g} {consistency}", "consistency"
+    per_level = -(-w.train_size // len(w.train_noise))
+    problems = [p for i, n in enumerate(w.train_noise)
+                for p in WordProblemTask(n, w.max_value).sample_range(seed * 100 + i, train_ops, per_level)]
+    task = WordProblemTask(max_value=w.max_value)
 
-    def run(run_dir: Path) -> dict:
-        per_level = -(-w.train_size // len(w.train_noise))
-        problems = [p for i, n in enumerate(w.train_noise)
-                    for p in WordProblemTask(n, w.max_value).sample_range(seed * 100 + i, train_ops, per_level)]
-        task = WordProblemTask(max_value=w.max_value)
+    def train(run_dir: Path | None, lr: float):
+        if run_dir is None:
+            return None, {}, task
         trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
         # the same stories per optimizer step in every method: a state-mode row is one step of a story
         rows_per_story = sum(len(t.steps) for t in trajs) / len(trajs) if method == "state" else 1
         batch = max(1, round(w.batch_size * rows_per_story))
         model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=batch,
                                     steps=w.steps, hidden_size=w.hidden_size, mu=mu,
-                                    consistency=consistency)
-        evals = {}
-        for label, noise in (("clean", 0), ("noisy", w.test_noise)):
-            probs = task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise)
-            evals[label] = evaluate(LMPolicy(model, tok, task, pal.step_format, mode=method), probs)
-        return {"method": name, "seed": seed, "eval": evals, "batch_size": pal.batch_size,
-                "final_train_metrics": res.final_metrics}
+                                    consistency=consistency, learning_rate=lr)
+        info = {"batch_size": pal.batch_size, "final_train_metrics": res.final_metrics}
+        return LMPolicy(model, tok, task, pal.step_format, mode=method), info, task
 
-    return cached_run(Path(cfg.output_dir) / folder / f"{name.replace(' ', '-')}-seed{seed}", key, run)
+    def evaluate_on(policy, task, split: str) -> dict:
+        if split == "val":
+            clean = set(task.sample(10_000 + seed, train_ops, cfg.test_size, noise=0))
+            val = _fresh(task.sample(20_000 + seed, train_ops, 2 * cfg.val_size, noise=0), cfg.val_size,
+                         set(problems) | clean)
+            return {"clean": evaluate(policy, val)}
+        return {label: evaluate(policy, task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise))
+                for label, noise in (("clean", 0), ("noisy", w.test_noise))}
+
+    return _arm(cfg, folder, name, seed, key, cfg.learning_rate, lr_factor, test, train, evaluate_on, method)
 
 
 # --- consistency ----------------------------------------------------------------------------------------------
-def consistency_run(cfg: PaperBenchConfig, kind: str, seed: int) -> dict:
+def consistency_run(cfg: PaperBenchConfig, kind: str, seed: int, lr_factor: float | None = None,
+                    test: bool = True) -> dict:
     """PAL-state on word problems with mu = consistency.mu and the ``kind`` loss over steps with equal
     ``q op n`` keys (the same sub-problem in differently worded stories): the word-problem row's PAL-state
     run, everything equal but mu. (A state's own rendering would be a useless key in state mode: rows
     with equal states are equal inputs, so their hidden states are already equal.)"""
-    return word_run(cfg, "state", seed, mu=cfg.consistency.mu, consistency=kind)
+    return word_run(cfg, "state", seed, mu=cfg.consistency.mu, consistency=kind, lr_factor=lr_factor, test=test)
 
 
 # --- aggregation, table, plots -------------------------------------------------------------------------------
@@ -485,9 +676,14 @@ def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
         for cond, m in conds.items():
             paper = ""
             if cond == "6":
-                paper = PAPER["grid"]["pal" if method.startswith("pal") else "baseline"]
-            rows.append(["grid", method, f"{cond}x{cond}", "success", _pct(m["success"]),
-                         f"SPL {_pct(m['spl'])}; optimal {_pct(m['optimal'])}", paper])
+                paper = PAPER["grid"]["pal" if method.startswith(("pal", "text-history")) else "baseline"]
+            also = f"SPL {_pct(m['spl'])}; optimal {_pct(m['optimal'])}"
+            if m.get("answer_line_success"):
+                also += f"; answer line {_pct(m['answer_line_success'])}"
+            form = next((f for k, f in GRID_FORMS.items() if method.startswith(k)), "")
+            if form.startswith("paper-faithful"):
+                also = f"paper-faithful; {also}"
+            rows.append(["grid", method, f"{cond}x{cond}", "success", _pct(m["success"]), also, paper])
     for method, conds in tables.get("logic", {}).items():
         for cond, m in conds.items():
             also = f"trace valid {_pct(m.get('trace_valid'))}" if m.get("trace_valid") else "chance 50"
@@ -558,21 +754,58 @@ def plot_task(task: str, table: dict, cfg: PaperBenchConfig, path: Path) -> None
 
 
 # --- main --------------------------------------------------------------------------------------------------
-def run_task(cfg: PaperBenchConfig, task: str) -> list[dict]:
-    """Every (method, seed) run of one task (cached)."""
+def task_arms(cfg: PaperBenchConfig, task: str) -> list[tuple[str, Any]]:
+    """The arms of one task, in table order: ``(name, fn)`` with ``fn(seed, lr_factor, test)`` one run."""
     if task == "addition":
-        add = cfg.addition_config()
-        return [run_one(add, m, s) for s in cfg.seeds for m in add.methods]
+        return [(m, lambda s, f, t, m=m: addition_run(cfg, m, s, f)) for m in cfg.addition_config().methods]
     if task == "grid":
-        return [grid_run(cfg, m, v, s) for s in cfg.seeds for m in cfg.grid.methods
-                for v in (cfg.grid.views if m in VIEWED else (None,))]
+        return [(f"{m}-{v}" if v else m, lambda s, f, t, m=m, v=v: grid_run(cfg, m, v, s, f, t))
+                for m in cfg.grid.methods for v in (cfg.grid.views if m in VIEWED else (None,))]
     if task == "logic":
-        return [logic_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
+        return [(m, lambda s, f, t, m=m: logic_run(cfg, m, s, lr_factor=f, test=t)) for m in LM_METHODS]
     if task == "word_problems":
-        return [word_run(cfg, m, s) for s in cfg.seeds for m in LM_METHODS]
+        return [(m, lambda s, f, t, m=m: word_run(cfg, m, s, lr_factor=f, test=t)) for m in LM_METHODS]
     # consistency: mu = 0 is the word-problem row's PAL-state run (cached, shared)
-    base = [{**word_run(cfg, "state", s), "method": "state mu=0"} for s in cfg.seeds]
-    return base + [consistency_run(cfg, k, s) for k in cfg.consistency.kinds for s in cfg.seeds]
+    base = ("state mu=0", lambda s, f, t: {**word_run(cfg, "state", s, lr_factor=f, test=t), "method": "state mu=0"})
+    return [base] + [(f"state mu={cfg.consistency.mu:g} {k}",
+                      lambda s, f, t, k=k: consistency_run(cfg, k, s, lr_factor=f, test=t))
+                     for k in cfg.consistency.kinds]
+
+
+#: The validation score the learning rate is chosen on: (condition, metric) of a run's ``val``.
+VAL_METRIC = {"addition": ("3", "exact_match"), "grid": ("4", "success"), "logic": ("5", "exact_match"),
+              "word_problems": ("clean", "exact_match"), "consistency": ("clean", "exact_match")}
+
+
+def choose(scores: dict[float, list[float]]) -> float:
+    """The factor with the best mean validation score over seeds; a tie (within 1e-9) goes to the factor
+    nearest 1 (in ratio), then to the smaller."""
+    best = max(statistics.fmean(v) for v in scores.values())
+    tied = [f for f, v in scores.items() if statistics.fmean(v) >= best - 1e-9]
+    return min(tied, key=lambda f: (abs(math.log(f)), f))
+
+
+def run_task(cfg: PaperBenchConfig, task: str, selection: dict | None = None) -> list[dict]:
+    """Every (method, seed) run of one task (cached). With ``cfg.lr_grid`` selecting: every (arm, factor,
+    seed) validated first, one factor chosen per arm (recorded in ``selection[arm]`` when given), then each
+    seed's run of that factor tested."""
+    arms = task_arms(cfg, task)
+    if not cfg.selecting:
+        return [fn(s, None, True) for s in cfg.seeds for _, fn in arms]
+    cond, metric = VAL_METRIC[task]
+    chosen = {}
+    for name, fn in arms:
+        scores = {f: [fn(s, f, False)["val"][cond][metric] for s in cfg.seeds] for f in cfg.lr_grid}
+        chosen[name] = choose(scores)
+        default = cfg.grid.reinforce_learning_rate if name.startswith("reinforce") else cfg.learning_rate
+        if selection is not None:
+            selection[name] = {
+                "metric": f"{metric} at {cond} (validation)", "default_lr": default, "factors": list(cfg.lr_grid),
+                "learning_rates": [default * f for f in cfg.lr_grid],
+                "val": {f"{f:g}": stat(v) for f, v in scores.items()},
+                "chosen_factor": chosen[name], "chosen_lr": default * chosen[name],
+            }
+    return [fn(s, chosen[name], True) for s in cfg.seeds for name, fn in arms]
 
 
 def main(cfg: PaperBenchConfig) -> dict:
@@ -583,10 +816,10 @@ def main(cfg: PaperBenchConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tables, runs, seconds = {}, {}, {}
+    tables, runs, seconds, selection = {}, {}, {}, {}
     for task in cfg.tasks:
         t_task = time.perf_counter()
-        runs[task] = run_task(cfg, task)
+        runs[task] = run_task(cfg, task, selection.setdefault(task, {}) if cfg.selecting else None)
         seconds[task] = time.perf_counter() - t_task
         tables[task] = aggregate(runs[task])
         plot_task(task, tables[task], cfg, out / f"{task}.png")
@@ -599,6 +832,8 @@ def main(cfg: PaperBenchConfig) -> dict:
     rows = format_rows(tables, cfg)
     result = {
         "config": asdict(cfg), "tables": tables, "runs": runs, "paper": PAPER, "task_seconds": seconds,
+        **({"selection": selection} if cfg.selecting else {}), "grid_forms": GRID_FORMS,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows,
     }
@@ -618,5 +853,6 @@ def main(cfg: PaperBenchConfig) -> dict:
     return result
 
 
-__all__ = ["PaperBenchConfig", "main", "QUICK", "FULL", "PAPER", "TASKS", "GRID_METHODS", "render", "format_rows",
-           "grid_run", "logic_run", "word_run", "consistency_run", "run_task"]
+__all__ = ["PaperBenchConfig", "main", "QUICK", "FULL", "PAPER", "TASKS", "GRID_METHODS", "GRID_FORMS", "render",
+           "format_rows", "grid_run", "logic_run", "word_run", "consistency_run", "addition_run", "run_task",
+           "task_arms", "choose", "written_moves", "grid_eval"]

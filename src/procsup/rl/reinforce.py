@@ -16,7 +16,8 @@ return of the *other* episodes of the batch (``batch``: leave-one-out, also unbi
 :func:`procsup.rl.advantages.leave_one_out_baseline`.
 
 The budget is counted in environment steps (executed actions, illegal ones included), so that RL can be
-given exactly as many environment steps as PAL's demonstrations contain. Episodes still running when the
+given exactly as many environment steps as PAL's demonstrations contain; ``max_updates`` bounds the
+number of updates instead (or as well), so that RL can be given as many optimizer updates as PAL. Episodes still running when the
 budget is spent are cut (R = 0) and still used in the last update. Single process; constant learning
 rate (the number of updates depends on episode lengths, so it is not known in advance); the policy is kept
 in eval mode so that the gradient is that of the policy that sampled (dropout off).
@@ -57,6 +58,9 @@ class ReinforceConfig:
     """Where ``metrics.jsonl`` and the final policy (``output_dir/model``) go."""
     env_steps: int
     """Budget in environment steps (executed actions), e.g. the number of steps in the PAL demonstrations."""
+    max_updates: int | None = None
+    """Stop after this many policy-gradient updates even if ``env_steps`` is not spent (None: ``env_steps``
+    alone bounds the run): to give RL as many optimizer updates as a supervised run."""
     episodes_per_update: int = 32
     """Episodes sampled per policy-gradient update (problems drawn uniformly with replacement)."""
     learning_rate: float = 1e-4
@@ -82,6 +86,8 @@ class ReinforceConfig:
         for name in ("env_steps", "episodes_per_update", "log_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_updates is not None and self.max_updates < 1:
+            raise ValueError(f"max_updates must be >= 1 or None, got {self.max_updates}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
         if self.baseline not in BASELINES:
@@ -130,7 +136,7 @@ def _train(cfg: ReinforceConfig, policy: ActionHeadModel, task, problems: Sequen
     bar = tqdm(total=cfg.env_steps, desc="reinforce", disable=not cfg.progress, dynamic_ncols=True, unit="step")
     used, episodes_total, updates, ema, last, t0 = 0, 0, 0, 0.0, {}, time.perf_counter()
     metrics = MetricsLog(out_dir, bar)
-    while used < cfg.env_steps:
+    while used < cfg.env_steps and (cfg.max_updates is None or updates < cfg.max_updates):
         pick = torch.randint(len(problems), (cfg.episodes_per_update,), generator=gen).tolist()
         actor = ActionHeadPolicy(policy, task, generator=gen, max_steps=cfg.max_episode_steps)
         rolled = complete(actor, start(task, [problems[i] for i in pick]), max_env_steps=cfg.env_steps - used)
@@ -163,7 +169,7 @@ def _train(cfg: ReinforceConfig, policy: ActionHeadModel, task, problems: Sequen
         optimizer.zero_grad(set_to_none=True)
         updates += 1
 
-        if updates % cfg.log_steps == 0 or used >= cfg.env_steps:
+        if updates % cfg.log_steps == 0 or used >= cfg.env_steps or updates == cfg.max_updates:
             last = {
                 "update": updates,
                 "env_steps": used,
