@@ -94,10 +94,14 @@ def test_main_smoke_and_resume(tmp_path, monkeypatch):
     result = main(cfg)
 
     assert set(result["tables"]) == {*TASKS, "word_gaps"}
-    assert set(result["tables"]["addition"]) == {"outcome", "history", "state"}
+    assert set(result["tables"]["addition"]) == {"outcome", "history", "state", "majority"}
     grid = result["tables"]["grid"]
     assert set(grid) == {"pal-lm-field", "pal-lm-trail", "pal-head-field", "pal-head-trail", "text-history",
-                         "text-outcome", "reinforce-field", "reinforce-trail"}  # quick: no local view
+                         "text-outcome", "reinforce-field", "reinforce-trail", "random moves"}  # quick: no local view
+    # trivial rows: through the same test problems, no training
+    assert set(result["tables"]["logic"]) == set(result["tables"]["word_problems"]) == {"outcome", "history", "state",
+                                                                                          "majority"}
+    assert "majority" in result["tables"]["word_gaps"] and "majority" not in result["tables"]["consistency"]
     for cell in grid["pal-head-trail"]["4"].values():
         assert 0.0 <= cell["mean"] <= 1.0 and len(cell["per_seed"]) == 1
     assert set(result["tables"]["logic"]["state"]) == {"5", "10"}
@@ -207,3 +211,13 @@ def test_lr_grid_chooses_on_validation_then_tests_once(tmp_path, monkeypatch):
     for name in ("train_action_head", "train_reinforce", "_saved_policy"):
         monkeypatch.setattr(paper, name, no_training)
     assert json.dumps(main(cfg)["tables"]) == json.dumps(result["tables"])
+
+
+def test_random_moves_row_is_low_but_not_zero_on_small_grids():
+    """The grid's trivial row: uniformly random moves through the environment (an illegal move ends the
+    episode) reach the goal of some 3x3 one-waypoint grids and of few 6x6 ones."""
+    task = GridTask(num_waypoints=(1, 1), view="field", wall_density=0.0)
+    small, large = task.sample(0, 3, 200), GridTask(view="field").sample(0, 6, 200)
+    easy = paper.grid_eval(task, "random", paper.RandomMoves(task, 0), small)["success"]
+    hard = paper.grid_eval(task, "random", paper.RandomMoves(task, 0), large)["success"]
+    assert 0.02 < easy < 0.6 and hard < easy, (easy, hard)

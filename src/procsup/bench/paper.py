@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import statistics
 import textwrap
 import time
@@ -59,6 +60,7 @@ from typing import Any, ClassVar
 import torch
 
 from procsup.bench.addition import AdditionBenchConfig, run_one
+from procsup.bench.addition import trivial_rows as addition_trivial
 from procsup.bench.cache import cached_run
 from procsup.bench.report import cached_note, fit_table, quiet_transformers, render, reused_runs, stat
 from procsup.bench.report import pct as _pct
@@ -650,6 +652,74 @@ def consistency_run(cfg: PaperBenchConfig, kind: str, seed: int, lr_factor: floa
     return word_run(cfg, "state", seed, mu=cfg.consistency.mu, consistency=kind, lr_factor=lr_factor, test=test)
 
 
+# --- trivial rows --------------------------------------------------------------------------------------------
+@dataclass
+class RandomMoves:
+    """A state-mode policy that draws every move uniformly at random (seeded): the grid's trivial row, run
+    through the same environment, step limit and test problems as the trained policies."""
+
+    task: Any
+    seed: int
+    mode: str = "state"
+    max_steps: int | None = None
+    device: ClassVar[torch.device] = torch.device("cpu")
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(f"random-moves/{self.seed}")
+
+    def propose(self, states: list[str], n: int = 1) -> list[list[str]]:
+        return [[self.rng.choice(tuple(MOVES)) for _ in range(n)] for _ in states]
+
+
+def _majority(task, problems, sets: dict) -> dict:
+    """Exact match of the most common training answer on each test set."""
+    answer = statistics.mode(task.expert(p).target for p in problems)
+    return {cond: {"exact_match": statistics.fmean(task.check_answer(p, answer) for p in probs), "n": len(probs)}
+            for cond, probs in sets.items()}
+
+
+def trivial_runs(cfg: PaperBenchConfig, task: str) -> list[dict]:
+    """The trivial rows of a task, per seed, on that seed's test problems (no training): grid, uniformly
+    random moves (``random moves``); logic and word problems, the most common training answer
+    (``majority``); addition, :func:`procsup.bench.addition.trivial_rows`' majority answer. Consistency
+    has none (its rows are word problems')."""
+    out = []
+    for seed in cfg.seeds:
+        if task == "addition":
+            t = addition_trivial(cfg.addition_config(), seed)
+            out.append({"method": "majority", "seed": seed,
+                        "eval": {d: {"exact_match": v} for d, v in t["majority"].items()}})
+        elif task == "grid":
+            g, gt = cfg.grid, GridTask(view="field")
+            key = {"trivial": "random moves", "seed": seed, "train_size": g.train_size, "test_sizes": g.test_sizes,
+                   "test_size": cfg.test_size}
+
+            def grid_random(_: Path, gt=gt, seed=seed) -> dict:
+                seen = set(gt.sample_range(seed, 4, g.train_size, min_size=3))
+                sets = {size: _fresh(gt.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
+                        for size in g.test_sizes}
+                return {"method": "random moves", "seed": seed,
+                        "eval": {str(s): grid_eval(gt, "random", RandomMoves(gt, seed), p) for s, p in sets.items()}}
+
+            out.append(cached_run(Path(cfg.output_dir) / "grid" / f"trivial-seed{seed}", key, grid_random))
+        elif task == "logic":
+            lt = LogicTask()
+            problems = lt.sample_range(seed, 5, cfg.logic.train_size)
+            sets = {str(n): _fresh(lt.sample(10_000 + seed, n, 2 * cfg.test_size), cfg.test_size, set(problems))
+                    for n in (5, 10)}
+            out.append({"method": "majority", "seed": seed, "eval": _majority(lt, problems, sets)})
+        elif task == "word_problems":
+            w = cfg.word_problems
+            per_level = -(-w.train_size // len(w.train_noise))
+            problems = [p for i, n in enumerate(w.train_noise)
+                        for p in WordProblemTask(n, w.max_value).sample_range(seed * 100 + i, 5, per_level)]
+            wt = WordProblemTask(max_value=w.max_value)
+            sets = {label: wt.sample(10_000 + seed, 5, cfg.test_size, noise=noise)
+                    for label, noise in (("clean", 0), ("noisy", w.test_noise))}
+            out.append({"method": "majority", "seed": seed, "eval": _majority(wt, problems, sets)})
+    return out
+
+
 # --- aggregation, table, plots -------------------------------------------------------------------------------
 def aggregate(runs: list[dict]) -> dict:
     """``{method: {condition: {metric: stat}}}`` over the seeds of each method."""
@@ -670,12 +740,12 @@ def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
     for method, conds in tables.get("addition", {}).items():
         for cond, m in conds.items():
             also = f"trace valid {_pct(m.get('trace_valid'))}" if m.get("trace_valid") else ""
-            paper = add_paper.get(method, "") if cond == "5" else ""
+            paper = add_paper.get(method, "") if cond in ("5", 5) else ""
             rows.append(["addition", method, f"{cond} digits", "exact", _pct(m["exact_match"]), also, paper])
     for method, conds in tables.get("grid", {}).items():
         for cond, m in conds.items():
             paper = ""
-            if cond == "6":
+            if cond == "6" and method != "random moves":
                 paper = PAPER["grid"]["pal" if method.startswith(("pal", "text-history")) else "baseline"]
             also = f"SPL {_pct(m['spl'])}; optimal {_pct(m['optimal'])}"
             if m.get("answer_line_success"):
@@ -688,10 +758,13 @@ def format_rows(tables: dict, cfg: PaperBenchConfig) -> list[list[str]]:
         for cond, m in conds.items():
             also = f"trace valid {_pct(m.get('trace_valid'))}" if m.get("trace_valid") else "chance 50"
             paper = (PAPER["logic"]["outcome" if method == "outcome" else "pal"]) if cond == "10" else ""
+            paper = "" if method == "majority" else paper
             rows.append(["logic", method, f"{cond} letters", "exact", _pct(m["exact_match"]), also, paper])
     word = tables.get("word_problems", {})
     for method, conds in word.items():
         paper_clean, paper_gap = PAPER["word_problems"]["outcome" if method == "outcome" else "pal"]
+        if method == "majority":
+            paper_clean, paper_gap = "", ""
         for cond, m in conds.items():
             also = f"trace valid {_pct(m.get('trace_valid'))}" if m.get("trace_valid") else ""
             rows.append(["word_problems", method, f"5 ops, {cond}", "exact", _pct(m["exact_match"]), also,
@@ -820,6 +893,7 @@ def main(cfg: PaperBenchConfig) -> dict:
     for task in cfg.tasks:
         t_task = time.perf_counter()
         runs[task] = run_task(cfg, task, selection.setdefault(task, {}) if cfg.selecting else None)
+        runs[task] += trivial_runs(cfg, task)
         seconds[task] = time.perf_counter() - t_task
         tables[task] = aggregate(runs[task])
         plot_task(task, tables[task], cfg, out / f"{task}.png")
@@ -827,7 +901,7 @@ def main(cfg: PaperBenchConfig) -> dict:
         tables["word_gaps"] = {
             m: stat([r["eval"]["clean"]["exact_match"] - r["eval"]["noisy"]["exact_match"]
                      for r in runs["word_problems"] if r["method"] == m])
-            for m in LM_METHODS
+            for m in tables["word_problems"]
         }
     rows = format_rows(tables, cfg)
     result = {
@@ -855,4 +929,4 @@ def main(cfg: PaperBenchConfig) -> dict:
 
 __all__ = ["PaperBenchConfig", "main", "QUICK", "FULL", "PAPER", "TASKS", "GRID_METHODS", "GRID_FORMS", "render",
            "format_rows", "grid_run", "logic_run", "word_run", "consistency_run", "addition_run", "run_task",
-           "task_arms", "choose", "written_moves", "grid_eval"]
+           "task_arms", "choose", "written_moves", "grid_eval", "trivial_runs", "RandomMoves"]
