@@ -496,6 +496,12 @@ def grid_eval(task: GridTask, method: str, policy, probs) -> dict:
     return {**out, "n": len(per)}
 
 
+def grid_test_sets(cfg: PaperBenchConfig, task: GridTask, seed: int, seen: set) -> dict:
+    """``{side: the first test_size problems of that side not in seen}`` for every ``grid.test_sizes``."""
+    return {size: _fresh(task.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
+            for size in cfg.grid.test_sizes}
+
+
 def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int, lr_factor: float | None = None,
              test: bool = True) -> dict:
     """One grid method (``view`` for the state-based ones), trained on sides 3..4, tested at every side
@@ -554,8 +560,7 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int, lr
 
     def evaluate_on(policy, task, split: str) -> dict:
         seen = set(problems)
-        test = {size: _fresh(task.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
-                for size in g.test_sizes}
+        test = grid_test_sets(cfg, task, seed, seen)
         if split == "val":
             val = _fresh(task.sample(20_000 + seed, 4, 3 * cfg.val_size), cfg.val_size, seen | set(test.get(4, ())))
             return {"4": grid_eval(task, method, policy, val)}
@@ -567,6 +572,12 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int, lr
 
 
 # --- logic -----------------------------------------------------------------------------------------------
+def logic_test_sets(cfg: PaperBenchConfig, task: LogicTask, seed: int, seen: set, train_max: int = 5) -> dict:
+    """``{n: the first test_size chains of n letters not in seen}`` for n = train_max and 2 x train_max."""
+    return {n: _fresh(task.sample(10_000 + seed, n, 2 * cfg.test_size), cfg.test_size, seen)
+            for n in (train_max, 2 * train_max)}
+
+
 def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5, lr_factor: float | None = None,
               test: bool = True) -> dict:
     """Chains of 2..train_max letters in training; tested at train_max and 2 x train_max letters
@@ -587,8 +598,7 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5,
 
     def evaluate_on(policy, task, split: str) -> dict:
         seen = set(problems)
-        test = {size: _fresh(task.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
-                for size in (train_max, 2 * train_max)}
+        test = logic_test_sets(cfg, task, seed, seen, train_max)
         if split == "val":
             val = _fresh(task.sample(20_000 + seed, train_max, 3 * cfg.val_size), cfg.val_size,
                          seen | set(test[train_max]))
@@ -599,6 +609,19 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5,
 
 
 # --- word problems ------------------------------------------------------------------------------------------
+def word_train_problems(w: WordProblemsRowConfig, seed: int, train_ops: int = 5) -> list:
+    """The training stories of ``seed``: 2..train_ops operations, split evenly over ``w.train_noise``."""
+    per_level = -(-w.train_size // len(w.train_noise))
+    return [p for i, n in enumerate(w.train_noise)
+            for p in WordProblemTask(n, w.max_value).sample_range(seed * 100 + i, train_ops, per_level)]
+
+
+def word_test_sets(cfg: PaperBenchConfig, task: WordProblemTask, seed: int, train_ops: int = 5) -> dict:
+    """``{"clean": stories, "noisy": the same with word_problems.test_noise irrelevant sentences}``."""
+    return {label: task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise)
+            for label, noise in (("clean", 0), ("noisy", cfg.word_problems.test_noise))}
+
+
 def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, mu: float = 0.0,
              consistency: str = "hidden", lr_factor: float | None = None, test: bool = True) -> dict:
     """Stories of 2..train_ops operations in training; tested on fresh train_ops-operation stories, clean
@@ -612,9 +635,7 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
     if mu > 0:
         key.update(mu=mu, consistency=consistency)
         name, folder = f"{method} mu={mu:g} {consistency}", "consistency"
-    per_level = -(-w.train_size // len(w.train_noise))
-    problems = [p for i, n in enumerate(w.train_noise)
-                for p in WordProblemTask(n, w.max_value).sample_range(seed * 100 + i, train_ops, per_level)]
+    problems = word_train_problems(w, seed, train_ops)
     task = WordProblemTask(max_value=w.max_value)
 
     def train(run_dir: Path | None, lr: float):
@@ -632,12 +653,11 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
 
     def evaluate_on(policy, task, split: str) -> dict:
         if split == "val":
-            clean = set(task.sample(10_000 + seed, train_ops, cfg.test_size, noise=0))
+            clean = set(word_test_sets(cfg, task, seed, train_ops)["clean"])
             val = _fresh(task.sample(20_000 + seed, train_ops, 2 * cfg.val_size, noise=0), cfg.val_size,
                          set(problems) | clean)
             return {"clean": evaluate(policy, val)}
-        return {label: evaluate(policy, task.sample(10_000 + seed, train_ops, cfg.test_size, noise=noise))
-                for label, noise in (("clean", 0), ("noisy", w.test_noise))}
+        return {label: evaluate(policy, probs) for label, probs in word_test_sets(cfg, task, seed, train_ops).items()}
 
     return _arm(cfg, folder, name, seed, key, cfg.learning_rate, lr_factor, test, train, evaluate_on, method)
 
@@ -695,9 +715,7 @@ def trivial_runs(cfg: PaperBenchConfig, task: str) -> list[dict]:
                    "test_size": cfg.test_size}
 
             def grid_random(_: Path, gt=gt, seed=seed) -> dict:
-                seen = set(gt.sample_range(seed, 4, g.train_size, min_size=3))
-                sets = {size: _fresh(gt.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
-                        for size in g.test_sizes}
+                sets = grid_test_sets(cfg, gt, seed, set(gt.sample_range(seed, 4, g.train_size, min_size=3)))
                 return {"method": "random moves", "seed": seed,
                         "eval": {str(s): grid_eval(gt, "random", RandomMoves(gt, seed), p) for s, p in sets.items()}}
 
@@ -705,18 +723,12 @@ def trivial_runs(cfg: PaperBenchConfig, task: str) -> list[dict]:
         elif task == "logic":
             lt = LogicTask()
             problems = lt.sample_range(seed, 5, cfg.logic.train_size)
-            sets = {str(n): _fresh(lt.sample(10_000 + seed, n, 2 * cfg.test_size), cfg.test_size, set(problems))
-                    for n in (5, 10)}
+            sets = {str(n): probs for n, probs in logic_test_sets(cfg, lt, seed, set(problems)).items()}
             out.append({"method": "majority", "seed": seed, "eval": _majority(lt, problems, sets)})
         elif task == "word_problems":
-            w = cfg.word_problems
-            per_level = -(-w.train_size // len(w.train_noise))
-            problems = [p for i, n in enumerate(w.train_noise)
-                        for p in WordProblemTask(n, w.max_value).sample_range(seed * 100 + i, 5, per_level)]
-            wt = WordProblemTask(max_value=w.max_value)
-            sets = {label: wt.sample(10_000 + seed, 5, cfg.test_size, noise=noise)
-                    for label, noise in (("clean", 0), ("noisy", w.test_noise))}
-            out.append({"method": "majority", "seed": seed, "eval": _majority(wt, problems, sets)})
+            wt = WordProblemTask(max_value=cfg.word_problems.max_value)
+            problems = word_train_problems(cfg.word_problems, seed)
+            out.append({"method": "majority", "seed": seed, "eval": _majority(wt, problems, word_test_sets(cfg, wt, seed))})
     return out
 
 
@@ -929,4 +941,5 @@ def main(cfg: PaperBenchConfig) -> dict:
 
 __all__ = ["PaperBenchConfig", "main", "QUICK", "FULL", "PAPER", "TASKS", "GRID_METHODS", "GRID_FORMS", "render",
            "format_rows", "grid_run", "logic_run", "word_run", "consistency_run", "addition_run", "run_task",
-           "task_arms", "choose", "written_moves", "grid_eval", "trivial_runs", "RandomMoves"]
+           "task_arms", "choose", "written_moves", "grid_eval", "trivial_runs", "RandomMoves",
+           "grid_test_sets", "logic_test_sets", "word_test_sets", "word_train_problems"]
