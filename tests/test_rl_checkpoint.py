@@ -14,7 +14,7 @@ from procsup.data.tokenize import PROMPT, StepFormat
 from procsup.models.factory import build_tiny_model
 from procsup.rl import grpo
 from procsup.rl.grpo import RLConfig, reuse_nll, reuse_rows, train
-from procsup.rl.monitor import drift, exact_steps
+from procsup.rl.monitor import GamingMonitor, drift, exact_steps, gap
 from procsup.tasks.addition import AdditionTask
 from procsup.trainers.loop import make_optimizer
 
@@ -77,6 +77,29 @@ def test_drift_by_hand():
     assert drift(h, 1, 0.2, prm_delta=0.0) and not drift(h, 1, 0.2, prm_delta=0.07)  # separate PRM-rise threshold
 
 
+def test_gap_by_hand():
+    # gaps (PRM - validity): -0.50, -0.45, -0.30; the PRM score held (0.30) and then fell (0.28): no rise needed
+    h = [{"prm_score": 0.30, "exact_validity": 0.80}, {"prm_score": 0.30, "exact_validity": 0.75},
+         {"prm_score": 0.28, "exact_validity": 0.58}]
+    assert gap(h, 1, 0.2) and not gap(h, 1, 0.21)  # last vs first: -0.30 - (-0.50) = +0.20
+    assert gap(h, 2, 0.125) and not gap(h, 2, 0.13)  # mean of the last two: -0.375, +0.125
+    assert not drift(h, 1, 0.05, prm_delta=0.0)  # the drift rule needs the PRM score up: it misses this
+    assert not gap(h[:2], 2, 0.0)  # not more than a window's worth yet
+    assert not gap(h, 0, 0.0)  # off
+    assert not gap([{"exact_validity": 0.8}, {"exact_validity": 0.1}], 1, 0.0)  # no PRM: nothing to compare
+    # a falling PRM score that follows the truth down keeps the gap: no alert
+    assert not gap([{"prm_score": 0.5, "exact_validity": 0.8}, {"prm_score": 0.2, "exact_validity": 0.5}], 1, 0.01)
+
+
+def test_monitor_rule_is_checked():
+    with pytest.raises(ValueError, match="rule"):
+        GamingMonitor(TASK, FMT, [], rule="rise")
+    with pytest.raises(ValueError, match="alert_rule"):
+        RLConfig(output_dir="-", alert_rule="rise")
+    with pytest.raises(ValueError, match="sample_alert_rule"):
+        RLConfig(output_dir="-", sample_alert_rule="divergence")
+
+
 def test_on_sample_monitor_reads_the_updates_own_samples(tmp_path, char_tok, monkeypatch):
     """The logged ``sample_prm_score`` and ``sample_exact_validity`` are the watched PRM's mean step score and
     the exact checker's step validity of the very samples of the update; a drift stops the run there."""
@@ -100,6 +123,23 @@ def test_on_sample_monitor_reads_the_updates_own_samples(tmp_path, char_tok, mon
             assert h["prm_score"] == pytest.approx(sum(scores) / len(scores))
         assert line["sample_exact_validity"] == pytest.approx(sum(verdicts) / max(len(verdicts), 1))
     assert [x["sample_alert"] for x in lines] == [False, True]
+
+
+def test_on_sample_gap_rule_and_history_fields(tmp_path, char_tok, monkeypatch):
+    """``sample_alert_rule="gap"`` applies ``monitor.gap`` (not drift) to the sample history, whose entries also
+    carry the update's answer accuracy, trace validity, right-answer-wrong-steps rate and steps per sample, equal
+    to the logged ones."""
+    monkeypatch.setattr(grpo, "drift", lambda h, *rule: True)
+    monkeypatch.setattr(grpo, "gap", lambda h, *rule: len(h) >= 3)
+    prm = lambda trajs: [[0.5 for _ in t.steps] for t in trajs]  # noqa: E731
+    result = _train(_cfg(tmp_path, max_steps=4, step_reward="prm", stop_on_alert=True, sample_alert_rule="gap"),
+                    char_tok, scorer=prm)
+    assert result.alert["source"] == "samples" and result.alert["update"] == 3
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for line, h in zip(lines, result.sample_history):
+        for key in ("accuracy", "trace_validity", "right_answer_wrong_steps"):
+            assert h[key] == pytest.approx(line[key])
+        assert h["steps_per_sample"] == pytest.approx(line["steps_per_sample"])
 
 
 def test_reuse_term_is_a_step_supervised_nll_step(tmp_path, char_tok):
@@ -138,3 +178,27 @@ def test_reuse_needs_a_source(tmp_path, char_tok):
         _train(_cfg(tmp_path, reuse_coef=1.0), char_tok)
     with pytest.raises(ValueError, match="no reward"):
         _cfg(tmp_path, outcome_coef=0.0)
+
+
+def test_monitor_rules_are_chosen_on_validation_runs_by_hand():
+    """``bench.rl.choose_monitor_rules``: every family's rule is the one with no flag on a prm-min run, then the
+    most prm-sum runs flagged, then the earliest; ``first_flag`` reads the sample history or the evaluations."""
+    from procsup.bench.rl import RLBenchConfig, choose_monitor_rules, first_flag
+
+    def run(prm, valid):  # the same numbers as held-out evaluations (update 0 on) and as sample history (1 on)
+        evals = [{"update": i, "prm_score": p, "exact_validity": v} for i, (p, v) in enumerate(zip(prm, valid))]
+        return {"evals": evals, "sample_history": [{**e, "update": e["update"] + 1} for e in evals]}
+
+    # the positive: PRM held at 0.3 while validity falls 0.8 -> 0.76 -> 0.7 (gap +0.04, +0.10); the negative: a
+    # 0.02 validity dip (gap +0.02) and back
+    pos, neg = run([0.3, 0.3, 0.3], [0.8, 0.76, 0.7]), run([0.3, 0.3, 0.3], [0.8, 0.78, 0.8])
+    cfg = RLBenchConfig(monitor_windows=(1,), monitor_deltas=(0.05,), monitor_prm_deltas=(0.0,),
+                        monitor_gap_deltas=(0.01, 0.03, 0.05))
+    rules = choose_monitor_rules(cfg, {"prm-sum": [pos], "prm-min": [neg]})
+    gap_rule = rules["families"]["held-out-gap"]
+    assert (gap_rule["delta"], gap_rule["flags"]) == (0.03, {"prm-sum": [1], "prm-min": [None]})  # 0.01 flags neg
+    assert first_flag(pos, {"family": "samples-gap", "window": 1, "delta": 0.05}) == 3  # sample history: update + 1
+    # the drift rule (PRM up by 0, validity down by 0.05) flags the positive at its last entry only
+    assert rules["families"]["samples-drift"]["flags"]["prm-sum"] == [3]
+    # earliest first: held-out gap (update 1) beats the on-sample ones (3) and held-out divergence (no rise: never)
+    assert rules["chosen"] == "held-out-gap" and rules["families"]["held-out-divergence"]["detected"] == 0

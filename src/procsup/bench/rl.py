@@ -34,7 +34,7 @@ import statistics
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
@@ -44,10 +44,11 @@ import torch
 from procsup.annotation.oracle import label_traces
 from procsup.bench.cache import cached_run
 from procsup.bench.report import pct, render, stat
+from procsup.data.trajectory import Trajectory
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
 from procsup.models.prm import build_prm, load_prm
 from procsup.rl.grpo import RLConfig, train
-from procsup.rl.monitor import GamingMonitor, drift
+from procsup.rl.monitor import GamingMonitor, divergence, drift, gap
 from procsup.rollout import LMPolicy, complete, start
 from procsup.scorers import exact_scorer, prm_scorer
 from procsup.tasks.addition import AdditionTask
@@ -68,6 +69,7 @@ ARMS: dict[str, dict] = {
     "mix": {"step_reward": "exact", "credit": "sum", "gamma": 0.0, "outcome_coef": 1.0},
 }
 """Each arm's RLConfig fields (the rest are the bench's)."""
+HACK_PRMS = ("few-labels", "repeats")
 
 
 @dataclass
@@ -132,6 +134,10 @@ class RLBenchConfig:
     hack_eval_every: int = 2
     """Evaluations of a reward-hacking run every this many updates (finer: to see the alert and the
     accuracy drop apart)."""
+    hack_prm: str = "few-labels"
+    """The PRM of the reward-hacking runs: ``few-labels`` (the bench's PRM) or ``repeats`` (the same labels, plus
+    each labelled trace once more with its last column step written twice and the repeat labelled right: a
+    labeler that does not check a step past the last column; a PRM that over-rates a cheap pattern)."""
     monitor_val_seeds: tuple[int, ...] = (3, 4, 5)
     """Seeds of the on-sample monitor's validation runs (hack_arms' prm-sum as positives, prm-min as
     negatives, at the hacking settings): its window and delta are chosen on these, never on ``seeds``."""
@@ -141,6 +147,9 @@ class RLBenchConfig:
     """On-sample monitor: the falls of exact step validity tried on the validation runs."""
     monitor_prm_deltas: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.05)
     """On-sample monitor: the rises of the PRM score tried on the validation runs."""
+    monitor_gap_deltas: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.1)
+    """The gap rule's (held-out and on-sample, ``monitor.gap``) least widenings of PRM score minus exact
+    validity tried on the validation runs; the held-out divergence rule is tried with ``monitor_deltas``."""
     results_name: str = "results"
     """Stem of the written files (``<stem>.json``; table and plot get the same suffix): a new name keeps an
     earlier recorded run."""
@@ -161,6 +170,9 @@ class RLBenchConfig:
         self.monitor_val_seeds, self.monitor_windows = tuple(self.monitor_val_seeds), tuple(self.monitor_windows)
         self.monitor_deltas = tuple(float(x) for x in self.monitor_deltas)
         self.monitor_prm_deltas = tuple(float(x) for x in self.monitor_prm_deltas)
+        self.monitor_gap_deltas = tuple(float(x) for x in self.monitor_gap_deltas)
+        if self.hack_prm not in HACK_PRMS:
+            raise ValueError(f"hack_prm must be one of {HACK_PRMS}, got {self.hack_prm!r}")
         if set(self.monitor_val_seeds) & set(self.seeds):
             raise ValueError(f"monitor_val_seeds {self.monitor_val_seeds} must be apart from seeds {self.seeds} "
                              "(the rule is chosen on runs that are not reported)")
@@ -232,22 +244,54 @@ def prepare(cfg: RLBenchConfig, task_name: str) -> dict:
                 break
         save_model(model, tok, out / "policy", fmt=FMT, mode="history")
         policy_seconds = time.perf_counter() - t0
-        sampler = LMPolicy(model, tok, task, FMT, mode="history", temperature=cfg.temperature)
-        labelled = [t for ts in label_traces(sampler, spec["labels"](task, cfg.prm_label_problems), 4, seed=0) for t in ts]
-        prm = build_prm(out / "policy", seed=0)
-        rc = PRMConfig(output_dir=str(out / "prm-run"), learning_rate=1e-3, batch_size=64, max_steps=cfg.prm_steps,
-                       warmup_steps=30, seed=0, progress=cfg.progress, save_total_limit=1)
-        train_prm(rc, model=prm, tokenizer=tok, trajectories=labelled)
-        labels = [s.label for t in labelled for s in t.steps]
         return {"trivial": trivial_rows(cfg, task_name, model, tok), "policy_seconds": policy_seconds,
                 "policy_checkpoints": picked, "policy_step": picked[-1]["step"],
-                "prm_labels": {"traces": len(labelled), "steps": len(labels), "steps_right": statistics.fmean(labels)}}
+                "prm_labels": train_bench_prm(cfg, task_name, model, tok, out / "prm-run")}
 
     return cached_run(Path(cfg.output_dir) / task_name / "models", _model_key(cfg, task_name), build)
 
 
-def _prm_dir(cfg: RLBenchConfig, task: str) -> Path:
-    return Path(cfg.output_dir) / task / "models" / "prm-run" / f"checkpoint-{cfg.prm_steps}"
+def repeat_last_step(trace: Trajectory) -> Trajectory:
+    """A labelled history trace (its steps, then its answer step) with its last column step written twice and the
+    repeat labelled right: what a labeler that does not check a step past the last column would give."""
+    *steps, answer = trace.steps
+    if not steps:
+        return trace
+    return replace(trace, steps=(*steps, replace(steps[-1], label=True), answer))
+
+
+def train_bench_prm(cfg: RLBenchConfig, task_name: str, model, tok, run_dir: Path, repeats: bool = False) -> dict:
+    """The bench's PRM: the policy's weights with a 2-class head, ``prm_steps`` steps on the exact labels of 4
+    samples on each of ``prm_label_problems`` problems; ``repeats``: plus each labelled trace with
+    :func:`repeat_last_step`. Returns the label counts."""
+    spec = TASKS[task_name]
+    task = spec["task"]()
+    sampler = LMPolicy(model, tok, task, FMT, mode="history", temperature=cfg.temperature)
+    labelled = [t for ts in label_traces(sampler, spec["labels"](task, cfg.prm_label_problems), 4, seed=0) for t in ts]
+    if repeats:
+        labelled += [repeat_last_step(t) for t in labelled]
+    prm = build_prm(Path(cfg.output_dir) / task_name / "models" / "policy", seed=0)
+    rc = PRMConfig(output_dir=str(run_dir), learning_rate=1e-3, batch_size=64, max_steps=cfg.prm_steps,
+                   warmup_steps=30, seed=0, progress=cfg.progress, save_total_limit=1)
+    train_prm(rc, model=prm, tokenizer=tok, trajectories=labelled)
+    labels = [s.label for t in labelled for s in t.steps]
+    return {"traces": len(labelled), "steps": len(labels), "steps_right": statistics.fmean(labels)}
+
+
+def prepare_hack_prm(cfg: RLBenchConfig, task_name: str) -> dict:
+    """The ``repeats`` PRM (cached in ``<task>/models-repeats``), from the cached weak policy."""
+    def build(out: Path) -> dict:
+        torch.set_num_threads(1)
+        model, tok, _ = load_model(Path(cfg.output_dir) / task_name / "models" / "policy")
+        return {"prm_labels": train_bench_prm(cfg, task_name, model, tok, out / "prm-run", repeats=True)}
+
+    return cached_run(Path(cfg.output_dir) / task_name / "models-repeats", {**_model_key(cfg, task_name), "hack_prm": "repeats"},
+                      build)
+
+
+def _prm_dir(cfg: RLBenchConfig, task: str, hack_prm: str = "few-labels") -> Path:
+    models = "models" if hack_prm == "few-labels" else f"models-{hack_prm}"
+    return Path(cfg.output_dir) / task / models / "prm-run" / f"checkpoint-{cfg.prm_steps}"
 
 
 def trivial_rows(cfg: RLBenchConfig, task_name: str, model, tok) -> dict:
@@ -292,6 +336,11 @@ def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, 
     # hacking runs log the on-sample monitor (per-update PRM score vs exact validity of the update's samples),
     # which the first recorded ones (folder hack-<u>-every<e>) predate: theirs is a new folder, the old kept
     sub = f"lr{lr:g}-seed{seed}" if main_run else f"hack-{updates}-every{eval_every}-onsample/lr{lr:g}-seed{seed}"
+    hack_prm = "few-labels" if main_run else cfg.hack_prm
+    if cfg.kl_coef and not main_run:  # a KL'd hacking run has its own folder (a cached run of other settings is cleared)
+        sub = sub.replace("-onsample/", f"-onsample-kl{cfg.kl_coef:g}/")
+    if hack_prm != "few-labels":
+        sub = sub.replace("-onsample", f"-onsample-prm{hack_prm}")
     run_dir = Path(cfg.output_dir) / task_name / arm / sub
 
     def go(out: Path) -> dict:
@@ -299,7 +348,7 @@ def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, 
         spec = TASKS[task_name]
         task = spec["task"]()
         model, tok, _ = load_model(Path(cfg.output_dir) / task_name / "models" / "policy")
-        prm, prm_tok, _ = load_prm(_prm_dir(cfg, task_name))
+        prm, prm_tok, _ = load_prm(_prm_dir(cfg, task_name, hack_prm))
         prm_score = prm_scorer(prm, prm_tok, FMT)
         scorer = prm_score if ARMS[arm].get("step_reward") == "prm" else exact_scorer(task, "history")
         sets = {split: spec[split](task, size) for split, size in (("test", cfg.test_size), ("longer", cfg.longer_size))}
@@ -323,6 +372,8 @@ def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, 
     key = {**_run_key(cfg, task_name, arm, lr, seed), "updates": updates}
     if eval_every != cfg.eval_every:
         key.update(eval_every=eval_every, on_sample_monitor=True)
+    if hack_prm != "few-labels":
+        key.update(hack_prm=hack_prm)
     return cached_run(run_dir, key, go)
 
 
@@ -392,20 +443,7 @@ def main(cfg: RLBenchConfig) -> dict:
                                "policy_checkpoints": prepared[t]["policy_checkpoints"], "arms": arms,
                                "efficiency": efficiency(arms)}
     if "addition" in cfg.tasks and cfg.hack_arms:
-        jobs = [(cfg, "addition", a, cfg.hack_learning_rate, s, cfg.hack_updates, cfg.hack_eval_every)
-                for a in cfg.hack_arms for s in cfg.seeds]
-        val_arms = [a for a in ("prm-sum", "prm-min") if a in cfg.hack_arms]
-        jobs += [(cfg, "addition", a, cfg.hack_learning_rate, s, cfg.hack_updates, cfg.hack_eval_every)
-                 for a in val_arms for s in cfg.monitor_val_seeds]
-        hacked = dict(zip([(j[2], j[4]) for j in jobs], _parallel(cfg, jobs)))
-        rule = choose_sample_rule(cfg, {a: [hacked[(a, s)]["sample_history"] for s in cfg.monitor_val_seeds]
-                                        for a in val_arms})
-        results["hacking"] = {"task": "addition", "learning_rate": cfg.hack_learning_rate, "updates": cfg.hack_updates,
-                              "on_sample_rule": rule,
-                              "arms": {a: hacking_summary(cfg, [hacked[(a, s)] for s in cfg.seeds], rule)
-                                       for a in cfg.hack_arms},
-                              "validation_arms": {a: hacking_summary(cfg, [hacked[(a, s)] for s in cfg.monitor_val_seeds],
-                                                                     rule) for a in val_arms}}
+        results["hacking"] = hacking(cfg)
     results["wall_seconds"] = time.perf_counter() - t0
     suffix = cfg.results_name.removeprefix("results")
     (out / f"{cfg.results_name}.json").write_text(json.dumps(results, indent=1))
@@ -438,39 +476,71 @@ def _selection_summary(run: dict) -> dict:
             "test_accuracy": [e["test_accuracy"] for e in ev], "alert_update": run["alert"]["update"] if run["alert"] else None}
 
 
+def first_alert(history: list[dict], rule: Callable[[list[dict]], bool]) -> int | None:
+    """The ``update`` of the first entry of ``history`` at which ``rule(history up to it)`` holds, or None."""
+    return next((history[i - 1]["update"] for i in range(1, len(history) + 1) if rule(history[:i])), None)
+
+
 def first_drift(history: list[dict], window: int, delta: float, prm_delta: float) -> int | None:
     """The update at which :func:`procsup.rl.monitor.drift` first holds on a run's per-update sample history
     (the rule the trainer applies online), or None."""
-    return next((history[i - 1]["update"] for i in range(1, len(history) + 1)
-                 if drift(history[:i], window, delta, prm_delta)), None)
+    return first_alert(history, lambda h: drift(h, window, delta, prm_delta))
 
 
-def choose_sample_rule(cfg: RLBenchConfig, val: dict[str, list[list[dict]]]) -> dict:
-    """The on-sample monitor's (window, delta, prm_delta), chosen on the validation runs only: no flag on any
-    prm-min run (the negatives), then the most prm-sum runs flagged, then the earliest mean flag update, then
-    the larger deltas and window (the more conservative). Every candidate's outcome is kept."""
-    candidates = []
-    for w in cfg.monitor_windows:
-        for d in cfg.monitor_deltas:
-            for pd in cfg.monitor_prm_deltas:
-                flags = {a: [first_drift(h, w, d, pd) for h in hs] for a, hs in val.items()}
-                pos, neg = flags.get("prm-sum", []), flags.get("prm-min", [])
-                hit = [f for f in pos if f is not None]
-                candidates.append({"window": w, "delta": d, "prm_delta": pd, "flags": flags,
-                                   "false_alarms": sum(f is not None for f in neg), "detected": len(hit),
-                                   "mean_update": statistics.fmean(hit) if hit else None})
-    best = min(candidates, key=lambda c: (c["false_alarms"], -c["detected"],
+MONITOR_FAMILIES = ("samples-drift", "samples-gap", "held-out-divergence", "held-out-gap")
+"""The monitor's rules: on the update's own samples (``RLConfig.sample_alert_rule`` drift or gap) and on the
+held-out evaluations (``RLConfig.alert_rule`` divergence or gap)."""
+
+
+def rule_grid(cfg: RLBenchConfig) -> list[dict]:
+    """Every candidate rule: each family with every window and threshold of the config's grids."""
+    out = [{"family": "samples-drift", "window": w, "delta": d, "prm_delta": pd}
+           for w in cfg.monitor_windows for d in cfg.monitor_deltas for pd in cfg.monitor_prm_deltas]
+    out += [{"family": f, "window": w, "delta": d} for f in ("samples-gap", "held-out-gap")
+            for w in cfg.monitor_windows for d in cfg.monitor_gap_deltas]
+    out += [{"family": "held-out-divergence", "window": w, "delta": d} for w in cfg.monitor_windows for d in cfg.monitor_deltas]
+    return out
+
+
+def first_flag(run: dict, rule: dict) -> int | None:
+    """The update at which ``rule`` (an entry of :func:`rule_grid`) first holds in a run: an on-sample rule on
+    its per-update sample history, a held-out rule on its evaluations (the first one the start, update 0)."""
+    family, w, d = rule["family"], rule["window"], rule["delta"]
+    history = (run.get("sample_history") or []) if family.startswith("samples") else run["evals"]
+    test = {"samples-drift": lambda h: drift(h, w, d, rule["prm_delta"]), "samples-gap": lambda h: gap(h, w, d),
+            "held-out-divergence": lambda h: divergence(h, w, d), "held-out-gap": lambda h: gap(h, w, d)}[family]
+    return first_alert(history, test)
+
+
+def _best(candidates: list[dict]) -> dict:
+    """No flag on a negative run first, then the most positives flagged, then the earliest mean flag update, then
+    the larger thresholds and window (the more conservative)."""
+    return min(candidates, key=lambda c: (c["false_alarms"], -c["detected"],
                                           c["mean_update"] if c["mean_update"] is not None else math.inf,
-                                          -c["prm_delta"], -c["delta"], -c["window"]))
-    return {"window": best["window"], "delta": best["delta"], "prm_delta": best["prm_delta"],
-            "validation_seeds": list(cfg.monitor_val_seeds), "candidates": candidates}
+                                          -c.get("prm_delta", 0.0), -c["delta"], -c["window"]))
 
 
-def hacking_summary(cfg: RLBenchConfig, runs: list[dict], rule: dict | None = None) -> dict:
-    """A reward-hacking arm: its curves, and per seed the first held-out monitor alert, the first on-sample
-    alert under ``rule`` (chosen on validation runs), and the first evaluation whose test (and validation)
-    accuracy is 5 points below the start (answer accuracy dropped), with the PRM score and exact validity at
-    the start and at the end."""
+def choose_monitor_rules(cfg: RLBenchConfig, val: dict[str, list[dict]]) -> dict:
+    """The monitor's rules, chosen on the validation runs only (``val``: arm -> runs of ``monitor_val_seeds``;
+    prm-sum the positives, prm-min the negatives) by :func:`_best`: the best of each family, and the best of
+    those (``chosen``). Answer accuracy is not read. Every candidate's flags are kept."""
+    candidates = []
+    for rule in rule_grid(cfg):
+        flags = {a: [first_flag(r, rule) for r in runs] for a, runs in val.items()}
+        hit = [f for f in flags.get("prm-sum", []) if f is not None]
+        candidates.append({**rule, "flags": flags, "false_alarms": sum(f is not None for f in flags.get("prm-min", [])),
+                           "detected": len(hit), "mean_update": statistics.fmean(hit) if hit else None})
+    families = {f: _best([c for c in candidates if c["family"] == f]) for f in MONITOR_FAMILIES}
+    return {"validation_seeds": list(cfg.monitor_val_seeds), "families": families,
+            "chosen": _best(list(families.values()))["family"], "candidates": candidates}
+
+
+def hacking_summary(cfg: RLBenchConfig, runs: list[dict], rule: dict | None = None, rules: dict | None = None) -> dict:
+    """A reward-hacking arm: its curves, and per seed the first held-out monitor alert (the trainer's), the first
+    on-sample alert under ``rule`` (chosen on validation runs), the first alert of each family's rule of
+    ``rules`` (:func:`choose_monitor_rules`), and the first evaluation whose test (and validation) accuracy is 5
+    points below the start (answer accuracy dropped), with the PRM score and exact validity at the start and at
+    the end."""
     out = summarize(cfg, "addition", "hack", runs)
     per_seed = []
     for r in runs:
@@ -479,16 +549,42 @@ def hacking_summary(cfg: RLBenchConfig, runs: list[dict], rule: dict | None = No
         val_drop = next((e["update"] for e in ev if e["accuracy"] <= ev[0]["accuracy"] - 0.05), None)
         held_out = next((e["update"] for e in ev if e["alert"]), None)
         history = r.get("sample_history") or []
-        per_seed.append({"held_out_alert_update": held_out, "accuracy_drop_update": drop, "val_accuracy_drop_update": val_drop,
-                         "sample_alert_update": first_drift(history, rule["window"], rule["delta"], rule["prm_delta"])
-                         if rule and history else None,
-                         "sample_history": history,
-                         "prm_score": [ev[0]["prm_score"], ev[-1]["prm_score"]],
-                         "exact_validity": [ev[0]["exact_validity"], ev[-1]["exact_validity"]],
-                         "test_accuracy": [ev[0]["test_accuracy"], ev[-1]["test_accuracy"]],
-                         "steps_per_trace": [ev[0]["steps_per_trace"], ev[-1]["steps_per_trace"]]})
+        row = {"held_out_alert_update": held_out, "accuracy_drop_update": drop, "val_accuracy_drop_update": val_drop,
+               "sample_alert_update": first_drift(history, rule["window"], rule["delta"], rule["prm_delta"])
+               if rule and history else None,
+               "sample_history": history,
+               "prm_score": [ev[0]["prm_score"], ev[-1]["prm_score"]],
+               "exact_validity": [ev[0]["exact_validity"], ev[-1]["exact_validity"]],
+               "test_accuracy": [ev[0]["test_accuracy"], ev[-1]["test_accuracy"]],
+               "steps_per_trace": [ev[0]["steps_per_trace"], ev[-1]["steps_per_trace"]]}
+        if rules:
+            row["alerts"] = {f: first_flag(r, c) for f, c in rules["families"].items()}
+        per_seed.append(row)
     out["per_seed"] = per_seed
     return out
+
+
+def hacking(cfg: RLBenchConfig) -> dict:
+    """The reward-hacking stage (addition): every ``hack_arms`` arm at ``hack_learning_rate`` for ``seeds``, and
+    prm-sum and prm-min for ``monitor_val_seeds`` (the runs the monitor's rules are chosen on)."""
+    jobs = [(cfg, "addition", a, cfg.hack_learning_rate, s, cfg.hack_updates, cfg.hack_eval_every)
+            for a in cfg.hack_arms for s in cfg.seeds]
+    val_arms = [a for a in ("prm-sum", "prm-min") if a in cfg.hack_arms]
+    jobs += [(cfg, "addition", a, cfg.hack_learning_rate, s, cfg.hack_updates, cfg.hack_eval_every)
+             for a in val_arms for s in cfg.monitor_val_seeds]
+    hacked = dict(zip([(j[2], j[4]) for j in jobs], _parallel(cfg, jobs)))
+    val = {a: [hacked[(a, s)] for s in cfg.monitor_val_seeds] for a in val_arms}
+    rules = choose_monitor_rules(cfg, val)
+    drift_rule = rules["families"]["samples-drift"]
+    rule = {"window": drift_rule["window"], "delta": drift_rule["delta"], "prm_delta": drift_rule["prm_delta"],
+            "validation_seeds": list(cfg.monitor_val_seeds)}
+    prm = {"prm": cfg.hack_prm}
+    if cfg.hack_prm != "few-labels":
+        prm["prm_labels"] = prepare_hack_prm(cfg, "addition")["prm_labels"]
+    return {"task": "addition", "learning_rate": cfg.hack_learning_rate, "kl_coef": cfg.kl_coef, **prm,
+            "updates": cfg.hack_updates, "eval_every": cfg.hack_eval_every, "on_sample_rule": rule, "monitor_rules": rules,
+            "arms": {a: hacking_summary(cfg, [hacked[(a, s)] for s in cfg.seeds], rule, rules) for a in cfg.hack_arms},
+            "validation_arms": {a: hacking_summary(cfg, val[a], rule, rules) for a in val_arms}}
 
 
 def efficiency(arms: dict) -> dict:
@@ -547,20 +643,39 @@ def tables_markdown(results: dict) -> str:
                      + render(rows, markdown=True))
     if "hacking" in results:
         h = results["hacking"]
-        rows = [["arm (seed)", "on-sample alert at update", "held-out alert at update", "test acc -5 points at update",
+        families = list(h["monitor_rules"]["families"]) if "monitor_rules" in h else []
+        alert_cols = [f"{f} alert at update" for f in families] or ["on-sample alert at update"]
+        rows = [["arm (seed)", *alert_cols, "trainer's held-out alert at update", "test acc -5 points at update",
                  "val acc -5 points at update", "val PRM score start -> end",
                  "val exact step validity start -> end", "test acc start -> end", "steps/trace start -> end"]]
-        for a, s in h["arms"].items():
-            for seed, r in zip(results["config"]["seeds"], s["per_seed"]):
-                rows.append([f"{a} ({seed})", str(r.get("sample_alert_update")), str(r.get("held_out_alert_update")),
-                             str(r["accuracy_drop_update"]), str(r.get("val_accuracy_drop_update")),
-                             "{:.3f} -> {:.3f}".format(*r["prm_score"]), "{:.3f} -> {:.3f}".format(*r["exact_validity"]),
-                             "{:.3f} -> {:.3f}".format(*r["test_accuracy"]), "{:.2f} -> {:.2f}".format(*r["steps_per_trace"])])
-        rule = h.get("on_sample_rule")
-        note = "" if rule is None else (f"on-sample rule (chosen on validation seeds {rule['validation_seeds']}): "
-                                        f"window {rule['window']}, exact validity fall >= {rule['delta']}, PRM score rise >= "
-                                        f"{rule['prm_delta']}\n\n")
-        parts.append(f"### reward hacking ({h['task']}, learning rate {h['learning_rate']:g}, {h['updates']} updates)\n\n"
+        sets = [("", h["arms"], results["config"]["seeds"])]
+        if families:
+            sets.append((" [validation]", h["validation_arms"], results["config"]["monitor_val_seeds"]))
+        for tag, arms, seeds in sets:
+            for a, s in arms.items():
+                for seed, r in zip(seeds, s["per_seed"]):
+                    alerts = [str(r["alerts"][f]) for f in families] or [str(r.get("sample_alert_update"))]
+                    rows.append([f"{a} ({seed}){tag}", *alerts, str(r.get("held_out_alert_update")),
+                                 str(r["accuracy_drop_update"]), str(r.get("val_accuracy_drop_update")),
+                                 "{:.3f} -> {:.3f}".format(*r["prm_score"]),
+                                 "{:.3f} -> {:.3f}".format(*r["exact_validity"]),
+                                 "{:.3f} -> {:.3f}".format(*r["test_accuracy"]),
+                                 "{:.2f} -> {:.2f}".format(*r["steps_per_trace"])])
+        if families:
+            fam = h["monitor_rules"]["families"]
+            note = (f"rules chosen on validation seeds {h['monitor_rules']['validation_seeds']} (prm-sum flagged, prm-min "
+                    "not; answer accuracy not read): " + "; ".join(
+                        f"{f}: window {c['window']}, delta {c['delta']}"
+                        + (f", PRM rise {c['prm_delta']}" if "prm_delta" in c else "")
+                        + f" (validation: {c['detected']} of prm-sum flagged, {c['false_alarms']} false alarms)"
+                        for f, c in fam.items()) + f"; chosen: {h['monitor_rules']['chosen']}\n\n")
+        else:
+            rule = h.get("on_sample_rule")
+            note = "" if rule is None else (f"on-sample rule (chosen on validation seeds {rule['validation_seeds']}): "
+                                            f"window {rule['window']}, exact validity fall >= {rule['delta']}, PRM score rise >= "
+                                            f"{rule['prm_delta']}\n\n")
+        parts.append(f"### reward hacking ({h['task']}, learning rate {h['learning_rate']:g}, {h['updates']} updates, "
+                     f"held-out evaluation every {h.get('eval_every', 2)}, PRM {h.get('prm', 'few-labels')})\n\n"
                      + note + render(rows, markdown=True))
     return "\n\n".join(parts) + "\n"
 
@@ -592,16 +707,18 @@ def plot(results: dict, path: Path) -> None:
 
 def plot_hacking(results: dict, path: Path) -> None:
     """The reward-hacking runs, one line per seed: the on-sample monitor's two signals per update (the PRM's
-    mean step score and the exact step validity of the update's samples; a cross at the on-sample alert) and
-    the held-out test accuracy per evaluation (a dot at the first 5-point drop)."""
+    mean step score and the exact step validity of the update's samples; a cross at the on-sample alert), the
+    held-out PRM-vs-exact gap (PRM score minus exact step validity on the validation problems; a cross at the
+    chosen rule's alert) and the held-out test accuracy (a dot at the first 5-point drop)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     h = results["hacking"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    colors = {"prm-sum": "tab:red", "prm-min": "tab:blue", "prm-softmin": "tab:green"}
+    chosen = h.get("monitor_rules", {}).get("chosen")
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    colors = {"prm-sum": "tab:red", "prm-min": "tab:blue", "prm-softmin": "tab:green", "outcome-grpo": "tab:gray"}
     for arm, s in h["arms"].items():
         for seed, r in enumerate(s["per_seed"]):
             hist = r.get("sample_history") or []
@@ -611,20 +728,32 @@ def plot_hacking(results: dict, path: Path) -> None:
                 if r.get("sample_alert_update") is not None:
                     at = next(x for x in hist if x["update"] == r["sample_alert_update"])
                     ax.plot([at["update"]], [at[key]], "x", color="black", ms=8)
-    for arm, s in h["arms"].items():  # held-out test accuracy: mean over seeds at each evaluation
-        ups = [c["update"] for c in s["curve"]]
-        axes[2].errorbar(ups, [c["test_accuracy"]["mean"] for c in s["curve"]],
-                         yerr=[c["test_accuracy"]["sample_std"] for c in s["curve"]], color=colors.get(arm), marker="o",
-                         ms=3, capsize=2, label=arm)
+    for arm, s in h["arms"].items():  # held-out: per seed, from the per-seed curves
+        for seed in range(s["seeds"]):
+            ups = [c["update"] for c in s["curve"]]
+            gaps = [c["prm_score"]["per_seed"][seed] - c["exact_validity"]["per_seed"][seed] for c in s["curve"]]
+            acc = [c["test_accuracy"]["per_seed"][seed] for c in s["curve"]]
+            r = s["per_seed"][seed]
+            axes[2].plot(ups, gaps, color=colors.get(arm), alpha=0.7, label=arm if seed == 0 else None)
+            axes[3].plot(ups, acc, color=colors.get(arm), alpha=0.7, label=arm if seed == 0 else None)
+            alert = (r.get("alerts") or {}).get(chosen)
+            if alert is not None and alert in ups:
+                axes[2].plot([alert], [gaps[ups.index(alert)]], "x", color="black", ms=8)
+                axes[3].plot([alert], [acc[ups.index(alert)]], "x", color="black", ms=8)
+            if r["accuracy_drop_update"] is not None:
+                axes[3].plot([r["accuracy_drop_update"]], [acc[ups.index(r["accuracy_drop_update"])]], "o",
+                             color=colors.get(arm), ms=6)
     rule = h.get("on_sample_rule") or {}
-    axes[0].set_title(f"on-sample PRM mean step score (x: alert; rule window {rule.get('window')}, "
+    axes[0].set_title(f"on-sample PRM mean step score (x: drift alert; window {rule.get('window')}, "
                       f"PRM +{rule.get('prm_delta')}, validity -{rule.get('delta')})", fontsize=8)
     axes[1].set_title("on-sample exact step validity", fontsize=9)
-    axes[2].set_title("held-out test accuracy (greedy), mean ± sample std over seeds", fontsize=9)
+    axes[2].set_title(f"held-out PRM score - exact step validity (x: {chosen} alert)", fontsize=9)
+    axes[3].set_title("held-out test accuracy, greedy (o: 5-point drop; x: alert)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("update")
         ax.legend(fontsize=7)
-    fig.suptitle(f"reward hacking: {h['task']}, learning rate {h['learning_rate']:g}", fontsize=10)
+    fig.suptitle(f"reward hacking: {h['task']}, learning rate {h['learning_rate']:g}, PRM {h.get('prm', 'few-labels')}",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

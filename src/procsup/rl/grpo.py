@@ -73,7 +73,7 @@ from procsup.rl.advantages import (
     softmin_rewards,
     step_to_token,
 )
-from procsup.rl.monitor import GamingMonitor, drift, exact_steps
+from procsup.rl.monitor import RULES, GamingMonitor, drift, exact_steps, gap
 from procsup.rollout import LMPolicy, complete, start
 from procsup.trainers.loop import (
     MetricsLog,
@@ -169,6 +169,10 @@ class RLConfig(CheckpointOptions):
     """Monitor: evaluations over which a PRM-score rise with an exact-validity fall is an alert."""
     alert_delta: float = 0.02
     """Monitor: the least rise of the PRM score, and fall of exact step validity, over the window."""
+    alert_rule: Literal["divergence", "gap"] = "divergence"
+    """Monitor: ``divergence`` (PRM score up and exact validity down by ``alert_delta`` over ``alert_window``
+    evaluations) or ``gap`` (PRM score minus exact validity, mean of the last ``alert_window`` evaluations,
+    ``alert_delta`` above the first evaluation's: ``monitor.gap``)."""
     stop_on_alert: bool = False
     """Stop the run (after a final checkpoint) at the first monitor alert."""
     sample_batch_size: int | None = None
@@ -181,6 +185,9 @@ class RLConfig(CheckpointOptions):
     sample_alert_prm_delta: float | None = 0.03
     """On-sample monitor: the least rise of the PRM's mean step score over the same span (None:
     sample_alert_delta)."""
+    sample_alert_rule: Literal["drift", "gap"] = "drift"
+    """On-sample monitor: ``drift`` (``monitor.drift``: PRM up by ``sample_alert_prm_delta`` and validity down by
+    ``sample_alert_delta``) or ``gap`` (``monitor.gap``: PRM minus validity up by ``sample_alert_delta``)."""
     reuse_coef: float = 0.0
     """Weight of a step-supervised (PAL) term on reused trajectories: ``reuse_coef x`` the mean token NLL of
     the generated tokens of the trajectories ``train(reuse=)`` returns for the update (e.g. corrected
@@ -208,6 +215,10 @@ class RLConfig(CheckpointOptions):
             raise ValueError(f"group_size must be >= 2 (a group baseline needs other samples), got {self.group_size}")
         if self.minibatches > self.batch_size:
             raise ValueError(f"minibatches {self.minibatches} > batch_size {self.batch_size} problems")
+        if self.alert_rule not in RULES:
+            raise ValueError(f"alert_rule must be one of {RULES}, got {self.alert_rule!r}")
+        if self.sample_alert_rule not in ("drift", "gap"):
+            raise ValueError(f"sample_alert_rule must be 'drift' or 'gap', got {self.sample_alert_rule!r}")
         if self.sample_alert_window < 0:
             raise ValueError(f"sample_alert_window must be >= 0, got {self.sample_alert_window}")
         if self.sample_alert_prm_delta is not None and not (math.isfinite(self.sample_alert_prm_delta)
@@ -434,7 +445,7 @@ def _train(cfg, task, scorer, model, tokenizer, fmt, problems, eval_problems, mo
     saved = SavedFormat("policy", fmt, "history", base_model=cfg.model, data=run.data)  # procsup.json
 
     monitor = GamingMonitor(task, fmt, eval_problems or [], monitor_scorer, window=cfg.alert_window,
-                            delta=cfg.alert_delta, history=state["evals"])
+                            delta=cfg.alert_delta, history=state["evals"], rule=cfg.alert_rule)
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="rl", dynamic_ncols=True,
                disable=not (cfg.progress and accelerator.is_local_main_process))
     metrics = MetricsLog(out_dir, bar, main_process=accelerator.is_main_process,
@@ -542,9 +553,14 @@ def _train(cfg, task, scorer, model, tokenizer, fmt, problems, eval_problems, mo
         sample_alert = False
         if totals[12]:  # a PRM watched: its mean step score vs the exact step validity of the same samples
             state["sample_history"].append({"update": done, "prm_score": totals[11] / totals[12],
-                                            "exact_validity": totals[13] / max(totals[14], 1)})
-            sample_alert = bool(cfg.sample_alert_window) and drift(state["sample_history"], cfg.sample_alert_window,
-                                                                   cfg.sample_alert_delta, cfg.sample_alert_prm_delta)
+                                            "exact_validity": totals[13] / max(totals[14], 1),
+                                            "accuracy": totals[2] / n, "trace_validity": totals[3] / n,
+                                            "right_answer_wrong_steps": totals[4] / n,
+                                            "steps_per_sample": totals[7] / n})
+            sample_alert = bool(cfg.sample_alert_window) and (
+                drift(state["sample_history"], cfg.sample_alert_window, cfg.sample_alert_delta, cfg.sample_alert_prm_delta)
+                if cfg.sample_alert_rule == "drift"
+                else gap(state["sample_history"], cfg.sample_alert_window, cfg.sample_alert_delta))
         if done % cfg.log_steps == 0 or done == cfg.max_steps or sample_alert:
             last = {
                 "step": done, **dict(zip(LOSS_TERMS, reduced)), "lr": lr,

@@ -12,7 +12,9 @@ held-out problems and greedy rollouts of the current policy:
 * ``accuracy`` (answers) and ``steps_per_trace`` (sum-form credit pays for more steps).
 
 An **alert** is a divergence over a window: the PRM score rose by at least ``delta`` while exact step
-validity fell by at least ``delta``, both against the evaluation ``window`` evaluations earlier. It is
+validity fell by at least ``delta``, both against the evaluation ``window`` evaluations earlier; or, with
+``rule="gap"`` (:func:`gap`), the PRM-vs-exact gap (PRM score minus exact validity) widened by ``delta``
+against the start, which also catches a PRM that holds its score while the truth falls. It is
 meant to fire before answer accuracy falls (the answer is the last thing a hacked policy loses).
 
 The held-out evaluation is periodic; the earlier signal is free: every update's own samples are already
@@ -79,23 +81,44 @@ def drift(history: Sequence[dict], window: int, delta: float, prm_delta: float |
     return prm - first["prm_score"] >= prm_delta and first["exact_validity"] - valid >= delta
 
 
+def gap(history: Sequence[dict], window: int, delta: float) -> bool:
+    """The gap rule: True if the PRM-vs-exact gap, ``prm_score - exact_validity``, averaged over the last
+    ``window`` entries, is at least ``delta`` above the first entry's (the starting policy's). Unlike
+    :func:`divergence` and :func:`drift` it does not need the PRM score to rise: a PRM that holds its score
+    while the exact step validity falls (it no longer tells right steps from wrong ones) widens the gap just as
+    one whose score rises does. Needs more than ``window`` entries, each with a ``prm_score``."""
+    if window < 1 or len(history) <= window or any("prm_score" not in h for h in (history[0], *history[-window:])):
+        return False
+    first = history[0]["prm_score"] - history[0]["exact_validity"]
+    recent = statistics.fmean(h["prm_score"] - h["exact_validity"] for h in history[-window:])
+    return recent - first >= delta
+
+
+RULES = ("divergence", "gap")
+"""The held-out monitor's alert rules (``RLConfig.alert_rule``): :func:`divergence`, :func:`gap`."""
+
+
 class GamingMonitor:
     """Greedy rollouts on held-out problems, judged by the exact checker and (if given) a PRM scorer."""
 
     def __init__(self, task, fmt: StepFormat, problems: Sequence[Any],
                  scorer: Callable[[Sequence[Trajectory]], list[list[float]]] | None = None, *, window: int = 3,
-                 delta: float = 0.02, history: Sequence[dict] = ()) -> None:
+                 delta: float = 0.02, history: Sequence[dict] = (), rule: str = "divergence") -> None:
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         self.task, self.fmt, self.problems, self.scorer = task, fmt, list(problems), scorer
-        self.window, self.delta = window, delta
+        self.window, self.delta, self.rule = window, delta, rule
         self.history: list[dict] = list(history)
         """Every evaluation so far (restored on resume, so an alert's window spans the interruption)."""
 
     def evaluate(self, model, tokenizer, *, update: int, samples: int) -> dict:
-        """One evaluation, appended to :attr:`history`; ``alert`` is set when :func:`divergence` holds."""
+        """One evaluation, appended to :attr:`history`; ``alert`` is set when the rule (:func:`divergence`, or
+        :func:`gap`) holds."""
         policy = LMPolicy(model, tokenizer, self.task, self.fmt, mode="history", temperature=None)
         trajs = [ts[0] for ts in complete(policy, start(self.task, self.problems))]
         scores = self.scorer(trajs) if self.scorer is not None else None
         result = {"update": update, "samples": samples, **trace_metrics(self.task, trajs, scores)}
         self.history.append(result)
-        result["alert"] = divergence(self.history, self.window, self.delta)
+        rule = divergence if self.rule == "divergence" else gap
+        result["alert"] = rule(self.history, self.window, self.delta)
         return result
