@@ -286,6 +286,18 @@ def metrics(scores, correct, answers, n: int, how: str) -> dict:
             "prm_best_of_n_all_candidates": curve["best_of_n"]}
 
 
+def ranking(scores, correct, how: str) -> dict:
+    """How the PRM's solution scores (aggregated by ``how``) rank one problem's right candidates above its wrong
+    ones: the within-problem AUROC over the problems with both, and the mean score of right and wrong ones."""
+    solution = [[pm.aggregate(s, how) for s in cands] for cands in scores]
+    auroc, problems = pm.within_problem_auroc(solution, correct)
+    flat = [(v, c) for vs, cs in zip(solution, correct) for v, c in zip(vs, cs)]
+    right = [v for v, c in flat if c]
+    return {"within_problem_auroc": auroc, "problems_with_both": problems, "right_candidates": len(right),
+            "mean_score_right": statistics.fmean(right) if right else None,
+            "mean_score_wrong": statistics.fmean(v for v, c in flat if not c)}
+
+
 def report(args) -> None:
     if args.prm is None:
         raise SystemExit("report needs --prm")
@@ -296,11 +308,17 @@ def report(args) -> None:
     how = max(AGGREGATIONS, key=lambda h: statistics.fmean(val[h]))  # max keeps the first of ties
     per_seed = {n: [metrics(*split_table(args, "test", s), n, how) for s in range(args.seeds)] for n in ns}
     table = {n: {k: stat([m[k] for m in per_seed[n]]) for k in per_seed[n][0]} for n in ns}
+    ranks = [ranking(*split_table(args, "test", s)[:2], how) for s in range(args.seeds)]
     gens = [json.loads(p.read_text()) for p in sorted(Path(args.work).glob("gen-*/eval.json"))]
     scs = [json.loads(p.read_text()) for p in sorted(Path(args.work).glob("score-*/eval.json"))]
     tokens = [c["tokens"] for g in gens for p in g["problems"] for c in p["candidates"]]
     answered = [c["answer"] is not None for g in gens for p in g["problems"] for c in p["candidates"]]
     rows = [["row"] + [f"N={n}" for n in ns]]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
+    reference = [len(tok("".join(s.action.strip() + "\n" for s in t.steps) + f"{POLICY_FMT.answer_prefix}{t.target}.",
+                         add_special_tokens=False)["input_ids"]) for t in problems(args)[1]["test"]]
 
     names = {"one_sample": "one sample", "random_pick": "random pick among N", "majority_vote": "majority vote",
              "prm_best_of_n": f"PRM best-of-N ({how})", "prm_weighted_vote": f"PRM-weighted vote ({how})",
@@ -311,8 +329,11 @@ def report(args) -> None:
     out = {"settings": settings(args), "prm": args.prm, "seeds": args.seeds, "ns": ns,
            "validation_best_of_n_by_aggregation": {h: stat(v) for h, v in val.items()}, "aggregation": how,
            "test": {str(n): table[n] for n in ns}, "test_per_seed": {str(n): per_seed[n] for n in ns},
+           "test_ranking_per_seed": ranks,
            "candidates": len(tokens), "answered_share": statistics.fmean(answered),
            "mean_generated_tokens": statistics.fmean(tokens),
+           "test_reference_solution_tokens": {"mean": statistics.fmean(reference), "max": max(reference)},
+           "candidates_at_token_limit": statistics.fmean(t >= args.max_new_tokens for t in tokens),
            "seconds": {"generate": sum(g["seconds_generate"] for g in gens), "score": sum(s["seconds_score"] for s in scs),
                        "units_total": sum(g["seconds"] for g in gens) + sum(s["seconds"] for s in scs)},
            "table_md": md,

@@ -60,3 +60,14 @@ def test_metrics_by_hand(bon):
     assert m["pass_at_n"] == 1.0
     m2 = bon.metrics(scores, correct, answers, 2, "last")  # first two candidates: last scores 0.9, 0.5 / 0.1, 0.99
     assert m2["prm_best_of_n"] == 0.5 and m2["pass_at_n"] == 0.5 and m2["random_pick"] == pytest.approx(0.25)
+
+
+def test_ranking_by_hand(bon):
+    scores = [[[0.2, 0.9], [0.5], [0.6, 0.4], [0.8]], [[0.1], [0.99], [0.7, 0.9], [0.3]]]
+    correct = [[True, False, False, True], [False, False, True, False]]
+    r = bon.ranking(scores, correct, "min")  # mins 0.2 0.5 0.4 0.8 / 0.1 0.99 0.7 0.3
+    assert r["problems_with_both"] == 2
+    assert r["within_problem_auroc"] == pytest.approx((2 / 4 + 2 / 3) / 2)
+    assert r["right_candidates"] == 3
+    assert r["mean_score_right"] == pytest.approx((0.2 + 0.8 + 0.7) / 3)
+    assert r["mean_score_wrong"] == pytest.approx((0.5 + 0.4 + 0.1 + 0.99 + 0.3) / 5)
