@@ -98,6 +98,8 @@ def test_monitor_rule_is_checked():
         RLConfig(output_dir="-", alert_rule="rise")
     with pytest.raises(ValueError, match="sample_alert_rule"):
         RLConfig(output_dir="-", sample_alert_rule="divergence")
+    with pytest.raises(ValueError, match="alert_prm_delta"):
+        RLConfig(output_dir="-", alert_rule="drift", alert_prm_delta=-0.1)
 
 
 def test_on_sample_monitor_reads_the_updates_own_samples(tmp_path, char_tok, monkeypatch):
@@ -202,3 +204,8 @@ def test_monitor_rules_are_chosen_on_validation_runs_by_hand():
     assert rules["families"]["samples-drift"]["flags"]["prm-sum"] == [3]
     # earliest first: held-out gap (update 1) beats the on-sample ones (3) and held-out divergence (no rise: never)
     assert rules["chosen"] == "held-out-gap" and rules["families"]["held-out-divergence"]["detected"] == 0
+    # held-out drift against the start (PRM +0.005, validity -0.05): the positive's PRM score never rises
+    assert first_flag(pos, {"family": "held-out-drift", "window": 1, "delta": 0.05, "prm_delta": 0.005}) is None
+    risen = run([0.300, 0.302, 0.306], [0.8, 0.76, 0.7])  # +0.006 and -0.10 at update 2; +0.002, -0.04 at 1
+    assert first_flag(risen, {"family": "held-out-drift", "window": 1, "delta": 0.05, "prm_delta": 0.005}) == 2
+    assert first_flag(risen, {"family": "held-out-drift", "window": 2, "delta": 0.05, "prm_delta": 0.005}) is None

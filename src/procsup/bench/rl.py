@@ -150,6 +150,10 @@ class RLBenchConfig:
     monitor_gap_deltas: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.1)
     """The gap rule's (held-out and on-sample, ``monitor.gap``) least widenings of PRM score minus exact
     validity tried on the validation runs; the held-out divergence rule is tried with ``monitor_deltas``."""
+    monitor_held_out_prm_deltas: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02)
+    """Held-out drift rule (``monitor.drift`` on the evaluations, against the start): the PRM-score rises tried
+    (greedy evaluations are deterministic, so rises smaller than the on-sample grid's are not noise); with
+    ``monitor_windows`` and ``monitor_deltas``."""
     results_name: str = "results"
     """Stem of the written files (``<stem>.json``; table and plot get the same suffix): a new name keeps an
     earlier recorded run."""
@@ -171,6 +175,7 @@ class RLBenchConfig:
         self.monitor_deltas = tuple(float(x) for x in self.monitor_deltas)
         self.monitor_prm_deltas = tuple(float(x) for x in self.monitor_prm_deltas)
         self.monitor_gap_deltas = tuple(float(x) for x in self.monitor_gap_deltas)
+        self.monitor_held_out_prm_deltas = tuple(float(x) for x in self.monitor_held_out_prm_deltas)
         if self.hack_prm not in HACK_PRMS:
             raise ValueError(f"hack_prm must be one of {HACK_PRMS}, got {self.hack_prm!r}")
         if set(self.monitor_val_seeds) & set(self.seeds):
@@ -487,9 +492,9 @@ def first_drift(history: list[dict], window: int, delta: float, prm_delta: float
     return first_alert(history, lambda h: drift(h, window, delta, prm_delta))
 
 
-MONITOR_FAMILIES = ("samples-drift", "samples-gap", "held-out-divergence", "held-out-gap")
+MONITOR_FAMILIES = ("samples-drift", "samples-gap", "held-out-divergence", "held-out-gap", "held-out-drift")
 """The monitor's rules: on the update's own samples (``RLConfig.sample_alert_rule`` drift or gap) and on the
-held-out evaluations (``RLConfig.alert_rule`` divergence or gap)."""
+held-out evaluations (``RLConfig.alert_rule`` divergence, gap or drift)."""
 
 
 def rule_grid(cfg: RLBenchConfig) -> list[dict]:
@@ -499,6 +504,8 @@ def rule_grid(cfg: RLBenchConfig) -> list[dict]:
     out += [{"family": f, "window": w, "delta": d} for f in ("samples-gap", "held-out-gap")
             for w in cfg.monitor_windows for d in cfg.monitor_gap_deltas]
     out += [{"family": "held-out-divergence", "window": w, "delta": d} for w in cfg.monitor_windows for d in cfg.monitor_deltas]
+    out += [{"family": "held-out-drift", "window": w, "delta": d, "prm_delta": pd} for w in cfg.monitor_windows
+            for d in cfg.monitor_deltas for pd in cfg.monitor_held_out_prm_deltas]
     return out
 
 
@@ -508,7 +515,8 @@ def first_flag(run: dict, rule: dict) -> int | None:
     family, w, d = rule["family"], rule["window"], rule["delta"]
     history = (run.get("sample_history") or []) if family.startswith("samples") else run["evals"]
     test = {"samples-drift": lambda h: drift(h, w, d, rule["prm_delta"]), "samples-gap": lambda h: gap(h, w, d),
-            "held-out-divergence": lambda h: divergence(h, w, d), "held-out-gap": lambda h: gap(h, w, d)}[family]
+            "held-out-divergence": lambda h: divergence(h, w, d), "held-out-gap": lambda h: gap(h, w, d),
+            "held-out-drift": lambda h: drift(h, w, d, rule["prm_delta"])}[family]
     return first_alert(history, test)
 
 
@@ -585,6 +593,19 @@ def hacking(cfg: RLBenchConfig) -> dict:
             "updates": cfg.hack_updates, "eval_every": cfg.hack_eval_every, "on_sample_rule": rule, "monitor_rules": rules,
             "arms": {a: hacking_summary(cfg, [hacked[(a, s)] for s in cfg.seeds], rule, rules) for a in cfg.hack_arms},
             "validation_arms": {a: hacking_summary(cfg, val[a], rule, rules) for a in val_arms}}
+
+
+def hacking_only(cfg: RLBenchConfig) -> dict:
+    """The reward-hacking stage alone (:func:`hacking`; the weak policy and PRM read from the cache), written to
+    ``<output_dir>/<results_name>.json`` with its table and plot: for fresh seeds without the main arms."""
+    t0 = time.perf_counter()
+    results = {"config": asdict(cfg), "tasks": {}, "hacking": hacking(cfg)}
+    results["wall_seconds"] = time.perf_counter() - t0
+    out, suffix = Path(cfg.output_dir), cfg.results_name.removeprefix("results")
+    (out / f"{cfg.results_name}.json").write_text(json.dumps(results, indent=1))
+    plot_hacking(results, out / f"hacking{suffix}.png")
+    (out / f"table{suffix}.md").write_text(tables_markdown(results))
+    return results
 
 
 def efficiency(arms: dict) -> dict:

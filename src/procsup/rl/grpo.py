@@ -169,10 +169,13 @@ class RLConfig(CheckpointOptions):
     """Monitor: evaluations over which a PRM-score rise with an exact-validity fall is an alert."""
     alert_delta: float = 0.02
     """Monitor: the least rise of the PRM score, and fall of exact step validity, over the window."""
-    alert_rule: Literal["divergence", "gap"] = "divergence"
+    alert_rule: Literal["divergence", "gap", "drift"] = "divergence"
     """Monitor: ``divergence`` (PRM score up and exact validity down by ``alert_delta`` over ``alert_window``
-    evaluations) or ``gap`` (PRM score minus exact validity, mean of the last ``alert_window`` evaluations,
-    ``alert_delta`` above the first evaluation's: ``monitor.gap``)."""
+    evaluations), ``gap`` (PRM score minus exact validity, mean of the last ``alert_window`` evaluations,
+    ``alert_delta`` above the first evaluation's: ``monitor.gap``) or ``drift`` (``monitor.drift`` on the
+    evaluations: PRM score ``alert_prm_delta`` above and exact validity ``alert_delta`` below the first's)."""
+    alert_prm_delta: float | None = None
+    """Monitor, ``alert_rule=drift``: the least PRM-score rise (None: ``alert_delta``)."""
     stop_on_alert: bool = False
     """Stop the run (after a final checkpoint) at the first monitor alert."""
     sample_batch_size: int | None = None
@@ -221,6 +224,8 @@ class RLConfig(CheckpointOptions):
             raise ValueError(f"sample_alert_rule must be 'drift' or 'gap', got {self.sample_alert_rule!r}")
         if self.sample_alert_window < 0:
             raise ValueError(f"sample_alert_window must be >= 0, got {self.sample_alert_window}")
+        if self.alert_prm_delta is not None and not (math.isfinite(self.alert_prm_delta) and self.alert_prm_delta >= 0):
+            raise ValueError(f"alert_prm_delta must be a finite number >= 0 or None, got {self.alert_prm_delta}")
         if self.sample_alert_prm_delta is not None and not (math.isfinite(self.sample_alert_prm_delta)
                                                             and self.sample_alert_prm_delta >= 0):
             raise ValueError(f"sample_alert_prm_delta must be a finite number >= 0 or None, got {self.sample_alert_prm_delta}")
@@ -445,7 +450,8 @@ def _train(cfg, task, scorer, model, tokenizer, fmt, problems, eval_problems, mo
     saved = SavedFormat("policy", fmt, "history", base_model=cfg.model, data=run.data)  # procsup.json
 
     monitor = GamingMonitor(task, fmt, eval_problems or [], monitor_scorer, window=cfg.alert_window,
-                            delta=cfg.alert_delta, history=state["evals"], rule=cfg.alert_rule)
+                            delta=cfg.alert_delta, history=state["evals"], rule=cfg.alert_rule,
+                            prm_delta=cfg.alert_prm_delta)
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="rl", dynamic_ncols=True,
                disable=not (cfg.progress and accelerator.is_local_main_process))
     metrics = MetricsLog(out_dir, bar, main_process=accelerator.is_main_process,

@@ -94,8 +94,9 @@ def gap(history: Sequence[dict], window: int, delta: float) -> bool:
     return recent - first >= delta
 
 
-RULES = ("divergence", "gap")
-"""The held-out monitor's alert rules (``RLConfig.alert_rule``): :func:`divergence`, :func:`gap`."""
+RULES = ("divergence", "gap", "drift")
+"""The held-out monitor's alert rules (``RLConfig.alert_rule``): :func:`divergence`, :func:`gap`, and
+:func:`drift` (against the first evaluation, the start)."""
 
 
 class GamingMonitor:
@@ -103,22 +104,26 @@ class GamingMonitor:
 
     def __init__(self, task, fmt: StepFormat, problems: Sequence[Any],
                  scorer: Callable[[Sequence[Trajectory]], list[list[float]]] | None = None, *, window: int = 3,
-                 delta: float = 0.02, history: Sequence[dict] = (), rule: str = "divergence") -> None:
+                 delta: float = 0.02, history: Sequence[dict] = (), rule: str = "divergence",
+                 prm_delta: float | None = None) -> None:
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         self.task, self.fmt, self.problems, self.scorer = task, fmt, list(problems), scorer
-        self.window, self.delta, self.rule = window, delta, rule
+        self.window, self.delta, self.rule, self.prm_delta = window, delta, rule, prm_delta
         self.history: list[dict] = list(history)
         """Every evaluation so far (restored on resume, so an alert's window spans the interruption)."""
 
     def evaluate(self, model, tokenizer, *, update: int, samples: int) -> dict:
-        """One evaluation, appended to :attr:`history`; ``alert`` is set when the rule (:func:`divergence`, or
-        :func:`gap`) holds."""
+        """One evaluation, appended to :attr:`history`; ``alert`` is set when the rule (:func:`divergence`,
+        :func:`gap` or :func:`drift`) holds."""
         policy = LMPolicy(model, tokenizer, self.task, self.fmt, mode="history", temperature=None)
         trajs = [ts[0] for ts in complete(policy, start(self.task, self.problems))]
         scores = self.scorer(trajs) if self.scorer is not None else None
         result = {"update": update, "samples": samples, **trace_metrics(self.task, trajs, scores)}
         self.history.append(result)
-        rule = divergence if self.rule == "divergence" else gap
-        result["alert"] = rule(self.history, self.window, self.delta)
+        if self.rule == "drift":  # the PRM rise threshold of its own (default: delta)
+            result["alert"] = drift(self.history, self.window, self.delta, self.prm_delta)
+        else:
+            rule = divergence if self.rule == "divergence" else gap
+            result["alert"] = rule(self.history, self.window, self.delta)
         return result
