@@ -22,7 +22,6 @@ interrupted benchmark loses at most one run. Results: ``results.json``, ``accura
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import statistics
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from procsup.data.positions import add_positions, random_offsets, shifted
+from procsup.data.positions import randomized_rows
 from procsup.data.tokenize import StepFormat
 from procsup.evaluation.metrics import evaluate
 from procsup.models.factory import TinyModelConfig, build_tiny_model
@@ -241,16 +240,11 @@ def coupled_rows(cfg: AdditionBenchConfig, task: AdditionTask, problems: list, t
                  seed: int) -> list:
     """``trajs`` with their coupled ids (``meta["positions"]``): the rule at ``cfg.stride``, its blocks one
     apart or (a ``spread`` share of rows) at random increasing slots, shifted by a start offset drawn per
-    row from ``[0, start_offsets]``."""
+    row from ``[0, start_offsets]`` (:func:`~procsup.data.positions.randomized_rows`)."""
     fmt = StepFormat()
-    offsets = random_offsets(len(trajs), cfg.start_offsets, seed)
-    rng = random.Random(f"addition-slots/{seed}")
-    out = []
-    for p, traj, offset in zip(problems, trajs, offsets):
-        spread = rng.random() < cfg.spread
-        slots = sorted(rng.sample(range(1, cfg.max_columns + 2), p.columns + 1)) if spread else None
-        out.append(add_positions(traj, shifted(task.coupled_positions(cfg.stride, fmt, slots), offset), fmt, method))
-    return out
+    return randomized_rows(trajs, lambda slots: task.coupled_positions(cfg.stride, fmt, slots),
+                           [p.columns + 1 for p in problems], cfg.max_columns + 1, cfg.spread, cfg.start_offsets,
+                           seed, "addition", fmt, method)
 
 
 def aggregate(runs: list[dict], cfg: AdditionBenchConfig, split: str = "eval") -> dict:

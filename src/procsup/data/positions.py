@@ -102,3 +102,56 @@ def add_positions(traj: Trajectory, rule: PositionRule, fmt: StepFormat, mode: L
     if len(ids) != len(chars) or (ids and min(ids) < 0):
         raise ValueError(f"position rule gave {len(ids)} ids (min {min(ids, default=0)}) for {len(chars)} characters")
     return dataclasses.replace(traj, meta={**traj.meta, "positions": list(ids)})
+
+
+# --- helpers of the task rules (addition, logic, word problems): blocks of ids and characters -> tokens ---
+def by_characters(texts: Sequence[str], char_ids: Callable[[str], list[int]]) -> list[int]:
+    """A token rule from a character rule: ``char_ids(text)`` numbers every character of the row's text (an
+    empty token read as one ``"\\0"``); each token takes its first character's id."""
+    chars = [t or "\0" for t in texts]
+    ids = char_ids("".join(chars))
+    out, at = [], 0
+    for t in chars:
+        out.append(ids[at])
+        at += len(t)
+    return out
+
+
+def check_slots(slots: Sequence[int] | None) -> tuple[int, ...]:
+    """``slots`` as a tuple (empty for None), or a ValueError unless they are increasing integers >= 1."""
+    if slots is not None and (not slots or min(slots) < 1 or any(b <= a for a, b in zip(slots, slots[1:]))):
+        raise ValueError(f"slots must be increasing integers >= 1, got {list(slots)}")
+    return tuple(slots or ())
+
+
+def block_start(t: int, stride: int, slots: tuple[int, ...]) -> int:
+    """First id of block t: ``stride * slots[t]`` (default ``slots[t] = t + 1``; past the given slots the blocks
+    continue one apart); t = -1: 0."""
+    if t < 0:
+        return 0
+    slot = slots[t] if t < len(slots) else (slots[-1] if slots else 0) + t - len(slots) + 1
+    return stride * slot
+
+
+def random_slots(rng: random.Random, count: int, max_slot: int) -> list[int]:
+    """``count`` increasing slots drawn from ``[1, max_slot]`` (randomized positions, Ruoss et al., 2023: a
+    training row's blocks spread so that it has the distances of a longer test row)."""
+    if count > max_slot:
+        raise ValueError(f"{count} blocks do not fit in slots 1..{max_slot}")
+    return sorted(rng.sample(range(1, max_slot + 1), count))
+
+
+def randomized_rows(trajs: Sequence[Trajectory], rule_at: Callable[[tuple[int, ...] | None], PositionRule],
+                    blocks: Sequence[int], max_slot: int, spread: float, max_offset: int, seed: int, name: str,
+                    fmt: StepFormat, mode: Layout) -> list[Trajectory]:
+    """Training rows with randomized coupled ids: trajectory i gets ``rule_at(slots)`` (a task's coupled rule
+    with its blocks at ``slots``; None: one apart), where a ``spread`` share of rows draws ``blocks[i]``
+    increasing slots from ``[1, max_slot]`` (:func:`random_slots`), shifted by a start offset from
+    ``[0, max_offset]`` (:func:`random_offsets`); deterministic in ``seed`` and the task's ``name``."""
+    offsets = random_offsets(len(trajs), max_offset, seed)
+    rng = random.Random(f"{name}-slots/{seed}")
+    out = []
+    for traj, count, offset in zip(trajs, blocks, offsets):
+        slots = random_slots(rng, count, max_slot) if rng.random() < spread else None
+        out.append(add_positions(traj, shifted(rule_at(slots), offset), fmt, mode))
+    return out

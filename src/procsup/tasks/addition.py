@@ -45,7 +45,7 @@ import string
 from dataclasses import dataclass
 from typing import Sequence
 
-from procsup.data.positions import PositionRule
+from procsup.data.positions import PositionRule, block_start, by_characters, check_slots
 from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
 from procsup.tasks.base import corrupt_digit, swap_digit
@@ -271,30 +271,19 @@ class AdditionTask:
             raise ValueError(f"stride must be >= 10 (a step line is 9 characters and its separator), got {stride}")
         if self.index_hints:
             raise ValueError("coupled positions need index_hints=False: the rule reads the hint-free layout")
-        if slots is not None and (not slots or min(slots) < 1 or any(b <= a for a, b in zip(slots, slots[1:]))):
-            raise ValueError(f"slots must be increasing integers >= 1, got {list(slots)}")
-        return lambda texts: _coupled(texts, stride, fmt, tuple(slots or ()))
+        slots = check_slots(slots)
+        return lambda texts: by_characters(texts, lambda text: _coupled(text, stride, fmt, slots))
 
 
 _PROMPT = re.compile(r"^([0-9]+)\+([0-9]+) \| ")
 _CARRY_IN, _ANSWER = 4, 8  # offsets in a block: the carry-in of "x+y+c=d,c'"; the answer digit read at -2
 
 
-def _block(t: int, stride: int, slots: tuple[int, ...]) -> int:
-    """First id of column t's block (t = -1: 0, the prompt's other characters)."""
-    if t < 0:
-        return 0
-    slot = slots[t] if t < len(slots) else (slots[-1] if slots else 0) + t - len(slots) + 1
-    return stride * slot
-
-
-def _coupled(texts, stride: int, fmt: StepFormat, slots: tuple[int, ...]) -> list[int]:
-    chars = [t or "\0" for t in texts]
-    text = "".join(chars)
+def _coupled(text: str, stride: int, fmt: StepFormat, slots: tuple[int, ...]) -> list[int]:
     m = _PROMPT.match(text)
     if m is None:
         raise ValueError(f"coupled positions: the prompt {text[:40]!r} is not 'a+b | x,y ...' (index_hints=False)")
-    block = lambda t: _block(t, stride, slots)  # noqa: E731
+    block = lambda t: block_start(t, stride, slots)  # noqa: E731
     sep = text.find(fmt.input_sep, m.end())
     body = len(text) if sep < 0 else sep
     cut = len(text) if sep < 0 else sep + len(fmt.input_sep)
@@ -318,8 +307,4 @@ def _coupled(texts, stride: int, fmt: StepFormat, slots: tuple[int, ...]) -> lis
         else:  # the carry-out, where the next step reads its carry-in (and any overlong tail after it)
             ids.append(block(line + 1) + _CARRY_IN + j - 8)
         j += 1
-    out, at = [], 0
-    for t in chars:
-        out.append(ids[at])
-        at += len(t)
-    return out
+    return ids

@@ -33,6 +33,18 @@ walk restarts from ``x=x`` with the fact above x (the third step above).
 A trace has between 1 and n-1 steps (the walk down, if it fails, and the walk up from x to y never
 use a fact twice). Training uses chains of 2..5 letters and tests chains twice as long
 (:meth:`LogicTask.train_test_split`).
+
+Position coupling (issue 18; :mod:`procsup.data.positions`, as :meth:`AdditionTask.coupled_positions
+<procsup.tasks.addition.AdditionTask.coupled_positions>` for addition): :meth:`LogicTask.coupled_positions`
+couples **step t with the fact it uses**. Fact k of the input sits in block ``B(k) = stride * slot_k`` (its
+``u>v`` at ``B(k) + 0..2``, its comma at ``+ 3``), the question ``;x?y`` at ``0..3`` and the input separator at
+``4``. A history step ``u>v:xRw`` is numbered from the first letter the model writes: ``u`` is the left
+letter of exactly one fact (a chain has no letter twice on the left), fact k, and the step takes
+``B(k) + 0..7`` (separator included), so that the step restates its fact at the fact's own ids and the
+distance from a step to the fact it copies is the same at any chain length. A first letter no fact starts
+with sends the step to the free block after the last fact, ``B(n)``. The answer line ``A:R`` continues the
+last step's block (``B(k) + 8 ...``, the step's derived relation at ``+ 5``); with no step before it (outcome
+mode) it takes ``B(n)``. The id of each generated character depends on the text up to it only (causal).
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ import string
 from dataclasses import dataclass
 from typing import Sequence
 
+from procsup.data.positions import PositionRule, block_start, by_characters, check_slots
+from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
 from procsup.tasks.base import corrupt_digit
 
@@ -50,6 +64,10 @@ LETTERS = string.ascii_lowercase
 #: Chains of up to this many letters in training, twice as many at test time.
 TRAIN_MAX_SIZE = 5
 _RELATION = re.compile(r"^([a-z])([<>])([a-z])$")
+_PROMPT = re.compile(r"^([a-z]>[a-z](?:,[a-z]>[a-z])*);[a-z]\?[a-z]")
+#: Offsets in a fact's block: the question's ids ``;x?y`` are 0..3 and the input separator's 4; a step line is
+#: 8 characters with its separator, the answer line continues after it.
+_QUESTION, _ANSWER = 4, 8
 
 
 @dataclass(frozen=True)
@@ -214,6 +232,18 @@ class LogicTask:
     def check_state_step(self, state: LogicState, action: str) -> bool:
         return state.fact is not None and action.strip() == _derive(state.problem.question[0], state.current, state.fact)
 
+    # --- position coupling (history and outcome mode) -----------------------------------------------
+    def coupled_positions(self, stride: int = 12, fmt: StepFormat = StepFormat(),
+                          slots: Sequence[int] | None = None) -> PositionRule:
+        """The fact-coupled :data:`~procsup.data.positions.PositionRule` (module docstring): fact k's block
+        starts at ``stride * slots[k]`` (default ``slots[k] = k + 1``; past the given slots one apart; the free
+        block after the last fact is ``slots[n]``), a step at its fact's block. Stride and slots are fixed per
+        rule: a training row's random choice is made before it is tokenized."""
+        if stride < _ANSWER:
+            raise ValueError(f"stride must be >= {_ANSWER} (a step line and its separator), got {stride}")
+        slots = check_slots(slots)
+        return lambda texts: by_characters(texts, lambda text: _coupled(text, stride, fmt, slots))
+
     # --- executor (state mode) -------------------------------------------------------------------------
     def initial_state(self, p: LogicProblem) -> LogicState:
         state = _arrive(p, "=", p.question[0], False)
@@ -236,3 +266,31 @@ class LogicTask:
 
     def answer(self, state: LogicState) -> str:
         return state.relation
+
+
+def _coupled(text: str, stride: int, fmt: StepFormat, slots: tuple[int, ...]) -> list[int]:
+    """One id per character of ``text`` (a prompt ``facts;x?y``, its separator, then steps and the answer)."""
+    m = _PROMPT.match(text)
+    if m is None:
+        raise ValueError(f"coupled positions: the prompt {text[:40]!r} is not 'u>v,...;x?y'")
+    block = lambda k: block_start(k, stride, slots)  # noqa: E731
+    facts = m.group(1).split(",")
+    first: dict[str, int] = {}
+    for k, fact in enumerate(facts):
+        first.setdefault(fact[0], k)
+    ids = [block(j // 4) + j % 4 for j in range(len(m.group(1)))]  # fact k's "u>v," at B(k) + 0..3
+    ids += range(_QUESTION)  # ";x?y"
+    sep = text.find(fmt.input_sep, m.end())
+    cut = len(text) if sep < 0 else sep + len(fmt.input_sep)
+    ids += [_QUESTION] * (cut - m.end())  # anything else of the prompt, and its separator
+    j, base, last, answer = 0, 0, None, False
+    for i in range(cut, len(text)):
+        if j == 0:  # a line starts: the answer, or a step whose first letter names its fact
+            answer = text[i] == fmt.answer_prefix[0]
+            if answer:
+                base = block(len(facts)) if last is None else last + _ANSWER
+            else:
+                base = last = block(first.get(text[i], len(facts)))
+        ids.append(base + j)
+        j = 0 if not answer and text.endswith(fmt.step_sep, 0, i + 1) and j + 1 >= len(fmt.step_sep) else j + 1
+    return ids

@@ -26,6 +26,18 @@ Steps are parsed by a regular expression, never evaluated: anything that is not 
 is simply a wrong step. A step is right if it applies the right operation to the right quantities
 (the expert's, so an error carried over from an earlier step is wrong again); the operands of + and
 x may come in either order.
+
+Position coupling (issue 18; :mod:`procsup.data.positions`, as for addition and logic):
+:meth:`WordProblemTask.coupled_positions` couples **step t with sentence t** (the t-th sentence after the
+first). Sentence j of the input (the question is the last) sits in block ``B(j) = stride * slot_j``, placed
+so that its number's first digit is at ``B(j) + 24`` (the characters before it at ``B(j) + 24 - d``, clipped at
+``B(j)``; a sentence without a number, the question, from ``B(j)``); history step t's characters (separator
+included) take the block's step lane ``B(t) + 52 ...``, so that a step and the operand it reads are the same
+distance apart at any story length; the answer line takes the question's lane (in a clean story the block
+after the last step's). The input separator is at ``B(1) + 51``, just before step 1. The rule reads the
+sentences by their punctuation, never by their meaning: in a story with irrelevant sentences step t is still
+coupled with sentence t, which is then not the sentence it uses (telling them apart would give the
+perturbation away).
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from procsup.data.positions import PositionRule, block_start, by_characters, check_slots
+from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
 from procsup.tasks.base import corrupt_digit
 
@@ -60,6 +74,9 @@ NOISE = (
 SKIP = "skip"
 """The state-mode action for an irrelevant sentence."""
 #: ``quantity op operand = result``; bounded lengths, so that int() never sees a huge string.
+_SENTENCE = re.compile(r"[^.?]*[.?] ?")
+#: Offsets in a sentence's block: its number's first digit; the step lane (a sentence ends before it).
+_NUMBER, _LANE = 24, 52
 _STEP = re.compile(r"^\s*([0-9]{1,7})\s*([-+*])\s*([0-9]{1,7})\s*=\s*([0-9]{1,7})\s*$")
 
 
@@ -262,6 +279,18 @@ class WordProblemTask:
         op = state.problem.ops[state.index - 1]
         return action.strip() == SKIP if op is None else _step_is(action, state.quantity, *op)
 
+    # --- position coupling (history and outcome mode) -----------------------------------------------
+    def coupled_positions(self, stride: int = 64, fmt: StepFormat = StepFormat(),
+                          slots: Sequence[int] | None = None) -> PositionRule:
+        """The sentence-coupled :data:`~procsup.data.positions.PositionRule` (module docstring): sentence j's
+        block starts at ``stride * slots[j]`` (default ``slots[j] = j + 1``; past the given slots one apart),
+        step t in sentence t's block. Stride and slots are fixed per rule: a training row's random choice is
+        made before it is tokenized."""
+        if stride < _LANE + 12:
+            raise ValueError(f"stride must be >= {_LANE + 12} (a sentence and a step line), got {stride}")
+        slots = check_slots(slots)
+        return lambda texts: by_characters(texts, lambda text: _coupled(text, stride, fmt, slots))
+
     # --- executor (state mode) -------------------------------------------------------------------------
     def initial_state(self, p: WordProblem) -> WordState:
         return WordState(p, 1, p.start)
@@ -281,3 +310,32 @@ class WordProblemTask:
 
     def answer(self, state: WordState) -> str:
         return str(state.quantity)
+
+
+def _coupled(text: str, stride: int, fmt: StepFormat, slots: tuple[int, ...]) -> list[int]:
+    """One id per character of ``text`` (the story and its question, its separator, then steps and the answer)."""
+    end = text.find("?") + 1
+    if end == 0:
+        raise ValueError(f"coupled positions: the prompt {text[:40]!r}... has no question ('?')")
+    block = lambda j: block_start(j, stride, slots)  # noqa: E731
+    ids: list[int] = []
+    sentences = list(_SENTENCE.finditer(text, 0, end))
+    if sum(len(m.group()) for m in sentences) != end:
+        raise ValueError(f"coupled positions: the prompt {text[:40]!r}... is not sentences ending in '.' or '?'")
+    for j, m in enumerate(sentences):
+        digit = re.search(r"[0-9]", m.group())
+        shift = _NUMBER - digit.start() if digit else 0
+        ids += [block(j) + max(0, i + shift) for i in range(len(m.group()))]
+    sep = text.find(fmt.input_sep, end)
+    cut = len(text) if sep < 0 else sep + len(fmt.input_sep)
+    ids += [block(1) + _LANE - 1] * (cut - end)  # the separator, just before step 1
+    question, line, j, answer = len(sentences) - 1, 1, 0, False
+    for i in range(cut, len(text)):
+        if j == 0:
+            answer = text[i] == fmt.answer_prefix[0]
+        ids.append(block(question if answer else line) + _LANE + j)
+        if not answer and text.endswith(fmt.step_sep, 0, i + 1) and j + 1 >= len(fmt.step_sep):
+            line, j = line + 1, 0
+        else:
+            j += 1
+    return ids
