@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,21 +350,12 @@ and the first alert (what a resumed run needs beyond the weights, optimizer and 
 MONITOR_FILE = "monitor.jsonl"
 
 
-def _write_rl_state(accelerator, cfg: RLConfig, step: int, state: dict) -> None:
-    """``checkpoint-<step>/rl_state.json``, written atomically on the main process after the checkpoint."""
-    if accelerator.is_main_process:
-        ckpt = Path(cfg.output_dir) / f"checkpoint-{step}"
-        tmp = ckpt / f".{RL_STATE_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps({"step": step, **state}, indent=1))
-        os.replace(tmp, ckpt / RL_STATE_FILE)
-    accelerator.wait_for_everyone()
-
-
 def _read_rl_state(cfg: RLConfig, step: int) -> dict:
     path = Path(cfg.output_dir) / f"checkpoint-{step}" / RL_STATE_FILE
     if not path.is_file():
-        raise ValueError(f"cannot resume: {path} is missing (the run stopped while saving checkpoint-{step}); "
-                         f"remove checkpoint-{step} to resume from the one before, or start a new run")
+        raise ValueError(f"cannot resume: {path} is missing (a checkpoint written by a procsup before 2026-12-07 "
+                         f"that stopped while saving); remove checkpoint-{step} to resume from the one before, "
+                         f"or start a new run")
     return json.loads(path.read_text())
 
 
@@ -460,8 +450,8 @@ def _train(cfg, task, scorer, model, tokenizer, fmt, problems, eval_problems, mo
 
     def checkpoint(done: int) -> None:
         save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, done, saved=saved, run=run,
-                        metrics={k: v for k, v in last.items() if isinstance(v, (int, float))})
-        _write_rl_state(accelerator, cfg, done, {**state, "evals": monitor.history})
+                        metrics={k: v for k, v in last.items() if isinstance(v, (int, float))},
+                        extra_files={RL_STATE_FILE: {"step": done, **state, "evals": monitor.history}})
 
     def run_monitor(done: int) -> dict | None:
         result = monitor.evaluate(policy_model, tokenizer, update=done, samples=state["samples"])
