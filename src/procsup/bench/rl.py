@@ -28,7 +28,6 @@ logic the constant answer. Results: ``results.json``, ``rl.png`` (accuracy and v
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -43,7 +42,8 @@ import torch
 
 from procsup.annotation.oracle import label_traces
 from procsup.bench.cache import cached_run
-from procsup.bench.report import pct, render, stat
+from procsup.bench.report import begin, pct, render, run_facts, stat
+from procsup.data.io import write_json
 from procsup.data.trajectory import Trajectory
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
 from procsup.models.prm import build_prm, load_prm
@@ -421,9 +421,7 @@ def summarize(cfg: RLBenchConfig, task: str, arm: str, runs: list[dict]) -> dict
 def main(cfg: RLBenchConfig) -> dict:
     """Run every stage (cached), select learning rates on validation, write results.json, rl.png, table.md."""
     t0 = time.perf_counter()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    begin(1, cfg.progress, cfg.output_dir)
     prepared = dict(zip(cfg.tasks, run_parallel(prepare, [(cfg, t) for t in cfg.tasks], min(cfg.workers, len(cfg.tasks)))))
     # selection: every arm x learning rate on seed 0, judged on validation
     tuning = [(cfg, t, a, lr, 0) for t in cfg.tasks for a in _arms(cfg, t) for lr in cfg.learning_rates]
@@ -449,15 +447,21 @@ def main(cfg: RLBenchConfig) -> dict:
                                "efficiency": efficiency(arms)}
     if "addition" in cfg.tasks and cfg.hack_arms:
         results["hacking"] = hacking(cfg)
-    results["wall_seconds"] = time.perf_counter() - t0
-    suffix = cfg.results_name.removeprefix("results")
-    (out / f"{cfg.results_name}.json").write_text(json.dumps(results, indent=1))
-    plot(results, out / f"rl{suffix}.png")
+    _write(cfg, results, t0)
+    print(tables_markdown(results))
+    return results
+
+
+def _write(cfg: RLBenchConfig, results: dict, t0: float) -> None:
+    """``<results_name>.json`` (with the wall time and the run's conditions), its plots and ``table*.md``."""
+    results.update(wall_seconds=time.perf_counter() - t0, **run_facts())
+    out, suffix = Path(cfg.output_dir), cfg.results_name.removeprefix("results")
+    write_json(out / f"{cfg.results_name}.json", results)
+    if results["tasks"]:
+        plot(results, out / f"rl{suffix}.png")
     if "hacking" in results:
         plot_hacking(results, out / f"hacking{suffix}.png")
     (out / f"table{suffix}.md").write_text(tables_markdown(results))
-    print(tables_markdown(results))
-    return results
 
 
 def probe(cfg: RLBenchConfig, task: str, arms: tuple[str, ...], lr: float, name: str) -> dict:
@@ -469,7 +473,7 @@ def probe(cfg: RLBenchConfig, task: str, arms: tuple[str, ...], lr: float, name:
     summary = {a: {"learning_rate": lr, **summarize(cfg, task, a, [runs[(a, s)] for s in cfg.seeds])} for a in arms}
     out = {"config": asdict(cfg), "task": task, "learning_rate": lr, "note": "fixed learning rate, not selected on "
            "validation", "arms": summary, "efficiency": efficiency(summary)}
-    (Path(cfg.output_dir) / f"{name}.json").write_text(json.dumps(out, indent=1))
+    write_json(Path(cfg.output_dir) / f"{name}.json", {**out, **run_facts()})
     return out
 
 
@@ -599,12 +603,9 @@ def hacking_only(cfg: RLBenchConfig) -> dict:
     """The reward-hacking stage alone (:func:`hacking`; the weak policy and PRM read from the cache), written to
     ``<output_dir>/<results_name>.json`` with its table and plot: for fresh seeds without the main arms."""
     t0 = time.perf_counter()
+    begin(1, cfg.progress, cfg.output_dir)
     results = {"config": asdict(cfg), "tasks": {}, "hacking": hacking(cfg)}
-    results["wall_seconds"] = time.perf_counter() - t0
-    out, suffix = Path(cfg.output_dir), cfg.results_name.removeprefix("results")
-    (out / f"{cfg.results_name}.json").write_text(json.dumps(results, indent=1))
-    plot_hacking(results, out / f"hacking{suffix}.png")
-    (out / f"table{suffix}.md").write_text(tables_markdown(results))
+    _write(cfg, results, t0)
     return results
 
 
