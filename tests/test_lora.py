@@ -155,8 +155,7 @@ def test_lora_is_off_by_default_and_set_from_flags(tmp_path):
     assert cfg.lora == LoRAConfig(r=8, alpha=32.0, dropout=0.1, target_modules=("q_proj", "v_proj"), layers=(20, 29))
     with pytest.raises(ValueError, match="lora.r must be >= 0"):
         build_config(PALConfig, overrides=[f"output_dir={tmp_path}", "lora.r=-2"])
-    with pytest.raises(ValueError, match="resume with lora"):
-        PALConfig(output_dir="x", resume=True, lora=LoRAConfig(r=4))
+    assert PALConfig(output_dir="x", resume=True, lora=LoRAConfig(r=4)).resume  # resumable: test_lora_run_resumes_exactly
 
 
 def test_full_fine_tune_unchanged_without_lora(char_tok, tmp_path):
@@ -182,3 +181,44 @@ def test_prm_with_the_lora_option_trains_the_head_and_scores_from_the_checkpoint
     assert saved.kind == "prm" and not torch.equal(loaded.score.weight, head)
     got, want = score(loaded, tok, TRAJS[:3]), score(result.model, char_tok, TRAJS[:3])
     assert sum(got, []) == pytest.approx(sum(want, []), abs=1e-5)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_lora_run_resumes_exactly(char_tok, tmp_path, monkeypatch):
+    """A LoRA run's checkpoint carries its adapters (adapters.safetensors) beside the merged weights: 12 steps
+    straight == 6 steps, a crash after checkpoint-6, and resume=True onto the starting model, to the bit."""
+    from procsup.trainers import pal as pal_trainer
+
+    def cfg(name, **kw):
+        return PALConfig(output_dir=str(tmp_path / name), mode="history", max_steps=12, batch_size=4,
+                         learning_rate=5e-2, warmup_steps=0, log_steps=1, save_steps=6, progress=False,
+                         lora=LoRAConfig(r=4, alpha=8), **kw)
+
+    straight = train(cfg("straight"), model=build_tiny_model(MODEL, char_tok)[0], tokenizer=char_tok,
+                     trajectories=TRAJS).model
+    save = pal_trainer.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        save(*args, **kwargs)
+        if args[-1] == 6:
+            raise _Crash
+
+    monkeypatch.setattr(pal_trainer, "save_checkpoint", save_then_crash)
+    with pytest.raises(_Crash):
+        train(cfg("crashed"), model=build_tiny_model(MODEL, char_tok)[0], tokenizer=char_tok, trajectories=TRAJS)
+    monkeypatch.setattr(pal_trainer, "save_checkpoint", save)
+    assert (tmp_path / "crashed" / "checkpoint-6" / "adapters.safetensors").is_file()
+    resumed = train(cfg("crashed", resume=True), model=build_tiny_model(MODEL, char_tok)[0], tokenizer=char_tok,
+                    trajectories=TRAJS)
+    assert resumed.steps == 6
+    want = dict(straight.named_parameters())
+    for name, p in resumed.model.named_parameters():
+        torch.testing.assert_close(p, want[name], rtol=0, atol=0, msg=name)
+    # a resume onto a model without the run's adapters is refused by the recorded settings
+    with pytest.raises(ValueError, match="lora"):
+        train(PALConfig(output_dir=str(tmp_path / "crashed"), mode="history", max_steps=12, batch_size=4,
+                        learning_rate=5e-2, warmup_steps=0, log_steps=1, save_steps=6, progress=False, resume=True),
+              model=build_tiny_model(MODEL, char_tok)[0], tokenizer=char_tok, trajectories=TRAJS)

@@ -92,7 +92,31 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, seed: int | None = 0) -> nn.Mo
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name or _is_saved(name, cfg))
     model.register_state_dict_post_hook(merged_state_dict)
+    model.procsup_lora = cfg  # what has_lora and the checkpoints read
     return model
+
+
+def has_lora(model: nn.Module) -> bool:
+    """Whether :func:`apply_lora` injected adapters into ``model`` (and :func:`merge_lora` has not folded them)."""
+    return getattr(model, "procsup_lora", None) is not None
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (the adapters and ``modules_to_save``) under their names in the adapted model:
+    what a LoRA run's checkpoint needs besides its merged weights to resume (the frozen base is the run's
+    starting model)."""
+    return {name: p.detach().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load :func:`trainable_state` back into an adapted model, in place; names must match exactly."""
+    own = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if set(own) != set(state):
+        raise ValueError(f"{where}: the adapters do not fit this model (missing {sorted(set(own) - set(state))[:4]}, "
+                         f"unexpected {sorted(set(state) - set(own))[:4]}); resume with the run's lora settings")
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(state[name])
 
 
 def merged_state_dict(module: nn.Module, state: dict, prefix: str, local_metadata) -> None:
@@ -128,6 +152,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
             setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
     for p in model.parameters():
         p.requires_grad_(True)
+    model.procsup_lora = None
     return model
 
 

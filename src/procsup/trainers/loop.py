@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import get_cosine_schedule_with_warmup
 
 from procsup.data.tokenize import Row, check_length
@@ -382,6 +382,7 @@ def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, st
         write_format(tmp, saved)
         write_model_card(tmp, saved, getattr(accelerator.unwrap_model(model), "config", None))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        _save_adapters(accelerator.unwrap_model(model), tmp)
         state = {"step": step, "max_steps": cfg.max_steps, "config": asdict(cfg), "run_id": run.run_id, "data": run.data}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         for name, obj in (extra_files or {}).items():
@@ -438,14 +439,36 @@ def load_checkpoint(model, optimizer, scheduler, cfg, run: Run | None = None) ->
     return int(state["step"])
 
 
+ADAPTERS_FILE = "adapters.safetensors"
+"""In a LoRA run's checkpoint, beside the merged ``model.safetensors``: the adapters (and ``modules_to_save``)
+under their names in the adapted model, which a resumed run loads onto its starting model."""
+
+
+def _save_adapters(model, folder: Path) -> None:
+    from procsup.models.lora import has_lora, trainable_state
+
+    if has_lora(model):
+        save_file(trainable_state(model), folder / ADAPTERS_FILE)
+
+
 def restore_training_state(ckpt: Path, model, optimizer, scheduler) -> None:
     """Weights (safetensors; tied weights may be absent), optimizer and schedule of a checkpoint folder,
-    loaded in place; a checkpoint that does not fit the model is an error naming the keys."""
-    missing, unexpected = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
-    if unexpected or set(missing) - tied:
-        raise ValueError(f"{ckpt}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)}, "
-                         f"unexpected {sorted(unexpected)})")
+    loaded in place; a checkpoint that does not fit the model is an error naming the keys. A model with LoRA
+    adapters (the run's starting model, adapted again by ``prepare_model``) gets the checkpoint's adapters:
+    its base weights are frozen, so they are the starting model's."""
+    from procsup.models.lora import has_lora, load_trainable_state
+
+    if has_lora(model):
+        if not (ckpt / ADAPTERS_FILE).is_file():
+            raise ValueError(f"{ckpt}: no {ADAPTERS_FILE} (written by a procsup before LoRA runs could resume, "
+                             f"or by a run without lora); start a new run")
+        load_trainable_state(model, load_file(ckpt / ADAPTERS_FILE), str(ckpt))
+    else:
+        missing, unexpected = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or {})
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"{ckpt}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)}, "
+                             f"unexpected {sorted(unexpected)})")
     opt_state = torch.load(ckpt / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(opt_state["optimizer"])
     scheduler.load_state_dict(opt_state["scheduler"])

@@ -119,6 +119,3 @@ class CheckpointOptions(OptimizerOptions):
             raise ValueError(f"report_to must be one of {', '.join(TRACKERS)}, got {self.report_to!r}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
-        if self.lora.enabled and self.resume:
-            raise ValueError("resume with lora.r > 0: a LoRA run's checkpoints hold merged weights, not the adapters "
-                             "and their optimizer state; start a new run (overwrite=true or another output_dir)")
