@@ -103,3 +103,36 @@ def test_state_loop_by_hand_budget_failure_and_replay():
     assert more[0].meta["answer"] == "42" and [s.state for s in more[0].steps] == ["7+5+0", "2+1+1"]
     with pytest.raises(ValueError, match="state-mode"):
         complete(LMPolicy(None, None, TASK), start(TASK, [AdditionProblem(1, 2)]), max_env_steps=1)
+
+
+def test_stop_strings_end_a_trace_and_are_cut_before_parsing(tiny_model):
+    """A few-shot-prompted model writes the next example after its answer, or instead of one: with
+    ``stop_strings`` generation is asked to stop there and nothing after it is read into the trace."""
+    model, tok = tiny_model
+    asked = []
+
+    class Scripted(LMPolicy):
+        text = ""
+
+        def generate(self, prompts, n, max_new_tokens, stop_strings=None):
+            asked.append(stop_strings)
+            return [[tok(self.text, add_special_tokens=False)["input_ids"]] * n for _ in prompts]
+
+    def run(text, stops=(), until="answer"):
+        policy = Scripted(model, tok, TASK, StepFormat(), stop_strings=stops)
+        policy.text = text
+        return complete(policy, start(TASK, [AdditionProblem(57, 70)]), 1, until)[0][0]
+
+    answered = "7,0\n2,1\n1\nA: 127\nQuestion: 3+4\n7,0\nA: 7\n"
+    cut = run(answered, ("Question:",))
+    assert asked == [["Question:"]]
+    assert cut.target == "127" and cut.meta["correct"] and [s.action for s in cut.steps] == ["7,0", "2,1", "1"]
+    unanswered = "7,0\nQuestion: 3+4\n7,0\nA: 7\n"  # the next example's steps and answer would be read as this one's
+    plain = run(unanswered)
+    assert plain.target == "7" and [s.action for s in plain.steps] == ["7,0", "Question: 3+4", "7,0"]
+    cut = run(unanswered, ("Question:",))
+    assert cut.meta["answer"] is None and [s.action for s in cut.steps] == ["7,0"]
+    run(answered, ("Question:",), "step")
+    assert asked[-1] == ["\n", "Question:"]
+    with pytest.raises(ValueError, match="stop_strings"):
+        LMPolicy(model, tok, TASK, stop_strings="Question:")

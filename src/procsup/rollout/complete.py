@@ -168,16 +168,18 @@ def _text(policy, prefixes, problems, n, until) -> list[list[Trajectory]]:
     # the prefix as training laid it out (pieces tokenized apart): with no steps, the prompt x · input_sep
     rows = tokenize_many([Trajectory(t.input, "", t.steps) for t in prefixes], tok, fmt, "steps")
     prompts = [r.input_ids for r in rows]
+    stops = list(getattr(policy, "stop_strings", ()))
     if until == "step":
         budget = policy.max_new_tokens or step_budget(tok, experts, fmt)
-        gens = policy.generate(prompts, n, budget, stop_strings=[fmt.step_sep])
+        gens = policy.generate(prompts, n, budget, stop_strings=[fmt.step_sep, *stops])
     else:
-        gens = policy.generate(prompts, n, policy.max_new_tokens or history_budget(tok, experts, fmt, policy.mode))
+        gens = policy.generate(prompts, n, policy.max_new_tokens or history_budget(tok, experts, fmt, policy.mode),
+                               stop_strings=stops or None)
     out = []
     for prefix, problem, samples in zip(prefixes, problems, gens):
         row = []
         for toks in samples:
-            text = tok.decode(toks)
+            text = _before_stop(tok.decode(toks), stops)
             answered = text.startswith(fmt.answer_prefix)
             if policy.mode == "outcome":  # everything after the prefix: the model was trained to end there
                 actions, answer, finished = [], text[len(fmt.answer_prefix):].strip() if answered else None, True
@@ -193,3 +195,9 @@ def _text(policy, prefixes, problems, n, until) -> list[list[Trajectory]]:
             row.append(Trajectory(prefix.input, answer or "", steps, meta))
         out.append(row)
     return out
+
+
+def _before_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the first of ``stops`` (the policy's ``stop_strings``), which is dropped with the rest."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]

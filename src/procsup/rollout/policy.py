@@ -47,12 +47,19 @@ class LMPolicy:
     positions: PositionRule | None = None
     """Task-given position ids (:mod:`procsup.data.positions`; e.g. the task's coupled rule, as the model
     was trained with); None: the model's default positions."""
+    stop_strings: tuple[str, ...] = ()
+    """Text that ends a generation besides EOS and the budget, cut off with everything after it before the
+    text is parsed: e.g. ``("Question:",)`` for a few-shot-prompted model that goes on to write the next
+    example after its answer (without it such a model runs every sample to ``max_new_tokens``)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("history", "state", "outcome"):
             raise ValueError(f"mode must be history, state or outcome, got {self.mode!r}")
         if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 or None (greedy), got {self.temperature}")
+        if isinstance(self.stop_strings, str) or not all(isinstance(x, str) and x for x in self.stop_strings):
+            raise ValueError(f"stop_strings must be a tuple of non-empty strings, got {self.stop_strings!r}")
+        self.stop_strings = tuple(self.stop_strings)
 
     @property
     def device(self) -> torch.device:
