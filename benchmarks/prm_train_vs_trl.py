@@ -213,7 +213,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trl-group-by-length", action="store_true",
                    help="TRL with transformers' LengthGroupedSampler (train_sampling_strategy) instead of its default sampler; "
-                        "at lr 3e-3 some orders blow up after a mega-batch boundary (benchmarks/results/prm_trl_grouped_probe.md)")
+                        "at lr 3e-3 some data orders blow up (benchmarks/results/prm_trl_grouped_probe.md)")
     p.add_argument("--no-dense", action="store_true", help="leave out the procsup-dense arm (sparse_last_block=False)")
     p.add_argument("--out", default="benchmarks/results/prm_train_vs_trl.json")
     args = p.parse_args(argv)
