@@ -87,6 +87,32 @@ def addition_test(chosen: dict) -> None:
             print(f"| {method} + coupling | {LRS[lr]} | {mark} | {seeds} | " + " | ".join(em + valid) + " |")
 
 
+def logic_lr() -> None:
+    """Logic: validation exact match (8 letters) per arm and learning rate, seed 0 (2e-3: tasks_results.json);
+    the outcome-coupled tie broken over seeds 0-2 (logic_lr_<lr>_outcome-coupled_results.json)."""
+    grid = {2e-3: json.loads((HERE / "tasks_results.json").read_text())["runs"]}
+    for lr, name in LRS.items():
+        for part in ("seed0", "outcome-coupled"):
+            path = HERE / f"logic_lr_{name}_{part}_results.json"
+            if lr != 2e-3 and path.is_file():
+                grid.setdefault(lr, []).extend(json.loads(path.read_text())["runs"])
+    print("\nlogic, validation split (100 chains of 8 letters): exact match per arm and learning rate")
+    print("| arm | " + " | ".join(f"lr {LRS[lr]}: seed 0 | seeds 0-2" for lr in sorted(grid)) + " | chosen |")
+    print("|---|" + "---|---|" * len(grid) + "---|")
+    for arm in ("history-coupled", "outcome-coupled", "history", "outcome"):
+        cells, scores = [], {}
+        for lr in sorted(grid):
+            runs = {r["seed"]: r for r in grid[lr] if r.get("task", "logic") == "logic" and r["arm"] == arm}
+            s0 = runs[0]["val"]["8"]["exact_match"] if 0 in runs else None
+            every = statistics.fmean(r["val"]["8"]["exact_match"] for r in runs.values()) if len(runs) == 3 else None
+            cells += ["-" if s0 is None else f"{100 * s0:.1f}", "-" if every is None else f"{100 * every:.1f}"]
+            if s0 is not None:
+                scores[lr] = (round(s0, 6), -1.0 if every is None else round(every, 6), -lr)
+        best = max(scores, key=scores.get)
+        tied = sum(v[0] == scores[best][0] for v in scores.values()) > 1
+        print(f"| {arm} | " + " | ".join(cells) + f" | {LRS[best]}{' (tie on seed 0)' if tied else ''} |")
+
+
 def main() -> None:
     tasks = HERE / "tasks_results.json"
     if tasks.is_file():
@@ -95,6 +121,7 @@ def main() -> None:
             print(f"\n{name}: exact match and trace validity (%), mean ± sample std over seeds {result['config']['seeds']}")
             print(render(format_rows(name, result), markdown=True))
     addition_test(lr_selection())
+    logic_lr()
 
 
 if __name__ == "__main__":
