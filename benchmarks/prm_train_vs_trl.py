@@ -194,10 +194,8 @@ def summarize(runs: dict[str, list[dict]], args) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The data, model and optimisation options (shared with ``prm_trl_grouped_probe.py``)."""
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--eval-size", type=int, default=500)
     p.add_argument("--max-digits", type=int, default=8, help="operand lengths uniform in [1, max]: 1 to max steps")
@@ -211,6 +209,27 @@ def main(argv=None) -> dict:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--max-length", type=int, default=1024, help="TRL's truncation length; no row reaches it (checked)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def provenance(args, argv) -> dict:
+    """Date, command and machine of a results JSON (shared with ``prm_trl_grouped_probe.py``)."""
+    import transformers
+    import trl
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
+                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "load_average_1_5_15": os.getloadavg(),
+                    "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    add_run_args(p)
     p.add_argument("--trl-group-by-length", action="store_true",
                    help="TRL with transformers' LengthGroupedSampler (train_sampling_strategy) instead of its default sampler; "
                         "at lr 3e-3 some data orders blow up (benchmarks/results/prm_trl_grouped_probe.md)")
@@ -219,7 +238,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     import datasets
     import transformers
-    import trl  # the optional extra: fail here, before any work
+    import trl  # noqa: F401  (the optional extra: fail here, before any work)
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -255,11 +274,7 @@ def main(argv=None) -> dict:
     summary = summarize(runs, args)
     labels = [bool(lab) for t in held_out for lab in t.labels]
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
-                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "load_average_1_5_15": os.getloadavg(),
-                    "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        **provenance(args, argv),
         "setup": vars(args),
         "data": {"train_rows": len(train), "held_out_rows": len(held_out), "held_out_steps": len(labels),
                  "held_out_correct_share": sum(labels) / len(labels), "mean_row_tokens": statistics.mean(lengths),

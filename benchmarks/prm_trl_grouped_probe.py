@@ -23,9 +23,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import argparse
 import copy
-import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -75,26 +73,14 @@ def main(argv=None) -> dict:
     p.add_argument("--sampler", choices=["group_by_length", "random"], required=True)
     p.add_argument("--order-seeds", default="0,1,2", help="TRL trainer seeds (with dropout off: the data order)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--train-size", type=int, default=4000)
-    p.add_argument("--eval-size", type=int, default=500)
-    p.add_argument("--max-digits", type=int, default=8)
-    p.add_argument("--corrupt", type=float, default=0.3)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0, help="data and initial weights (as the benchmark's --seed)")
+    bench.add_run_args(p)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if Path(args.out).exists():
         raise FileExistsError(f"{args.out} exists: results files are never overwritten")
     import datasets
     import transformers
-    import trl
+    import trl  # noqa: F401  (fail here, before any work)
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -117,11 +103,7 @@ def main(argv=None) -> dict:
                   f"{[round(x, 3) for x in run['loss_per_20_steps']]}", flush=True)
     labels = [bool(lab) for t in held_out for lab in t.labels]
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
-                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "load_average_1_5_15": os.getloadavg(),
-                    "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        **bench.provenance(args, argv),
         "wall_s": time.perf_counter() - started,
         "setup": vars(args),
         "held_out_correct_share": sum(labels) / len(labels),
