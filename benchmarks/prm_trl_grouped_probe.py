@@ -3,7 +3,10 @@
 Trains TRL 1.13's ``PRMTrainer`` at the settings of ``prm_train_vs_trl.py`` (same data, the same initial
 weights from ``--seed``, lr, schedule, batch, steps) once per trainer seed in ``--order-seeds``. With dropout
 off, TRL's seed only sets the data order: transformers' ``LengthGroupedSampler`` permutation
-(``--sampler group_by_length``) or the random sampler's (``--sampler random``). Records every step's loss,
+(``--sampler group_by_length``) or the random sampler's (``--sampler random``);
+``group_by_length_batches_shuffled`` keeps transformers' batches but shuffles their order within each
+mega-batch of 50 batches (no jump from the shortest rows back to the longest at the boundaries; the first
+mega-batch assumes 50 batches per mega-batch, as at >= 3,200 rows). Records every step's loss,
 batch shape and learning rate, the largest loss after warm-up, the held-out step accuracy and AUROC (scored
 by ``procsup.models.prm.score`` as in the benchmark) and the spread of the held-out scores (a collapsed model
 gives every step nearly the same score). Not a timing run.
@@ -24,6 +27,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import argparse
 import copy
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -37,9 +41,30 @@ import prm_train_vs_trl as bench  # noqa: E402  (the benchmark's data, model and
 
 
 def run_one(init, tok_trl, tok, ds, held_out, args, order_seed: int, out_dir: str) -> dict:
-    targs = argparse.Namespace(**{**vars(args), "seed": order_seed,
-                                  "trl_group_by_length": args.sampler == "group_by_length"})
+    targs = argparse.Namespace(**{**vars(args), "seed": order_seed})
+    targs.trl_group_by_length = args.sampler != "random"
     trainer = bench.trl_trainer(init, tok_trl, ds, targs, out_dir)  # deep-copies init: same weights every run
+    if args.sampler == "group_by_length_batches_shuffled":
+        grouped = trainer._get_train_sampler
+
+        class Shuffled:  # transformers' batches, in a random order within each mega-batch of 50
+            def __init__(self, sampler):
+                self.sampler = sampler
+
+            def __len__(self):
+                return len(self.sampler)
+
+            def __iter__(self):  # drawn when the loop iterates, as the plain sampler is: the same batches
+                order = list(self.sampler)
+                batches = [order[i:i + args.batch] for i in range(0, len(order), args.batch)]
+                rng = random.Random(order_seed)
+                for m in range(0, len(batches), 50):
+                    part = batches[m:m + 50]
+                    rng.shuffle(part)
+                    batches[m:m + 50] = part
+                return iter([i for b in batches for i in b])
+
+        trainer._get_train_sampler = lambda *a, **kw: Shuffled(grouped(*a, **kw))
     steps: list[dict] = []
     compute_loss = trainer.compute_loss
 
@@ -70,7 +95,7 @@ def run_one(init, tok_trl, tok, ds, held_out, args, order_seed: int, out_dir: st
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sampler", choices=["group_by_length", "random"], required=True)
+    p.add_argument("--sampler", choices=["group_by_length", "group_by_length_batches_shuffled", "random"], required=True)
     p.add_argument("--order-seeds", default="0,1,2", help="TRL trainer seeds (with dropout off: the data order)")
     p.add_argument("--threads", type=int, default=1)
     bench.add_run_args(p)
