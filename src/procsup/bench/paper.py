@@ -360,8 +360,8 @@ class PaperBenchConfig:
 
 
 # --- one PAL training run ---------------------------------------------------------------------------
-def _pal(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int, steps: int,
-         hidden_size: int, mu: float = 0.0, consistency: str = "hidden", learning_rate: float | None = None):
+def train_lm(cfg: PaperBenchConfig, run_dir: Path, mode: str, seed: int, trajs, batch_size: int, steps: int,
+             hidden_size: int, mu: float = 0.0, consistency: str = "hidden", learning_rate: float | None = None):
     """Train a fresh tiny LM with PAL (or outcome-only) on ``trajs`` (at ``learning_rate``, default
     ``cfg.learning_rate``); returns (model, tokenizer, PALConfig, TrainResult)."""
     model, tok = build_tiny_model(cfg.model_config(hidden_size), seed=seed)
@@ -388,7 +388,7 @@ def _run_key(cfg: PaperBenchConfig, row, *names: str) -> dict:
 
 
 # --- one arm: trained and tested, or trained, validated, chosen, then tested ---------------------------
-def _fresh(draw, count: int, exclude: set) -> list:
+def fresh_problems(draw, count: int, exclude: set) -> list:
     """The first ``count`` problems of ``draw`` (a list) not in ``exclude``."""
     return [p for p in draw if p not in exclude][:count]
 
@@ -498,7 +498,7 @@ def grid_eval(task: GridTask, method: str, policy, probs) -> dict:
 
 def grid_test_sets(cfg: PaperBenchConfig, task: GridTask, seed: int, seen: set) -> dict:
     """``{side: the first test_size problems of that side not in seen}`` for every ``grid.test_sizes``."""
-    return {size: _fresh(task.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
+    return {size: fresh_problems(task.sample(10_000 + seed, size, 2 * cfg.test_size), cfg.test_size, seen)
             for size in cfg.grid.test_sizes}
 
 
@@ -526,11 +526,11 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int, lr
         demo_steps = sum(len(t.steps) for t in trajs)
         info: dict[str, Any] = {"demonstration_steps": demo_steps}
         if method == "pal-lm":
-            model, tok, pal, res = _pal(cfg, run_dir, "state", seed, trajs, **budget, learning_rate=lr)
+            model, tok, pal, res = train_lm(cfg, run_dir, "state", seed, trajs, **budget, learning_rate=lr)
             policy = LMPolicy(model, tok, task, pal.step_format, mode="state")
         elif method in ("text-history", "text-outcome"):
             mode = method.split("-")[1]
-            model, tok, pal, res = _pal(cfg, run_dir, mode, seed, trajs, **budget, learning_rate=lr)
+            model, tok, pal, res = train_lm(cfg, run_dir, mode, seed, trajs, **budget, learning_rate=lr)
             policy = LMPolicy(model, tok, task, pal.step_format, mode=mode)
         elif method == "pal-head":
             backbone, tok = build_tiny_model(model_config, seed=seed)
@@ -562,7 +562,7 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int, lr
         seen = set(problems)
         test = grid_test_sets(cfg, task, seed, seen)
         if split == "val":
-            val = _fresh(task.sample(20_000 + seed, 4, 3 * cfg.val_size), cfg.val_size, seen | set(test.get(4, ())))
+            val = fresh_problems(task.sample(20_000 + seed, 4, 3 * cfg.val_size), cfg.val_size, seen | set(test.get(4, ())))
             return {"4": grid_eval(task, method, policy, val)}
         return {str(size): grid_eval(task, method, policy, probs) for size, probs in test.items()}
 
@@ -574,7 +574,7 @@ def grid_run(cfg: PaperBenchConfig, method: str, view: str | None, seed: int, lr
 # --- logic -----------------------------------------------------------------------------------------------
 def logic_test_sets(cfg: PaperBenchConfig, task: LogicTask, seed: int, seen: set, train_max: int = 5) -> dict:
     """``{n: the first test_size chains of n letters not in seen}`` for n = train_max and 2 x train_max."""
-    return {n: _fresh(task.sample(10_000 + seed, n, 2 * cfg.test_size), cfg.test_size, seen)
+    return {n: fresh_problems(task.sample(10_000 + seed, n, 2 * cfg.test_size), cfg.test_size, seen)
             for n in (train_max, 2 * train_max)}
 
 
@@ -592,7 +592,7 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5,
         if run_dir is None:
             return None, {}, task
         trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
-        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=lg.batch_size, steps=lg.steps,
+        model, tok, pal, res = train_lm(cfg, run_dir, method, seed, trajs, batch_size=lg.batch_size, steps=lg.steps,
                                     hidden_size=lg.hidden_size, learning_rate=lr)
         return LMPolicy(model, tok, task, pal.step_format, mode=method), {"final_train_metrics": res.final_metrics}, task
 
@@ -600,7 +600,7 @@ def logic_run(cfg: PaperBenchConfig, method: str, seed: int, train_max: int = 5,
         seen = set(problems)
         test = logic_test_sets(cfg, task, seed, seen, train_max)
         if split == "val":
-            val = _fresh(task.sample(20_000 + seed, train_max, 3 * cfg.val_size), cfg.val_size,
+            val = fresh_problems(task.sample(20_000 + seed, train_max, 3 * cfg.val_size), cfg.val_size,
                          seen | set(test[train_max]))
             return {str(train_max): evaluate(policy, val)}
         return {str(size): evaluate(policy, probs) for size, probs in test.items()}
@@ -645,7 +645,7 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
         # the same stories per optimizer step in every method: a state-mode row is one step of a story
         rows_per_story = sum(len(t.steps) for t in trajs) / len(trajs) if method == "state" else 1
         batch = max(1, round(w.batch_size * rows_per_story))
-        model, tok, pal, res = _pal(cfg, run_dir, method, seed, trajs, batch_size=batch,
+        model, tok, pal, res = train_lm(cfg, run_dir, method, seed, trajs, batch_size=batch,
                                     steps=w.steps, hidden_size=w.hidden_size, mu=mu,
                                     consistency=consistency, learning_rate=lr)
         info = {"batch_size": pal.batch_size, "final_train_metrics": res.final_metrics}
@@ -654,7 +654,7 @@ def word_run(cfg: PaperBenchConfig, method: str, seed: int, train_ops: int = 5, 
     def evaluate_on(policy, task, split: str) -> dict:
         if split == "val":
             clean = set(word_test_sets(cfg, task, seed, train_ops)["clean"])
-            val = _fresh(task.sample(20_000 + seed, train_ops, 2 * cfg.val_size, noise=0), cfg.val_size,
+            val = fresh_problems(task.sample(20_000 + seed, train_ops, 2 * cfg.val_size, noise=0), cfg.val_size,
                          set(problems) | clean)
             return {"clean": evaluate(policy, val)}
         return {label: evaluate(policy, probs) for label, probs in word_test_sets(cfg, task, seed, train_ops).items()}
@@ -691,7 +691,7 @@ class RandomMoves:
         return [[self.rng.choice(tuple(MOVES)) for _ in range(n)] for _ in states]
 
 
-def _majority(task, problems, sets: dict) -> dict:
+def majority_answer(task, problems, sets: dict) -> dict:
     """Exact match of the most common training answer on each test set."""
     answer = statistics.mode(task.expert(p).target for p in problems)
     return {cond: {"exact_match": statistics.fmean(task.check_answer(p, answer) for p in probs), "n": len(probs)}
@@ -724,11 +724,11 @@ def trivial_runs(cfg: PaperBenchConfig, task: str) -> list[dict]:
             lt = LogicTask()
             problems = lt.sample_range(seed, 5, cfg.logic.train_size)
             sets = {str(n): probs for n, probs in logic_test_sets(cfg, lt, seed, set(problems)).items()}
-            out.append({"method": "majority", "seed": seed, "eval": _majority(lt, problems, sets)})
+            out.append({"method": "majority", "seed": seed, "eval": majority_answer(lt, problems, sets)})
         elif task == "word_problems":
             wt = WordProblemTask(max_value=cfg.word_problems.max_value)
             problems = word_train_problems(cfg.word_problems, seed)
-            out.append({"method": "majority", "seed": seed, "eval": _majority(wt, problems, word_test_sets(cfg, wt, seed))})
+            out.append({"method": "majority", "seed": seed, "eval": majority_answer(wt, problems, word_test_sets(cfg, wt, seed))})
     return out
 
 
@@ -942,4 +942,5 @@ def main(cfg: PaperBenchConfig) -> dict:
 __all__ = ["PaperBenchConfig", "main", "QUICK", "FULL", "PAPER", "TASKS", "GRID_METHODS", "GRID_FORMS", "render",
            "format_rows", "grid_run", "logic_run", "word_run", "consistency_run", "addition_run", "run_task",
            "task_arms", "choose", "written_moves", "grid_eval", "trivial_runs", "RandomMoves",
-           "grid_test_sets", "logic_test_sets", "word_test_sets", "word_train_problems"]
+           "grid_test_sets", "logic_test_sets", "word_test_sets", "word_train_problems", "train_lm", "fresh_problems",
+           "majority_answer"]

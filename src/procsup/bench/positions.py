@@ -16,7 +16,7 @@ Coupled training rows place their blocks at random increasing slots (a ``spread`
 longest evaluated problem's block count and shift them by a random start offset up to ``offset_blocks``
 strides (:func:`~procsup.data.positions.randomized_rows`, as ``procsup bench addition coupling=true``);
 test rows use the rule with blocks one apart and offset 0. Training reuses the paper bench's PAL run
-(:func:`procsup.bench.paper._pal`); each (task, arm, seed) run is cached in
+(:func:`procsup.bench.paper.train_lm`); each (task, arm, seed) run is cached in
 ``<output_dir>/<task>/<arm>-seed<k>/eval.json`` (resume). Trivial rows (``trivial=true``): the majority
 training answer and each seed's untrained model through the same generation and ids, on the first
 ``trivial_size`` test problems (logic's answer is ``<`` or ``>``: chance is 50%).
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from procsup.bench.cache import cached_run
-from procsup.bench.paper import PaperBenchConfig, _fresh, _majority, _pal
+from procsup.bench.paper import PaperBenchConfig, fresh_problems, majority_answer, train_lm
 from procsup.bench.report import begin, pct, render, run_facts, stat
 from procsup.data.positions import randomized_rows
 from procsup.data.tokenize import StepFormat
@@ -181,7 +181,7 @@ def setting(cfg: PositionsBenchConfig, name: str, seed: int) -> _Setting:
 
 def _test_set(task, seed: int, size: int, count: int, seen: set) -> list:
     """``count`` problems of ``size`` from ``seed``, none seen in training (the paper bench's way)."""
-    return _fresh(task.sample(seed, size, 2 * count), count, seen)
+    return fresh_problems(task.sample(seed, size, 2 * count), count, seen)
 
 
 def run_one(cfg: PositionsBenchConfig, name: str, arm: str, seed: int) -> dict:
@@ -200,7 +200,7 @@ def run_one(cfg: PositionsBenchConfig, name: str, arm: str, seed: int) -> dict:
             trajs = randomized_rows(trajs, lambda slots: s.task.coupled_positions(stride, fmt, slots),
                                     [s.blocks(p) for p in s.train], s.max_slot, cfg.spread,
                                     cfg.offset_blocks * stride, seed, name, fmt, mode)
-        model, tok, pal, res = _pal(cfg.paper(), run_dir, mode, seed, trajs, batch_size=s.batch_size, steps=s.steps,
+        model, tok, pal, res = train_lm(cfg.paper(), run_dir, mode, seed, trajs, batch_size=s.batch_size, steps=s.steps,
                                     hidden_size=cfg.hidden_size)
         policy = LMPolicy(model, tok, s.task, pal.step_format, mode=mode,
                           positions=s.task.coupled_positions(stride, fmt) if coupled else None)
@@ -225,7 +225,7 @@ def trivial_rows(cfg: PositionsBenchConfig, name: str, seed: int) -> dict:
         model, tok = build_tiny_model(cfg.paper().model_config(cfg.hidden_size), seed=seed)
         sets = {str(n): _test_set(s.task, 10_000 + seed, n, cfg.test_size, set(s.train))[: cfg.trivial_size]
                 for n in s.test_sizes}
-        majority = {n: e["exact_match"] for n, e in _majority(s.task, s.train, sets).items()}
+        majority = {n: e["exact_match"] for n, e in majority_answer(s.task, s.train, sets).items()}
         out: dict = {"majority": majority, "untrained": {}}
         for n, probs in sets.items():
             for arm in cfg.arms:
