@@ -891,5 +891,39 @@ def bench_rl(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] 
     main(cfg)
 
 
+@_config_command(bench_app, "positions", "procsup.bench.positions:PositionsBenchConfig")
+def bench_positions(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Task-given (coupled) position ids on logic and word problems: PAL-history and outcome-only, each with
+    coupled and default ids, beside trivial rows (docs/positions.md; addition's arms are in bench addition).
+
+    Example (quick): procsup bench positions tasks=logic seeds=0 logic_steps=100
+    """
+    from procsup.bench.positions import PositionsBenchConfig, format_rows, main
+    from procsup.bench.report import render
+
+    cfg = _build(PositionsBenchConfig, config, overrides)
+    _quiet_transformers(cfg.progress)
+    result = main(cfg)
+    for name in cfg.tasks:
+        typer.echo(f"{name}: exact match and trace validity (%), mean ± sample std over seeds {list(cfg.seeds)}")
+        typer.echo(render(format_rows(name, result)))
+    typer.echo(f"wrote {cfg.output_dir}/results.json ({result['wall_seconds']:.0f} s)")
+
+
+@_config_command(bench_app, "internalize", "procsup.bench.internalize:InternalizeBenchConfig")
+def bench_internalize(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = OverridesArg) -> None:
+    """Internalizing outcome feedback (first-error search, correction, reuse) against outcome GRPO/RLOO,
+    rejection-sampling fine-tuning and exact step rewards at equal policy samples (docs/internalize.md); reads
+    the weak policies and PRMs that bench rl prepared (rl_dir).
+
+    Example: procsup bench internalize tasks=addition seeds=0,1,2
+    """
+    from procsup.bench.internalize import InternalizeBenchConfig, main, table
+
+    cfg = _build(InternalizeBenchConfig, config, overrides)
+    _quiet_transformers()
+    typer.echo(table(main(cfg)))
+
+
 if __name__ == "__main__":
     app()

@@ -326,11 +326,9 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the same as `procsup bench internalize ...`
     import sys
 
-    overrides = dict(a.split("=", 1) for a in sys.argv[1:])
-    fields = InternalizeBenchConfig.__dataclass_fields__
-    kw = {k: (tuple(type(fields[k].default[0])(x) for x in v.split(",")) if isinstance(fields[k].default, tuple)
-              else None if v == "None" else type(fields[k].default)(v)) for k, v in overrides.items()}
-    print(table(main(InternalizeBenchConfig(**kw))))
+    from procsup.cli import app
+
+    app(["bench", "internalize", *sys.argv[1:]])

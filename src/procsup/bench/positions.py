@@ -27,7 +27,6 @@ prints the table.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +34,8 @@ from pathlib import Path
 
 from procsup.bench.cache import cached_run
 from procsup.bench.paper import PaperBenchConfig, fresh_problems, majority_answer, train_lm
-from procsup.bench.report import begin, pct, render, run_facts, stat
+from procsup.bench.report import begin, pct, run_facts, stat
+from procsup.data.io import write_json
 from procsup.data.positions import randomized_rows
 from procsup.data.tokenize import StepFormat
 from procsup.evaluation.metrics import evaluate
@@ -282,26 +282,11 @@ def main(cfg: PositionsBenchConfig) -> dict:
             tables[name]["trivial"] = trivial_table([trivial_rows(cfg, name, s) for s in cfg.seeds])
     result = {"config": asdict(cfg), "tables": tables, "runs": runs, "wall_seconds": time.perf_counter() - t0,
               **run_facts()}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", result)
     return result
 
 
-def cli(argv: list[str]) -> None:
-    """``python -m procsup.bench.positions [--config file.yaml] [key=value ...]``."""
-    from procsup.config import build_config
+if __name__ == "__main__":  # the same as `procsup bench positions ...`
+    from procsup.cli import app
 
-    config = None
-    if argv[:1] == ["--config"]:
-        config, argv = argv[1], argv[2:]
-    cfg = build_config(PositionsBenchConfig, config, argv)
-    result = main(cfg)
-    for name in cfg.tasks:
-        print(f"{name}: exact match and trace validity (%), mean ± sample std over seeds {list(cfg.seeds)}")
-        print(render(format_rows(name, result)))
-    print(f"wrote {cfg.output_dir}/results.json ({result['wall_seconds']:.0f} s)")
-
-
-if __name__ == "__main__":
-    cli(sys.argv[1:])
+    app(["bench", "positions", *sys.argv[1:]])
