@@ -326,9 +326,5 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":  # the same as `procsup bench internalize ...`
-    import sys
-
-    from procsup.cli import app
-
-    app(["bench", "internalize", *sys.argv[1:]])
+if __name__ == "__main__":  # was its own entry point; one command line now (procsup.cli imports the benches)
+    raise SystemExit("run it as: procsup bench internalize [--config file.yaml] [key=value ...]")

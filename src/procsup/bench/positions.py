@@ -27,7 +27,6 @@ prints the table.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -286,7 +285,5 @@ def main(cfg: PositionsBenchConfig) -> dict:
     return result
 
 
-if __name__ == "__main__":  # the same as `procsup bench positions ...`
-    from procsup.cli import app
-
-    app(["bench", "positions", *sys.argv[1:]])
+if __name__ == "__main__":  # was its own entry point; one command line now (procsup.cli imports the benches)
+    raise SystemExit("run it as: procsup bench positions [--config file.yaml] [key=value ...]")
