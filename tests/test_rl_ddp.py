@@ -36,8 +36,11 @@ def run(model_dir: str, output_dir: str) -> None:
     result = train(cfg, task=TASK, scorer=exact_scorer(TASK, "history"), model=model, tokenizer=tok, fmt=StepFormat(),
                    problems=TASK.sample_range(1, 1, 40), accelerator=accelerator)
     checksum = sum(float(p.double().sum()) for p in result.model.parameters())
-    print(f"process {accelerator.process_index} of {accelerator.num_processes}: samples {result.samples} "
-          f"checksum {checksum:.10f}", flush=True)
+    # one write with its newline (print writes the text and the newline apart, and two processes' lines could
+    # interleave on the shared pipe: a CI run saw "...checksum 96.58process 0 of 2: ...")
+    sys.stdout.write(f"process {accelerator.process_index} of {accelerator.num_processes}: samples {result.samples} "
+                     f"checksum {checksum:.10f}\n")
+    sys.stdout.flush()
 
 
 def _free_port() -> int:
@@ -58,7 +61,8 @@ def test_two_processes_sample_their_slices_and_stay_in_sync(tmp_path):
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     print(f"2-process run: {time.perf_counter() - t0:.1f}s")
-    found = dict((r, (int(s), c)) for r, s, c in re.findall(r"process (\d) of 2: samples (\d+) checksum (\S+)", proc.stdout))
+    line = r"process (\d) of 2: samples (\d+) checksum (-?\d+\.\d{10})"
+    found = dict((r, (int(s), c)) for r, s, c in re.findall(line, proc.stdout))
     assert found.keys() == {"0", "1"}, proc.stdout[-2000:]
     assert found["0"] == found["1"]  # the same (all-process) sample count and the same weights on both
     start = sum(float(p.detach().double().sum()) for p in model.parameters())
