@@ -28,8 +28,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
+from procsup.bench.report import run_facts
+from procsup.data.io import write_json
 from procsup.data.positions import randomized_rows
 from procsup.data.tokenize import StepFormat
 from procsup.evaluation.metrics import evaluate
@@ -200,9 +200,7 @@ def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
         "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9), "final_train_metrics": result.final_metrics,
         "parameters": sum(p.numel() for p in result.model.parameters()),
     }
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(done)
+    write_json(done, out)
     return out
 
 
@@ -227,7 +225,7 @@ def trivial_rows(cfg: AdditionBenchConfig, seed: int) -> dict:
         for method in (m for m in cfg.methods if m != "state"):
             policy = LMPolicy(model, tok, task, StepFormat(), mode=method, positions=rule)
             out["untrained"].setdefault(method, {})[str(digits)] = evaluate(policy, probs)
-    done.write_text(json.dumps(out, indent=1))
+    write_json(done, out)
     return out
 
 
@@ -325,12 +323,9 @@ def main(cfg: AdditionBenchConfig) -> dict:
     trivial = {"trivial": [trivial_rows(cfg, s) for s in cfg.seeds]} if cfg.trivial else {}
     result = {
         "config": asdict(cfg), "table": table, **val, **trivial, "runs": runs, "paper_5_digits": PAPER_5_DIGITS,
-        "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"),
+        "wall_seconds": time.perf_counter() - t0, **run_facts(),
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", result)
     plot(table, cfg, out / "accuracy.png")
     result["rows"] = format_table(table, cfg)
     return result

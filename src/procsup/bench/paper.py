@@ -46,9 +46,7 @@ Writes ``results.json``, one PNG per task, and prints our figure beside the pape
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import statistics
 import textwrap
@@ -62,8 +60,9 @@ import torch
 from procsup.bench.addition import AdditionBenchConfig, run_one
 from procsup.bench.addition import trivial_rows as addition_trivial
 from procsup.bench.cache import cached_run
-from procsup.bench.report import cached_note, fit_table, quiet_transformers, render, reused_runs, stat
+from procsup.bench.report import cached_note, fit_table, quiet_transformers, render, reused_runs, run_facts, stat
 from procsup.bench.report import pct as _pct
+from procsup.data.io import write_json
 from procsup.evaluation.metrics import evaluate
 from procsup.models.action_head import ActionHeadModel
 from procsup.models.factory import TinyModelConfig, build_tiny_model
@@ -919,13 +918,9 @@ def main(cfg: PaperBenchConfig) -> dict:
     result = {
         "config": asdict(cfg), "tables": tables, "runs": runs, "paper": PAPER, "task_seconds": seconds,
         **({"selection": selection} if cfg.selecting else {}), "grid_forms": GRID_FORMS,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "wall_seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows,
+        "wall_seconds": time.perf_counter() - t0, **run_facts(), "rows": rows,
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", result)
     print(fit_table(rows, keys=2))
     if "grid" in tables:
         print(textwrap.fill("grid views: trail = 3x3 window + offset to the next waypoint + the cells visited since the "
