@@ -39,7 +39,6 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import argparse
 import copy
 import datetime as dt
-import json
 import platform
 import random
 import statistics
@@ -55,6 +54,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 
 from procsup.annotation.oracle import inject_corruptions
 from procsup.data.convert import to_stepwise
+from procsup.data.io import write_json
 from procsup.data.tokenize import StepFormat, tokenize_many
 from procsup.data.trajectory import Trajectory
 from procsup.evaluation.prm_metrics import step_accuracy, step_auroc
@@ -194,6 +194,21 @@ def summarize(runs: dict[str, list[dict]], args) -> dict:
     return out
 
 
+def over_seeds(summaries: dict[int, dict], arms: list[str]) -> dict:
+    """Across training seeds: each metric of each arm, and each ratio, as the mean and the sample std of the
+    per-seed medians (``{"mean", "sample_std", "per_seed"}``)."""
+
+    def stat(values: list[float]) -> dict:
+        return {"mean": statistics.fmean(values), "sample_std": statistics.stdev(values), "per_seed": values}
+
+    first = next(iter(summaries.values()))
+    out: dict = {name: {k: stat([s[name][k] for s in summaries.values()]) for k in first[name]} for name in arms}
+    for key in first:
+        if key not in arms:
+            out[key] = stat([s[key] for s in summaries.values()])
+    return out
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The data, model and optimisation options (shared with ``prm_trl_grouped_probe.py``)."""
     p.add_argument("--train-size", type=int, default=4000)
@@ -208,7 +223,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--max-length", type=int, default=1024, help="TRL's truncation length; no row reaches it (checked)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data seed (the traces); with --seeds, also the one training seed")
 
 
 def provenance(args, argv) -> dict:
@@ -230,6 +245,10 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     add_run_args(p)
+    p.add_argument("--seeds", default=None,
+                   help="training seeds, e.g. 0,1,2 (model initialisation and data order; the data stay those of --seed): "
+                        "every seed runs --repeats interleaved repeats; ratios, accuracy and AUROC are then reported as "
+                        "mean and sample std over seeds of the per-seed medians")
     p.add_argument("--trl-group-by-length", action="store_true",
                    help="TRL with transformers' LengthGroupedSampler (train_sampling_strategy) instead of its default sampler; "
                         "at lr 3e-3 some data orders blow up (benchmarks/results/prm_trl_grouped_probe.md)")
@@ -252,26 +271,33 @@ def main(argv=None) -> dict:
     if max(lengths) > args.max_length:
         raise ValueError(f"a training row has {max(lengths)} tokens > --max-length {args.max_length}")
     ds = stepwise_dataset(train)
-    init = initial_model(args, tok)
     arms = ["procsup", "trl"] if args.no_dense else ["procsup", "procsup-dense", "trl"]
-    runs: dict[str, list[dict]] = {name: [] for name in arms}
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    per_seed: dict[int, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
-            for name in arms[r % len(arms):] + arms[: r % len(arms)]:  # rotate the order against drift
-                out_dir = f"{tmp}/{name}-{r}"
-                if name.startswith("procsup"):
-                    run = run_procsup(init, tok, train, args, out_dir, sparse=name == "procsup")
-                else:
-                    run = run_trl(init, tok_trl, ds, args, out_dir)
-                if name == "trl" and not runs["trl"]:
-                    check_same_rows(run["trainer"].train_dataset, tok, train)
-                run.pop("trainer", None)
-                run.update(held_out_metrics(run.pop("model"), tok, held_out))
-                runs[name].append(run)
-                print(f"repeat {r} {name:13s}: {args.batch * args.steps / run['seconds']:6.1f} samples/s "
-                      f"({run['seconds']:.1f} s), padding {run['padding']:.3f}, held-out step accuracy "
-                      f"{run['step_accuracy']:.4f}, AUROC {run['step_auroc']:.4f}", flush=True)
-    summary = summarize(runs, args)
+        for seed in seeds:
+            runs = per_seed[seed] = {name: [] for name in arms}
+            seed_args = argparse.Namespace(**{**vars(args), "seed": seed})  # training seed; the data are fixed above
+            init = initial_model(seed_args, tok)
+            for r in range(args.repeats):
+                for name in arms[r % len(arms):] + arms[: r % len(arms)]:  # rotate the order against drift
+                    out_dir = f"{tmp}/{seed}-{name}-{r}"
+                    if name.startswith("procsup"):
+                        run = run_procsup(init, tok, train, seed_args, out_dir, sparse=name == "procsup")
+                    else:
+                        run = run_trl(init, tok_trl, ds, seed_args, out_dir)
+                    if name == "trl" and not runs["trl"]:
+                        check_same_rows(run["trainer"].train_dataset, tok, train)
+                    run.pop("trainer", None)
+                    run.update(held_out_metrics(run.pop("model"), tok, held_out))
+                    run["load_average_1"] = os.getloadavg()[0]
+                    runs[name].append(run)
+                    print(f"seed {seed} repeat {r} {name:13s}: {args.batch * args.steps / run['seconds']:6.1f} samples/s "
+                          f"({run['seconds']:.1f} s), padding {run['padding']:.3f}, held-out step accuracy "
+                          f"{run['step_accuracy']:.4f}, AUROC {run['step_auroc']:.4f}, load {run['load_average_1']:.2f}",
+                          flush=True)
+    summaries = {seed: summarize(runs, args) for seed, runs in per_seed.items()}
+    summary = summaries[seeds[0]] if len(seeds) == 1 else over_seeds(summaries, arms)
     labels = [bool(lab) for t in held_out for lab in t.labels]
     result = {
         **provenance(args, argv),
@@ -283,18 +309,27 @@ def main(argv=None) -> dict:
                   "trl": "trainer.train(); TRL's tokenization (datasets.map in the PRMTrainer constructor) is setup_s, "
                          "not timed"},
         **summary,
-        "runs": runs,
+        **({"per_seed": {str(k): v for k, v in summaries.items()}} if len(seeds) > 1 else {}),
+        "runs": per_seed[seeds[0]] if len(seeds) == 1 else {str(k): v for k, v in per_seed.items()},
     }
     print_table(result, args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
     return result
 
 
+def _show(value, spec: str) -> str:
+    """A metric as printed: a number, or with several training seeds ``mean±sample std``."""
+    if isinstance(value, dict):
+        return f"{format(value['mean'], spec)}±{format(value['sample_std'], spec)}"
+    return format(value, spec)
+
+
 def print_table(result: dict, args) -> None:
+    seeds = f", training seeds {args.seeds} (mean±sample std of per-seed medians)" if args.seeds else ""
     print(f"\nPRM training, {args.train_size} addition traces (1-{args.max_digits} steps), llama {args.hidden}x{args.layers}, "
           f"batch {args.batch}, {args.steps} steps, {args.threads} threads, OMP_WAIT_POLICY="
-          f"{result['machine']['OMP_WAIT_POLICY']}, medians of {args.repeats} interleaved repeats")
+          f"{result['machine']['OMP_WAIT_POLICY']}, medians of {args.repeats} interleaved repeats{seeds}")
     print("| trainer | samples/s (timed) | loop samples/s | end-to-end samples/s | set-up s | padding | "
           "held-out step accuracy | step AUROC |\n|---|---|---|---|---|---|---|---|")
     trl_label = "TRL 1.13 PRMTrainer (fp32, no GC" + (", length-grouped)" if args.trl_group_by_length else ")")
@@ -304,14 +339,16 @@ def print_table(result: dict, args) -> None:
         if name not in result:
             continue
         m = result[name]
-        print(f"| {label} | {m['samples_per_s']:.1f} | {m['loop_samples_per_s']:.1f} | {m['end_to_end_samples_per_s']:.1f} | "
-              f"{m['setup_s']:.1f} | {m['padding']:.3f} | {m['step_accuracy']:.4f} | {m['step_auroc']:.4f} |")
-    print(f"procsup / TRL samples/s: {result['speedup']:.2f}x timed, {result['loop_speedup']:.2f}x loop only, "
-          f"{result['end_to_end_speedup']:.2f}x end to end (medians of per-repeat ratios); held-out correct share "
-          f"{result['data']['held_out_correct_share']:.4f}")
+        cells = [_show(m[k], spec) for k, spec in (("samples_per_s", ".1f"), ("loop_samples_per_s", ".1f"),
+                                                   ("end_to_end_samples_per_s", ".1f"), ("setup_s", ".1f"),
+                                                   ("padding", ".3f"), ("step_accuracy", ".4f"), ("step_auroc", ".4f"))]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"procsup / TRL samples/s: {_show(result['speedup'], '.2f')}x timed, {_show(result['loop_speedup'], '.2f')}x "
+          f"loop only, {_show(result['end_to_end_speedup'], '.2f')}x end to end (medians of per-repeat ratios); held-out "
+          f"correct share {result['data']['held_out_correct_share']:.4f}")
     if "dense_speedup" in result:
-        print(f"procsup-dense / TRL: {result['dense_speedup']:.2f}x timed, {result['dense_loop_speedup']:.2f}x loop only")
-
+        print(f"procsup-dense / TRL: {_show(result['dense_speedup'], '.2f')}x timed, "
+              f"{_show(result['dense_loop_speedup'], '.2f')}x loop only")
 
 if __name__ == "__main__":
     main()
