@@ -13,7 +13,7 @@ from procsup.annotation.oracle import oracle_label
 from procsup.bench.prm import PRMBenchConfig, orm_labels
 from procsup.data.tokenize import StepFormat
 from procsup.data.trajectory import Step, Trajectory
-from procsup.data.views import with_answer_step
+from procsup.data.views import in_layout, with_answer_step
 from procsup.tasks.addition import AdditionTask
 
 TASK = AdditionTask()
@@ -34,6 +34,23 @@ def test_answer_step_and_orm_labels_on_a_labelled_trace():
     assert with_answer_step(no_answer, FMT).steps[-1].action == "A:"
 
 
+@pytest.mark.parametrize("correct", [True, False])
+def test_step_layout_orm_rows_are_the_prm_rows_with_the_outcome_on_every_step(correct):
+    p = TASK.sample(seed=1, size=3, count=1)[0]
+    demo = TASK.state_trajectory(p)
+    step_labels = [True, False] + [True] * (len(demo.steps) - 2)
+    traj = Trajectory(demo.input, demo.target, tuple(dataclasses.replace(s, label=y) for s, y in
+                                                      zip(demo.steps, step_labels)), {**demo.meta, "correct": correct})
+    prm, orm = bench.reward_rows([traj], "prm", "step"), bench.reward_rows([traj], "orm", "step")
+    assert len(orm) == len(prm) == len(traj.steps) == len(in_layout([traj], "step"))
+    for prm_row, orm_row, step in zip(prm, orm, traj.steps):  # the same row, the outcome as its label
+        assert orm_row.input == prm_row.input == step.state
+        assert [s.action for s in orm_row.steps] == [s.action for s in prm_row.steps] == [step.action]
+        assert prm_row.labels == [step.label] and orm_row.labels == [correct]
+    # the whole-trace ORM keeps the outcome on the last step only
+    assert bench.reward_rows([traj], "orm", "trace")[0].labels == [None] * (len(traj.steps) - 1) + [correct]
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="temperature"):
         PRMBenchConfig(temperature=0)
@@ -43,6 +60,10 @@ def test_config_rejects_bad_values():
         PRMBenchConfig(policy_mode="states")
     with pytest.raises(ValueError, match="prm_layout"):
         PRMBenchConfig(prm_layout="rows")
+    with pytest.raises(ValueError, match="orm_layout"):
+        PRMBenchConfig(orm_layout="rows")
+    with pytest.raises(ValueError, match="orm_layout=step needs policy_mode=state"):
+        PRMBenchConfig(policy_mode="history", orm_layout="step")
     with pytest.raises(ValueError, match="label_corrupt_rate"):
         PRMBenchConfig(label_corrupt_rate=1.5)
     with pytest.raises(ValueError, match="policy_mode=state"):
@@ -50,11 +71,13 @@ def test_config_rejects_bad_values():
     assert PRMBenchConfig(n=16).ns == (1, 2, 4, 8, 16) and PRMBenchConfig(n=6).ns == (1, 2, 4, 6)
 
 
-@pytest.mark.parametrize("mode,layout,corrupt", [("history", "step", 0.0), ("state", "step", 0.0),
-                                                 ("state", "trace", 0.0), ("state", "step", 0.5)])
-def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout, corrupt):
+@pytest.mark.parametrize("mode,layout,orm_layout,corrupt", [
+    ("history", "step", "trace", 0.0), ("state", "step", "trace", 0.0), ("state", "trace", "trace", 0.0),
+    ("state", "step", "step", 0.5)])
+def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout, orm_layout, corrupt):
     cfg = PRMBenchConfig(output_dir=str(tmp_path), seeds=(0,), hidden_size=16, num_layers=1, num_heads=2,
-                         policy_mode=mode, prm_layout=layout, label_corrupt_rate=corrupt, policy_train_size=16,
+                         policy_mode=mode, prm_layout=layout, orm_layout=orm_layout, label_corrupt_rate=corrupt,
+                         policy_train_size=16,
                          policy_steps=2, label_problems=3,
                          label_samples=2, rm_steps=2, rm_batch_size=4, test_digits=2, test_size=3, n=4, beams=((2, 2),))
     result = bench.main(cfg)
@@ -67,9 +90,13 @@ def test_main_smoke_and_cache(tmp_path, monkeypatch, mode, layout, corrupt):
         assert all(r[m]["mean"] <= r["pass"]["mean"] + 1e-9 for m in r if m not in ("samples", "pass"))
     assert set(table["beam_search"]) == {"2x2"} and table["beam_search"]["2x2"]["samples"]["mean"] > 0
     assert set(table["step_eval"]) == {"prm", "orm"} and "within_problem_auroc" in table["step_eval"]["prm"]
+    per_step_orm = orm_layout == "step"  # its min over steps is reported beside its last step
+    assert ({"orm-min", "orm-min-finished"} <= set(row)) == per_step_orm
+    assert ("within_problem_auroc_min" in table["step_eval"]["orm"]) == per_step_orm
     assert (tmp_path / "bon.png").stat().st_size > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["tables"]["search"][0] == ["search", "policy samples / problem", "accuracy (%)"]
+    assert ("orm-min" in saved["tables"]["best_of_n"][0]) == per_step_orm
     policy = result["runs"][0]["policy"]
     assert (policy["label_traces_corrupted"] > 0) == (corrupt > 0) and policy["label_traces"] == 6
 

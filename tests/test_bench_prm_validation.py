@@ -31,6 +31,9 @@ def test_early_stopping_selects_the_lowest_validation_loss(tmp_path):
 def test_validation_fields_off_by_default_keep_old_cache_keys():
     assert "rm_val_problems" not in bench._train_key(PRMBenchConfig(), 0)
     assert bench._train_key(PRMBenchConfig(rm_val_problems=5), 0)["rm_val_problems"] == 5
+    assert "orm_layout" not in bench._train_key(PRMBenchConfig(), 0) and "orm_layout" not in bench._key(PRMBenchConfig(), 0)
+    assert bench._train_key(PRMBenchConfig(orm_layout="step"), 0)["orm_layout"] == "step"
+    assert bench._key(PRMBenchConfig(orm_layout="step"), 0)["orm_layout"] == "step"
     with pytest.raises(ValueError, match="rm_eval_steps"):
         PRMBenchConfig(rm_steps=10, rm_eval_steps=20)
     with pytest.raises(ValueError, match="rm_val_problems"):

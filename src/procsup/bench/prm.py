@@ -19,11 +19,14 @@ Per seed, everything from scratch:
 3. **PRM and ORM**: the policy's weights with a new 2-class head, the same traces and the same optimizer
    steps. The PRM learns every step's label; the ORM only the outcome, on the last step. In state mode the
    PRM reads each step in its own row, the action in its state (``prm_layout=step``, see
-   :mod:`procsup.data.views`), and the ORM the whole trace.
+   :mod:`procsup.data.views`), and the ORM the whole trace. With ``orm_layout=step`` the ORM reads the
+   PRM's one-step rows instead, every step row labelled with its trace's outcome (an outcome-supervised
+   value model, Uesato et al., 2022): the same rows as the PRM, only the labels differ.
 4. **Test**: ``n`` samples per fresh test problem. Best-of-N accuracy against N for the PRM (aggregations
    min, product, mean, last; and min over the process steps alone, ``prm-min-steps``), the ORM (its
-   last-step score), majority vote, PRM-weighted majority, and pass@N (some sample is right: the ceiling
-   of any reranker); random subsets, averaged. Step AUROC and accuracy of both reward models against the
+   last-step score; with ``orm_layout=step`` also its min over steps, ``orm-min``), majority vote,
+   PRM-weighted majority, and pass@N (some sample is right: the ceiling of any reranker); random subsets,
+   averaged. Step AUROC and accuracy of both reward models against the
    oracle labels of the test samples, and within-problem AUROC (ranking one problem's samples).
 5. **Beam search** with the PRM (min over steps) at about the policy samples best-of-N spends
    (samples = generated steps; in history mode the answer line counts as one), beside best-of-N at each N.
@@ -38,7 +41,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from procsup.annotation.oracle import label_traces, orm_labels
@@ -46,6 +49,7 @@ from procsup.bench.cache import cached_run
 from procsup.bench.report import begin, cached_note, fit_table, pct, reused_runs, run_facts, stat
 from procsup.data import views
 from procsup.data.io import write_json, write_jsonl
+from procsup.data.trajectory import Trajectory
 from procsup.evaluation import prm_metrics
 from procsup.models.factory import TinyModelConfig, build_tiny_model, load_model, save_model
 from procsup.models.prm import build_prm, load_prm
@@ -81,8 +85,12 @@ class PRMBenchConfig:
     task's executor applies its actions and writes the answer: every error is then a step error)."""
     prm_layout: str = "step"
     """State mode only: how the PRM reads a trace (:mod:`procsup.data.views`): ``step``, one row per step
-    (the action in its state, as the policy took it), or ``trace``, the whole trace in one row. The ORM
-    always reads the whole trace: it judges the outcome."""
+    (the action in its state, as the policy took it), or ``trace``, the whole trace in one row."""
+    orm_layout: str = "trace"
+    """State mode only: how the ORM reads a trace. ``trace`` (the recorded runs): the whole trace, its outcome
+    on the last step. ``step``: the PRM's one-step rows (:func:`reward_rows`), each labelled with its trace's
+    outcome, so that PRM and ORM differ only in their labels with ``prm_layout=step``; best-of-N then reports
+    the ORM's last-step score (``orm``) and its min over steps (``orm-min``)."""
     policy_train_size: int = 20000
     """Policy training problems (1..3-digit operands, 30% carry-heavy)."""
     policy_steps: int = 250
@@ -146,6 +154,10 @@ class PRMBenchConfig:
             raise ValueError(f"policy_mode must be history or state, got {self.policy_mode!r}")
         if self.prm_layout not in views.LAYOUTS:
             raise ValueError(f"prm_layout must be one of {views.LAYOUTS}, got {self.prm_layout!r}")
+        if self.orm_layout not in views.LAYOUTS:
+            raise ValueError(f"orm_layout must be one of {views.LAYOUTS}, got {self.orm_layout!r}")
+        if self.orm_layout != "trace" and self.policy_mode != "state":
+            raise ValueError("orm_layout=step needs policy_mode=state (a history trace is read as written)")
         if not 0.0 <= self.label_corrupt_rate <= 1.0:
             raise ValueError(f"label_corrupt_rate must be in [0, 1], got {self.label_corrupt_rate}")
         if self.label_corrupt_rate > 0 and self.policy_mode != "state":
@@ -167,12 +179,14 @@ EVAL_VERSION = 2
 samples), so that cached evaluations are redone and cached models reused."""
 
 
-OFF_BY_DEFAULT = ("rm_val_problems", "rm_eval_steps")
-"""Fields left out of the cache keys while 0, so that runs cached before they existed are still found."""
+OFF_BY_DEFAULT = {"rm_val_problems": 0, "rm_eval_steps": 0, "orm_layout": "trace"}
+"""Fields left out of the cache keys while at these values (what the runs did before the field existed), so
+that runs cached before they existed are still found."""
 
 
 def _settings(cfg: PRMBenchConfig, skip: tuple[str, ...]) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k not in skip and not (k in OFF_BY_DEFAULT and v == 0)}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in skip and not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])}
 
 
 def _train_key(cfg: PRMBenchConfig, seed: int) -> dict:
@@ -223,9 +237,27 @@ def _policy_config(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> PALConfig
 
 
 def _layouts(cfg: PRMBenchConfig) -> dict[str, str | None]:
-    """How each reward model reads a trace (:mod:`procsup.data.views`): in state mode the PRM as configured
-    and the ORM the whole trace; a history trace is read as written (None)."""
-    return {"prm": cfg.prm_layout, "orm": "trace"} if cfg.policy_mode == "state" else {"prm": None, "orm": None}
+    """How each reward model reads a trace (:mod:`procsup.data.views`): in state mode as configured; a
+    history trace is read as written (None)."""
+    return {"prm": cfg.prm_layout, "orm": cfg.orm_layout} if cfg.policy_mode == "state" else {"prm": None, "orm": None}
+
+
+def outcome_on_every_step(traj: Trajectory) -> Trajectory:
+    """``traj`` with every step labelled with the outcome (``meta['correct']``): the targets of an
+    outcome-supervised value model, which reads each step and predicts whether the trace ends right."""
+    outcome = bool(traj.meta["correct"])
+    return Trajectory(traj.input, traj.target, tuple(replace(s, label=outcome) for s in traj.steps), traj.meta)
+
+
+def reward_rows(trajectories: list[Trajectory], name: str, layout: str | None) -> list[Trajectory]:
+    """The rows reward model ``name`` (``prm`` or ``orm``) trains and validates on, from labelled traces read
+    in ``layout`` (None: as written). The PRM keeps every step's label. The ORM has the outcome: on the last
+    step when it reads the whole trace (:func:`~procsup.annotation.oracle.orm_labels`), on every step when it
+    reads one step per row (``step``: the PRM's rows, only the labels differ)."""
+    if name == "orm":
+        outcome = outcome_on_every_step if layout == "step" else orm_labels
+        trajectories = [outcome(t) for t in trajectories]
+    return views.in_layout(trajectories, layout) if layout else list(trajectories)
 
 
 def _policy(cfg: PRMBenchConfig, model, tok, seed: int, train_dir: Path) -> LMPolicy:
@@ -267,9 +299,6 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     # 3. PRM and ORM: the policy's weights, a new head, the same traces and budget
     layouts = _layouts(cfg)
 
-    def rows(trajs, name):  # state-mode traces are laid out for the reward model; history traces are rows
-        return views.in_layout(trajs, layouts[name]) if layouts[name] else trajs
-
     # the validation split (rm_val_problems): more fresh problems, labelled as above, for early stopping
     val, every = {}, cfg.rm_eval_steps or max(1, cfg.rm_steps // 10)
     if cfg.rm_val_problems:
@@ -277,12 +306,13 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
         val_problems = [p for p in task.sample_range(2000 + seed, 3, 2 * cfg.rm_val_problems) if (p.a, p.b) not in used]
         val_problems = val_problems[: cfg.rm_val_problems]
         val_traces = [t for ts in label_traces(sampler, val_problems, cfg.label_samples, seed + 3) for t in ts]
-        for name, data in (("prm", rows(val_traces, "prm")), ("orm", rows([orm_labels(t) for t in val_traces], "orm"))):
+        for name in ("prm", "orm"):
             val[name] = train_dir / f"{name}_validation.jsonl"
-            write_jsonl(data, val[name])
+            write_jsonl(reward_rows(val_traces, name, layouts[name]), val[name])
 
     rm_train = {}
-    for name, data in (("prm", rows(labelled, "prm")), ("orm", rows([orm_labels(t) for t in labelled], "orm"))):
+    for name in ("prm", "orm"):
+        data = reward_rows(labelled, name, layouts[name])
         t0 = time.perf_counter()
         model = build_prm(policy_dir, seed=seed)  # the new head's init follows the seed
         early = {"eval_file": str(val[name]), "eval_steps": every, "save_steps": every,
@@ -340,6 +370,10 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     curves["prm-min-steps"] = prm_metrics.best_of_n_curve(steps_only, correct, "min", ns=cfg.ns, seed=seed)
     orm_curve = prm_metrics.best_of_n_curve(orm_s, correct, "last", candidates_answers=answers, ns=cfg.ns, seed=seed)
     curves["orm"] = orm_curve
+    orm_step = layouts["orm"] == "step"  # a per-step ORM: its min over steps beside its last step
+    if orm_step:
+        curves["orm-min"] = prm_metrics.best_of_n_curve(orm_s, correct, "min", candidates_answers=answers,
+                                                        ns=cfg.ns, seed=seed)
     bon = {str(n): {
         **{f"prm-{how}": curves[f"prm-{how}"][n]["best_of_n"] for how in AGGREGATIONS},
         "prm-min-steps": curves["prm-min-steps"][n]["best_of_n"],
@@ -348,6 +382,8 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
         "prm-weighted-majority": curves["prm-min"][n]["weighted_majority_vote"],
         "orm": orm_curve[n]["best_of_n"], "orm-finished": orm_curve[n]["best_of_n_finished"],
         "orm-weighted-majority": orm_curve[n]["weighted_majority_vote"],
+        **({"orm-min": curves["orm-min"][n]["best_of_n"], "orm-min-finished": curves["orm-min"][n]["best_of_n_finished"]}
+           if orm_step else {}),
         "majority": orm_curve[n]["majority_vote"], "pass": orm_curve[n]["oracle"],
         "samples": n * statistics.fmean(s for row in samples for s in row),
     } for n in cfg.ns}
@@ -366,6 +402,9 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
             # ranking one problem's samples (PRM: min; ORM: its answer-step score), what best-of-N needs
             "within_problem_auroc": prm_metrics.within_problem_auroc(solution[name], correct)[0],
         }
+    if orm_step:  # the per-step ORM ranked by its min over steps too
+        step_eval["orm"]["within_problem_auroc_min"] = prm_metrics.within_problem_auroc(
+            [[prm_metrics.aggregate(c, "min") for c in row] for row in orm_s], correct)[0]
     timings["best_of_n"] = time.perf_counter() - t0
 
     # 5. beam search with the PRM, at about the same policy samples
@@ -428,7 +467,8 @@ def _num(s: dict | None) -> str:
 def format_tables(table: dict) -> dict[str, list[list[str]]]:
     """Three tables: best-of-N against N; step metrics; beam search beside best-of-N at equal samples."""
     methods = ["prm-min", "prm-min-finished", "prm-min-steps", "prm-product", "prm-mean", "prm-last",
-               "prm-weighted-majority", "orm", "orm-finished", "majority", "pass"]
+               "prm-weighted-majority", "orm", "orm-finished", "orm-min", "orm-min-finished", "majority", "pass"]
+    methods = [m for m in methods if m in next(iter(table["best_of_n"].values()))]
     bon = [["N", "samples", *methods]]
     for n, row in table["best_of_n"].items():
         bon.append([n, f"{row['samples']['mean']:.0f}", *[pct(row[m]) for m in methods]])
@@ -437,6 +477,8 @@ def format_tables(table: dict) -> dict[str, list[list[str]]]:
     for m, row in table["step_eval"].items():
         steps.append([m, _num(row["auroc_all_steps"]), _num(row["auroc_process_steps"]),
                       pct(row["accuracy_all_steps"]), _num(row.get("within_problem_auroc"))])
+        if "within_problem_auroc_min" in row:
+            steps.append([f"{m} (min over steps)", "", "", "", _num(row["within_problem_auroc_min"])])
     search = [["search", "policy samples / problem", "accuracy (%)"]]
     for n, row in table["best_of_n"].items():
         search.append([f"best-of-{n}, PRM min", f"{row['samples']['mean']:.0f}", pct(row["prm-min"])])
@@ -455,7 +497,10 @@ def plot(table: dict, cfg: PRMBenchConfig, path: Path) -> None:
     ns = [int(n) for n in table["best_of_n"]]
     fig, ax = plt.subplots(figsize=(6, 4))
     for m, label in (("prm-min", "PRM (min)"), ("prm-weighted-majority", "PRM-weighted majority"),
-                     ("orm", "ORM"), ("majority", "majority vote"), ("pass", "pass@N (ceiling)")):
+                     ("orm", "ORM" if cfg.orm_layout == "trace" else "ORM, per step (last)"),
+                     ("orm-min", "ORM, per step (min)"), ("majority", "majority vote"), ("pass", "pass@N (ceiling)")):
+        if m not in table["best_of_n"]["1"]:
+            continue
         means = [100 * table["best_of_n"][str(n)][m]["mean"] for n in ns]
         stds = [100 * table["best_of_n"][str(n)][m]["sample_std"] for n in ns]
         ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=label, ls="--" if m == "pass" else "-")
@@ -491,5 +536,5 @@ def main(cfg: PRMBenchConfig) -> dict:
     return result
 
 
-__all__ = ["PRMBenchConfig", "main", "run_seed", "train_models", "evaluate_models",
-           "aggregate", "format_tables"]
+__all__ = ["PRMBenchConfig", "main", "run_seed", "train_models", "evaluate_models", "reward_rows",
+           "outcome_on_every_step", "aggregate", "format_tables"]
