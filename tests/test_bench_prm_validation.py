@@ -12,9 +12,13 @@ from procsup.bench import prm as bench
 from procsup.bench.prm import PRMBenchConfig
 
 
-def test_early_stopping_selects_the_lowest_validation_loss(tmp_path):
+@pytest.mark.parametrize("layout", ["trace", "step"])
+def test_early_stopping_selects_the_lowest_validation_loss(tmp_path, layout):
+    # step: both reward models on one-step rows; the untrained policy's failed samples end in an empty action,
+    # which the validation file cannot hold (its rows are left out and counted)
     cfg = PRMBenchConfig(output_dir=str(tmp_path), seeds=(0,), hidden_size=16, num_layers=1, num_heads=2,
-                         prm_layout="trace", policy_train_size=16, policy_steps=2, label_problems=3, label_samples=2,
+                         prm_layout=layout, orm_layout=layout, policy_train_size=16, policy_steps=2, label_problems=3,
+                         label_samples=2,
                          rm_steps=4, rm_batch_size=4, rm_val_problems=3, rm_eval_steps=2, test_digits=2, test_size=3,
                          n=4, beams=((2, 2),))
     result = bench.main(cfg)
@@ -26,6 +30,8 @@ def test_early_stopping_selects_the_lowest_validation_loss(tmp_path):
         assert bench._rm_dir(train_dir, name, cfg) == train_dir / name / f"checkpoint-{chosen['step']}"
         assert (train_dir / f"{name}_validation.jsonl").is_file()
         assert result["runs"][0]["rm_train"][name]["selected"]["step"] == chosen["step"]
+    left_out = result["runs"][0]["policy"]["validation_rows_left_out_empty_action"]
+    assert left_out["prm"] == left_out["orm"]
 
 
 def test_validation_fields_off_by_default_keep_old_cache_keys():

@@ -300,7 +300,7 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     layouts = _layouts(cfg)
 
     # the validation split (rm_val_problems): more fresh problems, labelled as above, for early stopping
-    val, every = {}, cfg.rm_eval_steps or max(1, cfg.rm_steps // 10)
+    val, every, left_out = {}, cfg.rm_eval_steps or max(1, cfg.rm_steps // 10), {}
     if cfg.rm_val_problems:
         used = seen | {(p.a, p.b) for p in label_problems}
         val_problems = [p for p in task.sample_range(2000 + seed, 3, 2 * cfg.rm_val_problems) if (p.a, p.b) not in used]
@@ -308,7 +308,13 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
         val_traces = [t for ts in label_traces(sampler, val_problems, cfg.label_samples, seed + 3) for t in ts]
         for name in ("prm", "orm"):
             val[name] = train_dir / f"{name}_validation.jsonl"
-            write_jsonl(reward_rows(val_traces, name, layouts[name]), val[name])
+            rows = reward_rows(val_traces, name, layouts[name])
+            # the JSONL format has no empty action, which a failed sample's last step can be (in the step
+            # layout a row of its own): such rows are left out of the validation file, the same rows for
+            # both reward models, and counted. Training reads its rows in memory and keeps them.
+            kept = [r for r in rows if all(st.action for st in r.steps)]
+            left_out[name] = len(rows) - len(kept)
+            write_jsonl(kept, val[name])
 
     rm_train = {}
     for name in ("prm", "orm"):
@@ -328,7 +334,8 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     return {
         "labels": {"label_traces": len(labelled), "label_steps": len(step_labels),
                    "label_steps_correct": statistics.fmean(step_labels),
-                   "label_traces_corrupted": sum(bool(t.meta.get("corrupted")) for t in labelled)},
+                   "label_traces_corrupted": sum(bool(t.meta.get("corrupted")) for t in labelled),
+                   **({"validation_rows_left_out_empty_action": left_out} if val else {})},
         "rm_train": rm_train, "timings": timings,
     }
 
