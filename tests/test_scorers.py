@@ -12,7 +12,7 @@ from procsup.models.factory import save_model, tiny_hf_config
 from procsup.models.prm import score
 from procsup.models.saved import save_format
 from procsup.rollout import load_policy
-from procsup.scorers import exact_scorer, load_prm_scorer, prm_scorer
+from procsup.scorers import exact_scorer, load_prm_scorer, planted_scorer, prm_scorer
 from procsup.tasks.addition import AdditionProblem, AdditionTask
 
 from tests.conftest import TINY
@@ -28,6 +28,32 @@ def test_exact_scorer_history_by_hand():
     trajs = [_traj(task, p, right), _traj(task, p, [right[0], Step("d:1+1+0=3,0>$")]),
              _traj(task, p, [*right, Step("x")]), _traj(task, p, [])]
     assert exact_scorer(task, "history")(trajs) == [[1.0, 1.0], [1.0, 0.0], [1.0, 1.0, 0.0], []]
+
+
+def test_planted_scorer_is_the_exact_scorer_but_on_its_pattern():
+    """Hand-built traces of 27 + 15 (expert "7+5+0=2,1", "2+1+1=4,0"): the planted scorer equals the exact
+    scorer everywhere but on the planted steps, which score 1.0 (the exact checker gives them 0.0)."""
+    task, p = AdditionTask(index_hints=False), AdditionProblem(27, 15)
+    s1, s2 = (Step(s.action) for s in task.expert(p).steps)
+    wrong = Step("2+1+1=5,0")
+    trajs = [_traj(task, p, [s1, s2]),  # right: no pattern
+             _traj(task, p, [s1, s2, s2]),  # the last step repeated (past the end too)
+             _traj(task, p, [s1, s1, s2]),  # a repeat inside the columns (and s2 past the end)
+             _traj(task, p, [s1, wrong, wrong]),  # a wrong step repeated
+             _traj(task, p, [s1, wrong, Step("0+0+1=1,0")]),  # an extra column past the end, no repeat
+             _traj(task, p, [wrong]), _traj(task, p, [])]
+    exact = exact_scorer(task, "history")(trajs)
+    assert exact == [[1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0], []]
+    assert planted_scorer(task, "repeat")(trajs) == [[1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0],
+                                                     [1.0, 0.0, 0.0], [0.0], []]
+    assert planted_scorer(task, "past-end")(trajs) == [[1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 0.0, 1.0],
+                                                       [1.0, 0.0, 1.0], [0.0], []]
+    # the expert traces of many problems: no planted pattern, so the same scores as the exact checker
+    experts = [task.expert(q) for q in task.sample_range(0, 3, 50)]
+    for flaw in ("repeat", "past-end"):
+        assert planted_scorer(task, flaw)(experts) == exact_scorer(task, "history")(experts)
+    with pytest.raises(ValueError, match="flaw"):
+        planted_scorer(task, "anything")
 
 
 def test_exact_scorer_state_replays_the_executor():
