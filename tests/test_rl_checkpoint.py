@@ -65,6 +65,48 @@ def test_resume_refuses_changed_settings(tmp_path, char_tok):
         _train(_cfg(tmp_path, max_steps=2, learning_rate=1e-2, resume=True), char_tok)
 
 
+def test_constant_lr_schedule_keeps_the_peak(tmp_path, char_tok):
+    """``lr_schedule=constant``: every update's logged learning rate is the peak (the default, cosine, decays
+    to 0 at max_steps); an unknown schedule is refused by the config and by make_optimizer."""
+    lrs = {}
+    for schedule in ("constant", "cosine"):
+        out = tmp_path / schedule
+        _train(_cfg(out, max_steps=3, lr_schedule=schedule), char_tok)
+        lrs[schedule] = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lrs["constant"] == [1e-3, 1e-3, 1e-3]
+    assert lrs["cosine"][0] == 1e-3 and lrs["cosine"][1] == pytest.approx(1e-3 * 0.75)  # (1 + cos(pi / 3)) / 2
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _cfg(tmp_path, lr_schedule="linear")
+    with pytest.raises(ValueError, match="schedule"):
+        make_optimizer(torch.nn.Linear(2, 2), _cfg(tmp_path), "linear")
+
+
+def test_bench_hacking_runs_of_new_settings_get_new_cache_keys(tmp_path):
+    """``bench.rl.run_location``: the recorded reward-hacking runs keep their folder and key (the defaults add
+    nothing); a planted scorer or a constant schedule gets a folder and a key of its own; bad values are refused."""
+    from procsup.bench.rl import RLBenchConfig, run_location
+
+    def where(**kw):
+        path, key = run_location(RLBenchConfig(output_dir=str(tmp_path), **kw), "addition", "prm-sum", 3e-5, 0, 24, 1)
+        return str(path.relative_to(tmp_path)), key
+
+    recorded, key = where(hack_prm="repeats")
+    assert recorded == "addition/prm-sum/hack-24-every1-onsample-prmrepeats/lr3e-05-seed0"  # as in README_v3.md
+    assert key["hack_prm"] == "repeats" and "lr_schedule" not in key
+    assert where()[0] == "addition/prm-sum/hack-24-every1-onsample/lr3e-05-seed0" and "hack_prm" not in where()[1]
+    planted, planted_key = where(hack_prm="planted-repeat", hack_lr_schedule="constant")
+    assert planted == "addition/prm-sum/hack-24-every1-onsample-constant-prmplanted-repeat/lr3e-05-seed0"
+    assert (planted_key["hack_prm"], planted_key["lr_schedule"]) == ("planted-repeat", "constant")
+    assert where(hack_prm="planted-past-end")[1]["hack_prm"] == "planted-past-end"
+    main = run_location(RLBenchConfig(output_dir=str(tmp_path), hack_prm="planted-repeat", hack_lr_schedule="constant"),
+                        "addition", "prm-sum", 3e-5, 0)  # a main-bench run ignores the hacking settings
+    assert main[0] == tmp_path / "addition/prm-sum/lr3e-05-seed0" and {"hack_prm", "lr_schedule"}.isdisjoint(main[1])
+    with pytest.raises(ValueError, match="hack_prm"):
+        RLBenchConfig(hack_prm="planted")
+    with pytest.raises(ValueError, match="hack_lr_schedule"):
+        RLBenchConfig(hack_lr_schedule="linear")
+
+
 def test_drift_by_hand():
     h = [{"prm_score": 0.30, "exact_validity": 0.80}, {"prm_score": 0.32, "exact_validity": 0.70},
          {"prm_score": 0.36, "exact_validity": 0.60}]

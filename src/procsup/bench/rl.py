@@ -50,9 +50,10 @@ from procsup.models.prm import build_prm, load_prm
 from procsup.rl.grpo import RLConfig, train
 from procsup.rl.monitor import GamingMonitor, divergence, drift, gap
 from procsup.rollout import LMPolicy, complete, start
-from procsup.scorers import exact_scorer, prm_scorer
+from procsup.scorers import exact_scorer, planted_scorer, prm_scorer
 from procsup.tasks.addition import AdditionTask
 from procsup.tasks.logic import LogicTask
+from procsup.trainers.loop import SCHEDULES
 from procsup.trainers.pal import PALConfig
 from procsup.trainers.pal import train as pal_train
 from procsup.trainers.prm import PRMConfig, train_prm
@@ -69,7 +70,9 @@ ARMS: dict[str, dict] = {
     "mix": {"step_reward": "exact", "credit": "sum", "gamma": 0.0, "outcome_coef": 1.0},
 }
 """Each arm's RLConfig fields (the rest are the bench's)."""
-HACK_PRMS = ("few-labels", "repeats")
+HACK_PRMS = ("few-labels", "repeats", "planted-repeat", "planted-past-end")
+"""The step scorers of the reward-hacking runs (``RLBenchConfig.hack_prm``): two learned PRMs and two hand-built flawed
+scorers."""
 
 
 @dataclass
@@ -137,7 +140,14 @@ class RLBenchConfig:
     hack_prm: str = "few-labels"
     """The PRM of the reward-hacking runs: ``few-labels`` (the bench's PRM) or ``repeats`` (the same labels, plus
     each labelled trace once more with its last column step written twice and the repeat labelled right: a
-    labeler that does not check a step past the last column; a PRM that over-rates a cheap pattern)."""
+    labeler that does not check a step past the last column; a PRM that over-rates a cheap pattern); or a
+    hand-built flawed scorer, not learned (:func:`procsup.scorers.planted_scorer`: the exact checker except on one
+    planted pattern, scored right): ``planted-repeat`` (a step that repeats the previous one) or
+    ``planted-past-end`` (a step after the expert's last). It is the reward of the prm-* arms and what the
+    monitor watches in every hacking arm."""
+    hack_lr_schedule: str = "cosine"
+    """Learning-rate schedule of the reward-hacking runs (``RLConfig.lr_schedule``): ``cosine`` (decay to 0 at
+    ``hack_updates``) or ``constant`` (a long run's late updates move the policy as much as its early ones)."""
     monitor_val_seeds: tuple[int, ...] = (3, 4, 5)
     """Seeds of the on-sample monitor's validation runs (hack_arms' prm-sum as positives, prm-min as
     negatives, at the hacking settings): its window and delta are chosen on these, never on ``seeds``."""
@@ -178,6 +188,8 @@ class RLBenchConfig:
         self.monitor_held_out_prm_deltas = tuple(float(x) for x in self.monitor_held_out_prm_deltas)
         if self.hack_prm not in HACK_PRMS:
             raise ValueError(f"hack_prm must be one of {HACK_PRMS}, got {self.hack_prm!r}")
+        if self.hack_lr_schedule not in SCHEDULES:
+            raise ValueError(f"hack_lr_schedule must be one of {SCHEDULES}, got {self.hack_lr_schedule!r}")
         if set(self.monitor_val_seeds) & set(self.seeds):
             raise ValueError(f"monitor_val_seeds {self.monitor_val_seeds} must be apart from seeds {self.seeds} "
                              "(the rule is chosen on runs that are not reported)")
@@ -331,30 +343,54 @@ def _run_key(cfg: RLBenchConfig, task: str, arm: str, lr: float, seed: int) -> d
             "test_size": cfg.test_size, "longer_size": cfg.longer_size}
 
 
-def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, updates: int | None = None,
-            eval_every: int | None = None) -> dict:
-    """One RL run (cached): evaluations at every ``eval_every`` updates (validation with the monitor, test,
-    longer test) against cumulative policy samples. ``updates``, ``eval_every``: a reward-hacking run, in its
-    own folder ``hack-<updates>-every<eval_every>``."""
+def run_location(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, updates: int | None = None,
+                 eval_every: int | None = None) -> tuple[Path, dict]:
+    """A run's cache folder and key (:func:`run_arm`). A main run: ``<arm>/lr<lr>-seed<k>``; a reward-hacking
+    run (other ``updates`` or ``eval_every``): ``<arm>/hack-<updates>-every<eval_every>-onsample[-<schedule>]
+    [-prm<hack_prm>][-kl<kl>]/lr<lr>-seed<k>``, the default settings (cosine, no KL, few-labels PRM) adding
+    nothing to the folder or the key, so that recorded runs stay valid."""
     updates, eval_every = updates or cfg.updates, eval_every or cfg.eval_every
     main_run = (updates, eval_every) == (cfg.updates, cfg.eval_every)
     # hacking runs log the on-sample monitor (per-update PRM score vs exact validity of the update's samples),
     # which the first recorded ones (folder hack-<u>-every<e>) predate: theirs is a new folder, the old kept
     sub = f"lr{lr:g}-seed{seed}" if main_run else f"hack-{updates}-every{eval_every}-onsample/lr{lr:g}-seed{seed}"
     hack_prm = "few-labels" if main_run else cfg.hack_prm
+    schedule = "cosine" if main_run else cfg.hack_lr_schedule
     if cfg.kl_coef and not main_run:  # a KL'd hacking run has its own folder (a cached run of other settings is cleared)
         sub = sub.replace("-onsample/", f"-onsample-kl{cfg.kl_coef:g}/")
     if hack_prm != "few-labels":
         sub = sub.replace("-onsample", f"-onsample-prm{hack_prm}")
-    run_dir = Path(cfg.output_dir) / task_name / arm / sub
+    if schedule != "cosine":
+        sub = sub.replace("-onsample", f"-onsample-{schedule}")
+    key = {**_run_key(cfg, task_name, arm, lr, seed), "updates": updates}
+    if eval_every != cfg.eval_every:
+        key.update(eval_every=eval_every, on_sample_monitor=True)
+    if hack_prm != "few-labels":
+        key.update(hack_prm=hack_prm)
+    if schedule != "cosine":
+        key.update(lr_schedule=schedule)
+    return Path(cfg.output_dir) / task_name / arm / sub, key
+
+
+def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, updates: int | None = None,
+            eval_every: int | None = None) -> dict:
+    """One RL run (cached in :func:`run_location`): evaluations at every ``eval_every`` updates (validation with
+    the monitor, test, longer test) against cumulative policy samples. ``updates``, ``eval_every``: a
+    reward-hacking run (``hack_prm``'s scorer, ``hack_lr_schedule``), in its own folder."""
+    updates, eval_every = updates or cfg.updates, eval_every or cfg.eval_every
+    run_dir, key = run_location(cfg, task_name, arm, lr, seed, updates, eval_every)
+    hack_prm, schedule = key.get("hack_prm", "few-labels"), key.get("lr_schedule", "cosine")
 
     def go(out: Path) -> dict:
         torch.set_num_threads(1)
         spec = TASKS[task_name]
         task = spec["task"]()
         model, tok, _ = load_model(Path(cfg.output_dir) / task_name / "models" / "policy")
-        prm, prm_tok, _ = load_prm(_prm_dir(cfg, task_name, hack_prm))
-        prm_score = prm_scorer(prm, prm_tok, FMT)
+        if hack_prm.startswith("planted-"):  # hand-built: the exact checker with one planted flaw
+            prm_score = planted_scorer(task, hack_prm.removeprefix("planted-"))
+        else:
+            prm, prm_tok, _ = load_prm(_prm_dir(cfg, task_name, hack_prm))
+            prm_score = prm_scorer(prm, prm_tok, FMT)
         scorer = prm_score if ARMS[arm].get("step_reward") == "prm" else exact_scorer(task, "history")
         sets = {split: spec[split](task, size) for split, size in (("test", cfg.test_size), ("longer", cfg.longer_size))}
 
@@ -368,17 +404,12 @@ def run_arm(cfg: RLBenchConfig, task_name: str, arm: str, lr: float, seed: int, 
         rc = RLConfig(output_dir=str(out / "run"), max_steps=updates, batch_size=cfg.batch_size,
                       group_size=cfg.group_size, learning_rate=lr, kl_coef=cfg.kl_coef, temperature=cfg.temperature,
                       seed=seed, eval_steps=eval_every, alert_window=2, alert_delta=0.02, progress=cfg.progress,
-                      save_total_limit=1, **ARMS[arm])
+                      save_total_limit=1, lr_schedule=schedule, **ARMS[arm])
         result = train(rc, task=task, scorer=scorer, monitor_scorer=prm_score, model=model, tokenizer=tok, fmt=FMT,
                        problems=spec["rl"](task, 4000), eval_problems=spec["val"](task, cfg.val_size), extra_eval=extra)
         return {"evals": result.evals, "alert": result.alert, "samples": result.samples, "final_train": result.final_metrics,
                 "sample_history": result.sample_history}
 
-    key = {**_run_key(cfg, task_name, arm, lr, seed), "updates": updates}
-    if eval_every != cfg.eval_every:
-        key.update(eval_every=eval_every, on_sample_monitor=True)
-    if hack_prm != "few-labels":
-        key.update(hack_prm=hack_prm)
     return cached_run(run_dir, key, go)
 
 
@@ -591,9 +622,14 @@ def hacking(cfg: RLBenchConfig) -> dict:
     rule = {"window": drift_rule["window"], "delta": drift_rule["delta"], "prm_delta": drift_rule["prm_delta"],
             "validation_seeds": list(cfg.monitor_val_seeds)}
     prm = {"prm": cfg.hack_prm}
-    if cfg.hack_prm != "few-labels":
+    if cfg.hack_prm == "repeats":
         prm["prm_labels"] = prepare_hack_prm(cfg, "addition")["prm_labels"]
-    return {"task": "addition", "learning_rate": cfg.hack_learning_rate, "kl_coef": cfg.kl_coef, **prm,
+    if cfg.hack_prm.startswith("planted-"):
+        flaw = cfg.hack_prm.removeprefix("planted-")
+        prm["scorer"] = (f"hand-built, not learned: procsup.scorers.planted_scorer(flaw={flaw!r}), the exact step "
+                         "checker except that the planted pattern scores 1.0")
+    return {"task": "addition", "learning_rate": cfg.hack_learning_rate, "lr_schedule": cfg.hack_lr_schedule,
+            "kl_coef": cfg.kl_coef, **prm,
             "updates": cfg.hack_updates, "eval_every": cfg.hack_eval_every, "on_sample_rule": rule, "monitor_rules": rules,
             "arms": {a: hacking_summary(cfg, [hacked[(a, s)] for s in cfg.seeds], rule, rules) for a in cfg.hack_arms},
             "validation_arms": {a: hacking_summary(cfg, val[a], rule, rules) for a in val_arms}}
@@ -696,7 +732,8 @@ def tables_markdown(results: dict) -> str:
             note = "" if rule is None else (f"on-sample rule (chosen on validation seeds {rule['validation_seeds']}): "
                                             f"window {rule['window']}, exact validity fall >= {rule['delta']}, PRM score rise >= "
                                             f"{rule['prm_delta']}\n\n")
-        parts.append(f"### reward hacking ({h['task']}, learning rate {h['learning_rate']:g}, {h['updates']} updates, "
+        parts.append(f"### reward hacking ({h['task']}, learning rate {h['learning_rate']:g} "
+                     f"({h.get('lr_schedule', 'cosine')}), {h['updates']} updates, "
                      f"held-out evaluation every {h.get('eval_every', 2)}, PRM {h.get('prm', 'few-labels')})\n\n"
                      + note + render(rows, markdown=True))
     return "\n\n".join(parts) + "\n"
@@ -774,7 +811,8 @@ def plot_hacking(results: dict, path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("update")
         ax.legend(fontsize=7)
-    fig.suptitle(f"reward hacking: {h['task']}, learning rate {h['learning_rate']:g}, PRM {h.get('prm', 'few-labels')}",
+    fig.suptitle(f"reward hacking: {h['task']}, learning rate {h['learning_rate']:g} ({h.get('lr_schedule', 'cosine')}), "
+                 f"PRM {h.get('prm', 'few-labels')}",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -75,6 +75,7 @@ from procsup.rl.advantages import (
 from procsup.rl.monitor import RULES, GamingMonitor, drift, exact_steps, gap
 from procsup.rollout import LMPolicy, complete, start
 from procsup.trainers.loop import (
+    SCHEDULES,
     MetricsLog,
     Run,
     claim_output_dir,
@@ -143,7 +144,10 @@ class RLConfig(CheckpointOptions):
     batch_size: int = 16
     """Problems per update (all processes; divisible by the number of processes)."""
     learning_rate: float = 1e-4
-    """Peak AdamW learning rate (warm-up, then cosine decay over max_steps updates)."""
+    """Peak AdamW learning rate (warm-up, then ``lr_schedule`` over max_steps updates)."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """After the warm-up: cosine decay to 0 at max_steps, or constant (the learning rate stays at its peak,
+    so that a long run's late updates move the policy as much as its early ones)."""
     warmup_steps: int = 0
     """Updates of linear learning-rate warm-up."""
     max_steps: int = 100
@@ -206,6 +210,8 @@ class RLConfig(CheckpointOptions):
             raise ValueError(f"step_reward must be one of {STEP_REWARDS}, got {self.step_reward!r}")
         if self.credit not in CREDITS:
             raise ValueError(f"credit must be one of {CREDITS}, got {self.credit!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         if self.step_reward == "prm" and self.prm is None and self.task is not None:
@@ -427,7 +433,7 @@ def _train(cfg, task, scorer, model, tokenizer, fmt, problems, eval_problems, mo
     if cfg.kl_coef > 0:  # the starting policy, frozen, before a checkpoint is loaded into the policy
         ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
     run = Run(data_source(train_file))
-    per_proc, optimizer, scheduler, start_step = start_run(accelerator, model, cfg, run)
+    per_proc, optimizer, scheduler, start_step = start_run(accelerator, model, cfg, run, cfg.lr_schedule)
     state = {"samples": 0, "evals": [], "alert": None, "sample_history": []}
     if start_step:
         restored = _read_rl_state(cfg, start_step)

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from procsup.data.tokenize import Row, check_length
 from procsup.data.trajectory import Trajectory
@@ -74,15 +74,23 @@ def global_batch(num_rows: int, batch_size: int, step: int, seed: int, lengths: 
     return out
 
 
-def make_optimizer(model, cfg) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW (weight decay on matrices only) and linear warm-up then cosine decay to 0. ``cfg`` has
-    learning_rate, weight_decay, warmup_steps and max_steps."""
+SCHEDULES = ("cosine", "constant")
+"""Learning-rate schedules after the linear warm-up: cosine decay to 0 at max_steps, or constant."""
+
+
+def make_optimizer(model, cfg, schedule: str = "cosine") -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (weight decay on matrices only) and linear warm-up then ``schedule`` (:data:`SCHEDULES`: cosine
+    decay to 0, or constant). ``cfg`` has learning_rate, weight_decay, warmup_steps and max_steps."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
     )
+    if schedule == "constant":
+        return optimizer, get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps)
 
 
@@ -301,9 +309,10 @@ class Run:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
 
-def start_run(accelerator, model, cfg, run: Run) -> tuple[int, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
+def start_run(accelerator, model, cfg, run: Run,
+              schedule: str = "cosine") -> tuple[int, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
     """What a checkpointed trainer (PAL, PRM) sets up before its loop, inside :func:`claim_output_dir`: the
-    rows per process (the global batch split evenly), the optimizer and schedule (:func:`make_optimizer`),
+    rows per process (the global batch split evenly), the optimizer and ``schedule`` (:func:`make_optimizer`),
     and the step to start from (with ``cfg.resume`` the newest checkpoint's, whose settings and data must be
     this run's; ``metrics.jsonl`` is cut back to it; else 0). ``cfg``: a
     :class:`~procsup.trainers.options.CheckpointOptions` with ``output_dir``."""
@@ -311,7 +320,7 @@ def start_run(accelerator, model, cfg, run: Run) -> tuple[int, torch.optim.Optim
     if cfg.batch_size % (world * cfg.gradient_accumulation_steps):
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes x "
                          f"gradient_accumulation_steps {cfg.gradient_accumulation_steps}")
-    optimizer, scheduler = make_optimizer(model, cfg)
+    optimizer, scheduler = make_optimizer(model, cfg, schedule)
     start = load_checkpoint(model, optimizer, scheduler, cfg, run) if cfg.resume else 0
     if cfg.resume and accelerator.is_main_process:
         cut_metrics(Path(cfg.output_dir) / METRICS_FILE, start)
