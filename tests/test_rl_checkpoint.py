@@ -107,6 +107,27 @@ def test_bench_hacking_runs_of_new_settings_get_new_cache_keys(tmp_path):
         RLBenchConfig(hack_lr_schedule="linear")
 
 
+def test_planted_pattern_rates_count_the_over_rated_steps(tmp_path, tiny_model, monkeypatch):
+    """``bench.rl.planted_pattern_rates``: per flaw, the samples and steps the planted scorer rates above the exact
+    checker, here on hand-made samples (the sampler replaced): 27 + 15 written right, with its last step repeated,
+    and with two empty lines past the end."""
+    from procsup.bench import rl as bench
+    from procsup.data.trajectory import Step, Trajectory
+    from procsup.models.factory import save_model
+
+    model, tok = tiny_model
+    save_model(model, tok, tmp_path / "addition" / "models" / "policy", fmt=bench.FMT, mode="history")
+    expert = TASK.expert(TASK.make(__import__("random").Random(0), 2, 2))
+    s1, s2 = expert.steps
+    samples = [[Trajectory(expert.input, "", steps, expert.meta)
+                for steps in ((s1, s2), (s1, s2, s2), (s1, s2, Step(""), Step("")))]]
+    monkeypatch.setattr(bench, "complete", lambda *a, **k: samples)
+    rates = bench.planted_pattern_rates(bench.RLBenchConfig(output_dir=str(tmp_path)), problems=1)
+    assert (rates["samples"], rates["steps"], rates["empty_steps"]) == (3, 9, 2 / 9)
+    assert rates["repeat"] == {"samples_with_planted_step": 2 / 3, "planted_steps": 2 / 9}  # s2 again; "" again
+    assert rates["past-end"] == {"samples_with_planted_step": 2 / 3, "planted_steps": 3 / 9}
+
+
 def test_drift_by_hand():
     h = [{"prm_score": 0.30, "exact_validity": 0.80}, {"prm_score": 0.32, "exact_validity": 0.70},
          {"prm_score": 0.36, "exact_validity": 0.60}]

@@ -50,7 +50,7 @@ from procsup.models.prm import build_prm, load_prm
 from procsup.rl.grpo import RLConfig, train
 from procsup.rl.monitor import GamingMonitor, divergence, drift, gap
 from procsup.rollout import LMPolicy, complete, start
-from procsup.scorers import exact_scorer, planted_scorer, prm_scorer
+from procsup.scorers import PLANTED_FLAWS, exact_scorer, planted_scorer, prm_scorer
 from procsup.tasks.addition import AdditionTask
 from procsup.tasks.logic import LogicTask
 from procsup.trainers.loop import SCHEDULES
@@ -293,6 +293,30 @@ def train_bench_prm(cfg: RLBenchConfig, task_name: str, model, tok, run_dir: Pat
     train_prm(rc, model=prm, tokenizer=tok, trajectories=labelled)
     labels = [s.label for t in labelled for s in t.steps]
     return {"traces": len(labelled), "steps": len(labels), "steps_right": statistics.fmean(labels)}
+
+
+def planted_pattern_rates(cfg: RLBenchConfig, task_name: str = "addition", problems: int = 128, seed: int = 0) -> dict:
+    """How often the starting policy writes each planted pattern of :func:`procsup.scorers.planted_scorer` on its
+    own: ``group_size`` samples (at ``temperature``) on each of the first ``problems`` RL training problems, and
+    per flaw the share of samples with a step the flawed scorer over-rates (planted, exact checker: wrong) and the
+    share of steps. A flaw the policy never writes cannot be learned, whatever it pays; this is read before any
+    hacking run, on training problems."""
+    spec = TASKS[task_name]
+    task = spec["task"]()
+    model, tok, _ = load_model(Path(cfg.output_dir) / task_name / "models" / "policy")
+    sampler = LMPolicy(model, tok, task, FMT, mode="history", temperature=cfg.temperature)
+    trajs = [t for g in complete(sampler, start(task, spec["rl"](task, 4000)[:problems]), n=cfg.group_size, seed=seed)
+             for t in g]
+    exact = exact_scorer(task, "history")(trajs)
+    n_steps = max(sum(len(e) for e in exact), 1)
+    out = {"problems": problems, "samples": len(trajs), "steps": n_steps, "seed": seed,
+           "steps_per_sample": n_steps / len(trajs),
+           "empty_steps": sum(s.action == "" for t in trajs for s in t.steps) / n_steps}
+    for flaw in PLANTED_FLAWS:
+        over = [[p > e for p, e in zip(ps, es)] for ps, es in zip(planted_scorer(task, flaw)(trajs), exact)]
+        out[flaw] = {"samples_with_planted_step": sum(any(o) for o in over) / len(trajs),
+                     "planted_steps": sum(map(sum, over)) / n_steps}
+    return out
 
 
 def prepare_hack_prm(cfg: RLBenchConfig, task_name: str) -> dict:
@@ -628,6 +652,7 @@ def hacking(cfg: RLBenchConfig) -> dict:
         flaw = cfg.hack_prm.removeprefix("planted-")
         prm["scorer"] = (f"hand-built, not learned: procsup.scorers.planted_scorer(flaw={flaw!r}), the exact step "
                          "checker except that the planted pattern scores 1.0")
+        prm["starting_policy_pattern_rates"] = planted_pattern_rates(cfg)
     return {"task": "addition", "learning_rate": cfg.hack_learning_rate, "lr_schedule": cfg.hack_lr_schedule,
             "kl_coef": cfg.kl_coef, **prm,
             "updates": cfg.hack_updates, "eval_every": cfg.hack_eval_every, "on_sample_rule": rule, "monitor_rules": rules,
