@@ -15,6 +15,10 @@ the hint-free layout with a padded answer (``index_hints=false pad_answer=true``
 arms with the same two flags compares like with like (docs/positions.md). ``val_digits`` adds a validation
 split (fresh problems of another seed) on which settings are chosen; the test split is never used for that.
 
+``lr_grid`` chooses each method's learning rate on that validation split: every (method, factor, seed) is
+trained and scored on validation problems only (:func:`validate_one`), one factor is chosen per method
+(:func:`procsup.bench.select.choose`), and only the chosen models are tested, once (:func:`chosen_test`).
+
 Each (method, seed) run writes its own ``eval.json``; a re-run skips finished runs (resume), so an
 interrupted benchmark loses at most one run. Results: ``results.json``, ``accuracy.png`` and a table.
 """
@@ -22,19 +26,21 @@ interrupted benchmark loses at most one run. Results: ``results.json``, ``accura
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from procsup.bench.report import run_facts
+from procsup.bench.report import run_facts, stat
+from procsup.bench.select import choose
 from procsup.data.io import write_json
 from procsup.data.positions import randomized_rows
 from procsup.data.tokenize import StepFormat
 from procsup.evaluation.metrics import evaluate
 from procsup.models.factory import TinyModelConfig, build_tiny_model
-from procsup.rollout import LMPolicy
+from procsup.rollout import LMPolicy, load_policy
 from procsup.tasks.addition import AdditionTask
 from procsup.trainers.pal import PALConfig, train
 
@@ -101,9 +107,17 @@ class AdditionBenchConfig:
     answer block of the longest evaluated problem, so that every id a test row uses is seen in training."""
     val_digits: tuple[int, ...] = ()
     """Validation lengths: fresh problems of another seed, evaluated like the test ones; settings are chosen
-    on them (empty: none)."""
+    on them (empty: none; with ``lr_grid`` selecting: the training length, ``train_max_digits``)."""
     val_size: int = 200
     """Validation problems per length."""
+    lr_grid: tuple[float, ...] = (1.0,)
+    """Learning-rate factors of ``learning_rate``, the same for every method. ``(1,)``: no selection, every run
+    trained at ``learning_rate`` and tested. Otherwise every (method, factor, seed) is trained and scored on
+    the validation split alone (``val_digits``, lengths of the training distribution; no test problem is
+    evaluated); per method the factor with the best validation exact match (mean over seeds and validation
+    lengths; a tie goes to the factor nearest 1) is chosen, and only then is each seed's model of that factor
+    (the same trained model, read back from its checkpoint) tested, once. results.json records every
+    validation score and the choice (``selection``)."""
     trivial: bool = False
     """Also the trivial rows: each seed's untrained model through the same generation, positions and checks
     (per text method), and the majority training answer, on the first ``trivial_size`` test problems."""
@@ -113,6 +127,14 @@ class AdditionBenchConfig:
     def __post_init__(self) -> None:
         self.methods, self.seeds, self.test_digits = tuple(self.methods), tuple(self.seeds), tuple(self.test_digits)
         self.val_digits = tuple(self.val_digits)
+        self.lr_grid = tuple(float(f) for f in self.lr_grid)
+        if not self.lr_grid or min(self.lr_grid) <= 0 or len(set(self.lr_grid)) != len(self.lr_grid):
+            raise ValueError(f"lr_grid must be distinct factors > 0, got {self.lr_grid}")
+        if self.selecting:
+            self.val_digits = self.val_digits or (self.train_max_digits,)
+            if max(self.val_digits) > self.train_max_digits or min(self.val_digits) < 1:
+                raise ValueError(f"lr_grid selects on the training distribution: val_digits must lie in 1.."
+                                 f"{self.train_max_digits} (train_max_digits), got {self.val_digits}")
         if self.coupling and (self.index_hints or not self.pad_answer):
             raise ValueError("coupling reads the hint-free layout with a padded answer: set index_hints=false "
                              "pad_answer=true")
@@ -131,9 +153,14 @@ class AdditionBenchConfig:
             raise ValueError("at most 26 columns: the column index hints are the 26 letters a..z")
         if self.mu < 0:
             raise ValueError(f"mu must be >= 0, got {self.mu}")
-        for name in ("train_size", "test_size", "steps", "batch_size"):
+        for name in ("train_size", "test_size", "steps", "batch_size", "val_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def selecting(self) -> bool:
+        """Whether the learning rate is chosen on the validation split (any ``lr_grid`` but ``(1,)``)."""
+        return self.lr_grid != (1.0,)
 
     @property
     def max_columns(self) -> int:
@@ -151,7 +178,7 @@ class AdditionBenchConfig:
 
 
 #: Config fields that do not change a (method, seed) run: a cached run is reused across them.
-_NOT_IN_KEY = ("output_dir", "methods", "seeds", "progress", "trivial", "trivial_size")
+_NOT_IN_KEY = ("output_dir", "methods", "seeds", "progress", "trivial", "trivial_size", "lr_grid")
 
 
 def _run_key(config: dict) -> dict:
@@ -159,27 +186,41 @@ def _run_key(config: dict) -> dict:
     return json.loads(json.dumps({k: v for k, v in config.items() if k not in _NOT_IN_KEY}))
 
 
-def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
-    """Train one model and evaluate it at every test length; cached in ``<method>-seed<k>/eval.json``."""
-    run_dir = Path(cfg.output_dir) / f"{method}-seed{seed}"
-    done = run_dir / "eval.json"
-    key = _run_key(asdict(cfg))
+def _cached(done: Path, key: dict) -> dict | None:
+    """The run recorded in ``done`` if it ran with ``key``, else None."""
     if done.is_file():
         cached = json.loads(done.read_text())
         if _run_key(cached.get("config") or {}) == key:
             return cached
-    # the trainer resumes from any checkpoint in run_dir: one left by other settings must not be resumed
+    return None
+
+
+def _fresh_dir(run_dir: Path, key: dict) -> None:
+    """``run_dir`` ready for a run with ``key``: the trainer resumes from any checkpoint in it, so a folder
+    left by other settings is cleared first (one of the same settings is resumed)."""
     marker = run_dir / "key.json"
     if run_dir.exists() and not (marker.is_file() and _run_key(json.loads(marker.read_text())) == key):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(key))
-    task = AdditionTask(carry_heavy=cfg.carry_heavy, index_hints=cfg.index_hints, pad_answer=cfg.pad_answer)
+
+
+def _task(cfg: AdditionBenchConfig) -> AdditionTask:
+    return AdditionTask(carry_heavy=cfg.carry_heavy, index_hints=cfg.index_hints, pad_answer=cfg.pad_answer)
+
+
+def _rule(cfg: AdditionBenchConfig, task: AdditionTask, method: str):
+    """The position rule of ``method``'s runs (coupled ids for the text methods with ``coupling``), or None."""
+    return task.coupled_positions(cfg.stride) if cfg.coupling and method != "state" else None
+
+
+def _train(cfg: AdditionBenchConfig, method: str, seed: int, run_dir: Path):
+    """Train ``method``'s model of ``seed`` in ``run_dir`` (its checkpoints stay there); returns the policy,
+    the TrainResult and the training problems as ``(a, b)`` pairs."""
+    task = _task(cfg)
     problems = task.sample_range(seed, cfg.train_max_digits, cfg.train_size)
     trajs = [task.state_trajectory(p) if method == "state" else task.expert(p) for p in problems]
-    coupled = cfg.coupling and method != "state"
-    rule = task.coupled_positions(cfg.stride) if coupled else None
-    if coupled:
+    if cfg.coupling and method != "state":
         trajs = coupled_rows(cfg, task, problems, trajs, method, seed)
     model, tok = build_tiny_model(cfg.model_config, seed=seed)
     pal = PALConfig(
@@ -188,27 +229,136 @@ def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
         save_steps=max(cfg.steps // 4, 1), resume=True,
     )
     result = train(pal, model=model, tokenizer=tok, trajectories=trajs)
-    policy = LMPolicy(result.model, tok, task, pal.step_format, mode=method, positions=rule)
-    seen = {(p.a, p.b) for p in problems}
+    policy = LMPolicy(result.model, tok, task, pal.step_format, mode=method, positions=_rule(cfg, task, method))
+    return policy, result, {(p.a, p.b) for p in problems}
+
+
+def _train_facts(result) -> dict:
+    return {"train_seconds": result.seconds, "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9),
+            "final_train_metrics": result.final_metrics, "parameters": sum(p.numel() for p in result.model.parameters())}
+
+
+def run_one(cfg: AdditionBenchConfig, method: str, seed: int) -> dict:
+    """Train one model and evaluate it at every test length; cached in ``<method>-seed<k>/eval.json``."""
+    run_dir = Path(cfg.output_dir) / f"{method}-seed{seed}"
+    key = _run_key(asdict(cfg))
+    if (cached := _cached(run_dir / "eval.json", key)) is not None:
+        return cached
+    _fresh_dir(run_dir, key)
+    policy, result, seen = _train(cfg, method, seed, run_dir)
+    task = policy.task
     t0 = time.perf_counter()
-    # fresh problems: a test seed (validation: another) of its own, any problem also seen in training dropped
-    evals = {str(d): _evaluate(policy, task, 10_000 + seed, d, cfg.test_size, seen) for d in cfg.test_digits}
-    val = {str(d): _evaluate(policy, task, 20_000 + seed, d, cfg.val_size, seen) for d in cfg.val_digits}
-    out = {
-        "method": method, "seed": seed, "config": key, "eval": evals, **({"val": val} if val else {}),
-        "train_seconds": result.seconds, "eval_seconds": time.perf_counter() - t0,
-        "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9), "final_train_metrics": result.final_metrics,
-        "parameters": sum(p.numel() for p in result.model.parameters()),
-    }
-    write_json(done, out)
+    evals = {str(d): evaluate(policy, _test_problems(cfg, task, seed, d, seen)) for d in cfg.test_digits}
+    val = {str(d): evaluate(policy, val_problems(cfg, task, seed, d, seen)) for d in cfg.val_digits}
+    out = {"method": method, "seed": seed, "config": key, "eval": evals, **({"val": val} if val else {}),
+           "eval_seconds": time.perf_counter() - t0, **_train_facts(result)}
+    write_json(run_dir / "eval.json", out)
     return out
+
+
+# --- choosing the learning rate on validation, then testing once ----------------------------------------------
+def _selection_run(cfg: AdditionBenchConfig, method: str, seed: int, lr_factor: float):
+    """The folder, settings and cache key of (method, seed) trained at ``lr_factor`` x ``learning_rate``. The
+    validation run does not depend on the test lengths beyond the test problems its validation split drops
+    (and, with coupling, the start offsets they set), so its key holds those instead: other test lengths reuse
+    the trained and validated runs and test them again."""
+    run_dir = Path(cfg.output_dir) / f"{method}-lr{lr_factor:g}-seed{seed}"
+    at = replace(cfg, learning_rate=cfg.learning_rate * lr_factor, lr_grid=(1.0,))
+    key = {k: v for k, v in _run_key(asdict(at)).items() if k != "test_digits"}
+    key.update(lr_factor=lr_factor, split="val", val_drops_test_at=[d for d in at.val_digits if d in at.test_digits])
+    if at.coupling:
+        key["start_offsets"] = at.start_offsets
+    return run_dir, at, key
+
+
+def _test_problems(cfg: AdditionBenchConfig, task: AdditionTask, seed: int, digits: int, seen: set) -> list:
+    """The test problems of ``digits`` digits of ``seed``: ``test_size`` fresh problems of a stream of their
+    own (seed 10_000 + seed), any training problem (``seen``, ``(a, b)`` pairs) dropped."""
+    return [p for p in task.sample(10_000 + seed, digits, 2 * cfg.test_size) if (p.a, p.b) not in seen][: cfg.test_size]
+
+
+def val_problems(cfg: AdditionBenchConfig, task: AdditionTask, seed: int, digits: int, seen: set) -> list:
+    """The validation problems of the selection: ``val_size`` fresh problems of ``digits`` digits from a
+    stream of their own (seed 20_000 + seed; test: 10_000 + seed, training: seed), any training problem and
+    any test problem of that length dropped."""
+    test = {(p.a, p.b) for p in _test_problems(cfg, task, seed, digits, seen)} if digits in cfg.test_digits else set()
+    return [p for p in task.sample(20_000 + seed, digits, 2 * cfg.val_size)
+            if (p.a, p.b) not in seen and (p.a, p.b) not in test][: cfg.val_size]
+
+
+def validate_one(cfg: AdditionBenchConfig, method: str, seed: int, lr_factor: float) -> dict:
+    """Train (method, seed) at ``lr_factor`` x ``learning_rate`` and score it on the validation split only
+    (:func:`val_problems` at every ``val_digits``; no test problem is evaluated). Cached in
+    ``<method>-lr<factor>-seed<k>/eval.json``; the trained model stays there (checkpoints) for
+    :func:`chosen_test`."""
+    run_dir, at, key = _selection_run(cfg, method, seed, lr_factor)
+    if (cached := _cached(run_dir / "eval.json", key)) is not None:
+        return cached
+    _fresh_dir(run_dir, key)
+    policy, result, seen = _train(at, method, seed, run_dir)
+    t0 = time.perf_counter()
+    val = {str(d): evaluate(policy, val_problems(at, policy.task, seed, d, seen)) for d in at.val_digits}
+    out = {"method": method, "seed": seed, "lr_factor": lr_factor, "learning_rate": at.learning_rate, "config": key,
+           "val": val, "val_seconds": time.perf_counter() - t0, **_train_facts(result)}
+    write_json(run_dir / "eval.json", out)
+    return out
+
+
+def chosen_test(cfg: AdditionBenchConfig, method: str, seed: int, lr_factor: float) -> dict:
+    """The model :func:`validate_one` trained for (method, seed, ``lr_factor``) (trained first if it is not
+    there), read back from its last checkpoint and tested at every test length, once; cached in the run's
+    ``test/eval.json``. Returns the validation run with its test metrics (``eval``), as :func:`run_one` does."""
+    trained = validate_one(cfg, method, seed, lr_factor)
+    run_dir, at, key = _selection_run(cfg, method, seed, lr_factor)
+    key = {**key, "split": "test", "test_digits": list(at.test_digits)}
+    done = run_dir / "test" / "eval.json"
+    if (tested := _cached(done, key)) is None:
+        task = _task(at)
+        last = max(run_dir.glob("checkpoint-*"), key=lambda d: int(d.name.rsplit("-", 1)[1]), default=None)
+        if last is None:
+            raise FileNotFoundError(f"{run_dir}: no checkpoint to test; delete the folder to train it again")
+        policy = load_policy(last, task, mode=method, positions=_rule(at, task, method))
+        seen = {(p.a, p.b) for p in task.sample_range(seed, at.train_max_digits, at.train_size)}
+        t0 = time.perf_counter()
+        evals = {str(d): evaluate(policy, _test_problems(at, task, seed, d, seen)) for d in at.test_digits}
+        tested = {"config": key, "checkpoint": last.name, "eval": evals, "eval_seconds": time.perf_counter() - t0}
+        done.parent.mkdir(exist_ok=True)
+        write_json(done, tested)
+    return {**trained, "eval": tested["eval"], "checkpoint": tested["checkpoint"], "eval_seconds": tested["eval_seconds"]}
+
+
+def val_score(run: dict) -> float:
+    """The score the learning rate is chosen on: validation exact match, mean over the validation lengths."""
+    return statistics.fmean(m["exact_match"] for m in run["val"].values())
+
+
+def select(cfg: AdditionBenchConfig) -> tuple[list[dict], dict]:
+    """Every (method, factor, seed) of ``cfg.lr_grid`` trained and validated; per method the factor of the
+    best mean validation score (:func:`~procsup.bench.select.choose`); then each seed's model of that factor
+    tested once. Returns the tested runs (in :func:`run_one`'s order) and ``{method: the selection record}``."""
+    # factor 1 first (then outward): an interrupted grid has the default runs, which any other grid shares
+    order = sorted(cfg.lr_grid, key=lambda f: (abs(math.log(f)), f))
+    vals = {(m, f, s): val_score(validate_one(cfg, m, s, f)) for f in order for s in cfg.seeds for m in cfg.methods}
+    scores = {m: {f: [vals[m, f, s] for s in cfg.seeds] for f in cfg.lr_grid} for m in cfg.methods}
+    selection = {}
+    for method, by_factor in scores.items():
+        chosen = choose(by_factor)
+        selection[method] = {
+            "metric": f"exact_match (validation, {','.join(map(str, cfg.val_digits))} digits)",
+            "default_lr": cfg.learning_rate, "factors": list(cfg.lr_grid),
+            "learning_rates": [cfg.learning_rate * f for f in cfg.lr_grid],
+            "val": {f"{f:g}": stat(v) for f, v in by_factor.items()},
+            "chosen_factor": chosen, "chosen_lr": cfg.learning_rate * chosen,
+        }
+    runs = [chosen_test(cfg, m, s, selection[m]["chosen_factor"]) for s in cfg.seeds for m in cfg.methods]
+    return runs, selection
 
 
 def trivial_rows(cfg: AdditionBenchConfig, seed: int) -> dict:
     """The untrained model of ``seed`` (history and outcome, with the runs' positions) and the majority
     training answer, exact match per test length on the first ``trivial_size`` test problems of that seed."""
     done = Path(cfg.output_dir) / f"trivial-seed{seed}.json"
-    key = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress")}))
+    key = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "progress", "lr_grid")}))
     if done.is_file() and json.loads(done.read_text()).get("config") == key:
         return json.loads(done.read_text())
     task = AdditionTask(carry_heavy=cfg.carry_heavy, index_hints=cfg.index_hints, pad_answer=cfg.pad_answer)
@@ -219,19 +369,13 @@ def trivial_rows(cfg: AdditionBenchConfig, seed: int) -> dict:
     rule = task.coupled_positions(cfg.stride) if cfg.coupling else None
     out: dict = {"seed": seed, "config": key, "majority_answer": majority, "majority": {}, "untrained": {}}
     for digits in cfg.test_digits:
-        probs = [p for p in task.sample(10_000 + seed, digits, 2 * cfg.test_size) if (p.a, p.b) not in seen]
-        probs = probs[: cfg.test_size][: cfg.trivial_size]
+        probs = _test_problems(cfg, task, seed, digits, seen)[: cfg.trivial_size]
         out["majority"][str(digits)] = sum(task.target(p) == majority for p in probs) / len(probs)
         for method in (m for m in cfg.methods if m != "state"):
             policy = LMPolicy(model, tok, task, StepFormat(), mode=method, positions=rule)
             out["untrained"].setdefault(method, {})[str(digits)] = evaluate(policy, probs)
     write_json(done, out)
     return out
-
-
-def _evaluate(policy, task: AdditionTask, seed: int, digits: int, size: int, seen: set) -> dict:
-    probs = [p for p in task.sample(seed, digits, 2 * size) if (p.a, p.b) not in seen][:size]
-    return evaluate(policy, probs)
 
 
 def coupled_rows(cfg: AdditionBenchConfig, task: AdditionTask, problems: list, trajs: list, method: str,
@@ -317,12 +461,17 @@ def main(cfg: AdditionBenchConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runs = [run_one(cfg, m, s) for s in cfg.seeds for m in cfg.methods]
+    selection = {}
+    if cfg.selecting:
+        runs, selection = select(cfg)
+    else:
+        runs = [run_one(cfg, m, s) for s in cfg.seeds for m in cfg.methods]
     table = aggregate(runs, cfg)
     val = {"val_table": aggregate(runs, cfg, "val")} if cfg.val_digits else {}
     trivial = {"trivial": [trivial_rows(cfg, s) for s in cfg.seeds]} if cfg.trivial else {}
     result = {
-        "config": asdict(cfg), "table": table, **val, **trivial, "runs": runs, "paper_5_digits": PAPER_5_DIGITS,
+        "config": asdict(cfg), "table": table, **val, **({"selection": selection} if selection else {}), **trivial,
+        "runs": runs, "paper_5_digits": PAPER_5_DIGITS,
         "wall_seconds": time.perf_counter() - t0, **run_facts(),
     }
     write_json(out / "results.json", result)

@@ -4,7 +4,8 @@ Kartik & Shah (2025), sections 5.1 and 5.3 and Table 1. Every row trains the sam
 budget of optimizer steps x rows) with PAL and with a baseline, and tests where the paper tests:
 
 * ``addition``: outcome-only vs PAL-history vs PAL-state, trained on 1-3 digits, tested at 5 digits
-  (paper: ~10% vs ~80%). The runs are :func:`procsup.bench.addition.run_one`.
+  (paper: ~10% vs ~80%). The runs are :func:`procsup.bench.addition.run_one` (with ``lr_grid``:
+  :func:`~procsup.bench.addition.validate_one`, then :func:`~procsup.bench.addition.chosen_test`).
 * ``grid``: trained on 3x3-4x4 grids, tested on 4x4, 6x6 (and 10x10, 20x20 when not quick). PAL in
   state mode with the move as text (``pal-lm``) and with an action head (``pal-head``), each with the
   ``trail`` view (3x3 window + clipped offset + the cells the agent visited since its last waypoint: what
@@ -46,7 +47,6 @@ Writes ``results.json``, one PNG per task, and prints our figure beside the pape
 
 from __future__ import annotations
 
-import math
 import random
 import statistics
 import textwrap
@@ -57,11 +57,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from procsup.bench.addition import AdditionBenchConfig, run_one
+from procsup.bench.addition import AdditionBenchConfig, chosen_test, run_one, validate_one
 from procsup.bench.addition import trivial_rows as addition_trivial
 from procsup.bench.cache import cached_run
 from procsup.bench.report import cached_note, fit_table, quiet_transformers, render, reused_runs, run_facts, stat
 from procsup.bench.report import pct as _pct
+from procsup.bench.select import choose
 from procsup.data.io import write_json
 from procsup.evaluation.metrics import evaluate
 from procsup.models.action_head import ActionHeadModel
@@ -340,19 +341,19 @@ class PaperBenchConfig:
         return TinyModelConfig(arch=self.arch, hidden_size=hidden_size, num_layers=self.num_layers,
                                num_heads=self.num_heads)
 
-    def addition_config(self, lr_factor: float | None = None) -> AdditionBenchConfig:
-        """The addition row's config; with ``lr_factor``: that factor of the learning rate, a validation split
-        at the training length (3 digits) and a folder of its own (``addition/lr<factor>``)."""
+    def addition_config(self, selecting: bool = False) -> AdditionBenchConfig:
+        """The addition row's config; ``selecting``: with ``lr_grid`` and a validation split at the training
+        length (3 digits), its runs in ``addition/<method>-lr<factor>-seed<k>`` (validation) and their
+        ``test/`` (the chosen factor's test)."""
         add = self.addition
         extra: dict[str, Any] = {}
         folder = Path(self.output_dir) / "addition"
-        if lr_factor is not None:
-            extra = dict(val_digits=(3,), val_size=self.val_size)
-            folder = folder / f"lr{lr_factor:g}"
+        if selecting:
+            extra = dict(val_digits=(3,), val_size=self.val_size, lr_grid=self.lr_grid)
         return AdditionBenchConfig(
             output_dir=str(folder), seeds=self.seeds, train_size=add.train_size,
             test_digits=add.test_digits, test_size=self.test_size, steps=add.steps,
-            batch_size=add.batch_size, learning_rate=self.learning_rate * (lr_factor or 1.0), lam=self.lam,
+            batch_size=add.batch_size, learning_rate=self.learning_rate, lam=self.lam,
             arch=self.arch, hidden_size=add.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
             progress=self.progress, **extra,
         )
@@ -443,14 +444,17 @@ def _arm(cfg: PaperBenchConfig, folder: str, name: str, seed: int, key: dict, de
 
 
 # --- addition ------------------------------------------------------------------------------------------
-def addition_run(cfg: PaperBenchConfig, method: str, seed: int, lr_factor: float | None = None) -> dict:
-    """One addition run (:func:`procsup.bench.addition.run_one`); with ``lr_factor``, at that factor of the
-    learning rate with a 3-digit validation split. That function tests every run it trains, so here the
-    test numbers of factors not chosen exist in their eval.json (the selection never reads them)."""
-    run = run_one(cfg.addition_config(lr_factor), method, seed)
-    if lr_factor is not None:
-        run = {**run, "lr_factor": lr_factor, "learning_rate": cfg.learning_rate * lr_factor}
-    return run
+def addition_run(cfg: PaperBenchConfig, method: str, seed: int, lr_factor: float | None = None,
+                 test: bool = True) -> dict:
+    """One addition run. ``lr_factor`` None: trained at the default and tested
+    (:func:`procsup.bench.addition.run_one`). Else trained at that factor of the learning rate and scored on
+    3-digit validation problems only (:func:`~procsup.bench.addition.validate_one`: no test problem is
+    evaluated); ``test=True`` then tests that trained model once (:func:`~procsup.bench.addition.chosen_test`),
+    which :func:`run_task` asks for the chosen factor only."""
+    if lr_factor is None:
+        return run_one(cfg.addition_config(), method, seed)
+    add = cfg.addition_config(selecting=True)
+    return (chosen_test if test else validate_one)(add, method, seed, lr_factor)
 
 
 # --- grid ----------------------------------------------------------------------------------------------
@@ -841,7 +845,7 @@ def plot_task(task: str, table: dict, cfg: PaperBenchConfig, path: Path) -> None
 def task_arms(cfg: PaperBenchConfig, task: str) -> list[tuple[str, Any]]:
     """The arms of one task, in table order: ``(name, fn)`` with ``fn(seed, lr_factor, test)`` one run."""
     if task == "addition":
-        return [(m, lambda s, f, t, m=m: addition_run(cfg, m, s, f)) for m in cfg.addition_config().methods]
+        return [(m, lambda s, f, t, m=m: addition_run(cfg, m, s, f, t)) for m in cfg.addition_config().methods]
     if task == "grid":
         return [(f"{m}-{v}" if v else m, lambda s, f, t, m=m, v=v: grid_run(cfg, m, v, s, f, t))
                 for m in cfg.grid.methods for v in (cfg.grid.views if m in VIEWED else (None,))]
@@ -859,14 +863,6 @@ def task_arms(cfg: PaperBenchConfig, task: str) -> list[tuple[str, Any]]:
 #: The validation score the learning rate is chosen on: (condition, metric) of a run's ``val``.
 VAL_METRIC = {"addition": ("3", "exact_match"), "grid": ("4", "success"), "logic": ("5", "exact_match"),
               "word_problems": ("clean", "exact_match"), "consistency": ("clean", "exact_match")}
-
-
-def choose(scores: dict[float, list[float]]) -> float:
-    """The factor with the best mean validation score over seeds; a tie (within 1e-9) goes to the factor
-    nearest 1 (in ratio), then to the smaller."""
-    best = max(statistics.fmean(v) for v in scores.values())
-    tied = [f for f, v in scores.items() if statistics.fmean(v) >= best - 1e-9]
-    return min(tied, key=lambda f: (abs(math.log(f)), f))
 
 
 def run_task(cfg: PaperBenchConfig, task: str, selection: dict | None = None) -> list[dict]:
