@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from procsup.bench.addition import AdditionBenchConfig, main
@@ -98,15 +99,18 @@ def test_bench_addition_retrains_when_settings_change(tmp_path):
     assert len(metrics) == 1  # one fresh run of 4 steps (log_steps 10 -> a line at the end), not two
 
 
-def test_cli_bench_addition_fits_80_columns_and_says_cached(tmp_path):
+@pytest.mark.parametrize("grid, runs", [([], 3), (["lr_grid=0.5,1", "val_digits=2", "val_size=4"], 9)])
+def test_cli_bench_addition_fits_80_columns_and_says_cached(tmp_path, grid, runs):
+    """With lr_grid the runs are the validation runs (methods x factors) plus the chosen runs' tests."""
     args = ["bench", "addition", f"output_dir={tmp_path / 'b'}", "seeds=0", "train_size=32", "test_size=4",
             "test_digits=2,3,4,5", "steps=2", "batch_size=8", "hidden_size=32", "num_layers=1", "num_heads=2",
-            "--no-progress"]
+            *grid, "--no-progress"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert max(len(line) for line in first.output.splitlines()) <= 80, first.output
+    assert "cached" not in first.output
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "all 3 runs cached" in again.output and "wall time" not in again.output
+    assert again.exit_code == 0 and f"all {runs} runs cached" in again.output and "wall time" not in again.output
 
 
 def test_fit_table_splits_wide_tables():

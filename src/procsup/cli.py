@@ -757,18 +757,18 @@ def bench_addition(config: Optional[Path] = ConfigOpt, overrides: Optional[list[
     Example (quick): procsup bench addition seeds=0 steps=300 test_size=100
     """
     from procsup.bench.addition import AdditionBenchConfig, main
-    from procsup.bench.report import cached_note, fit_table
+    from procsup.bench.report import cached_note, fit_table, reused_runs
 
     cfg = _build(AdditionBenchConfig, config, overrides)
     _quiet_transformers(cfg.progress)
     started = time.time()
     result = main(cfg)
-    typer.echo(f"Addition exact match (%), mean±std over seeds {','.join(map(str, cfg.seeds))}")
+    std = "sample std" if len(cfg.seeds) > 1 else "one seed"
+    typer.echo(f"Addition exact match (%), mean±{std} over seeds {','.join(map(str, cfg.seeds))}")
     typer.echo(fit_table(result["rows"]))
-    runs = {f"{r['method']}-seed{r['seed']}": Path(cfg.output_dir) / f"{r['method']}-seed{r['seed']}" / "eval.json"
-            for r in result["runs"]}
-    reused = [name for name, path in runs.items() if path.is_file() and path.stat().st_mtime < started]
-    note = f"{cached_note(reused, len(runs), result['wall_seconds'])}; wrote {cfg.output_dir}/results.json and accuracy.png"
+    # every run folder's eval.json (with lr_grid: validation runs and the chosen runs' tests)
+    reused, total = reused_runs(cfg.output_dir, started)
+    note = f"{cached_note(reused, total, result['wall_seconds'])}; wrote {cfg.output_dir}/results.json and accuracy.png"
     typer.echo(textwrap.fill(note, width=80))
 
 

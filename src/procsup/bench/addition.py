@@ -390,7 +390,8 @@ def coupled_rows(cfg: AdditionBenchConfig, task: AdditionTask, problems: list, t
 
 
 def aggregate(runs: list[dict], cfg: AdditionBenchConfig, split: str = "eval") -> dict:
-    """Mean, std (population: the recorded demo's), sample std, min over seeds of each metric, per method and
+    """Mean, std (population: kept for the recorded JSONs' readers), sample std (what the table and the plot
+    show), min over seeds of each metric, per method and
     test length (``split="val"``: validation length)."""
     table: dict = {}
     for method in cfg.methods:
@@ -419,7 +420,7 @@ def plot(table: dict, cfg: AdditionBenchConfig, path: Path) -> None:
     labels = {"outcome": "outcome-only", "history": "PAL-history", "state": "PAL-state"}
     for method in cfg.methods:
         means = [100 * table[method][str(d)]["exact_match"]["mean"] for d in cfg.test_digits]
-        stds = [100 * table[method][str(d)]["exact_match"]["std"] for d in cfg.test_digits]
+        stds = [100 * table[method][str(d)]["exact_match"].get("sample_std", 0.0) for d in cfg.test_digits]
         ax.errorbar(cfg.test_digits, means, yerr=stds, marker="o", capsize=3, label=labels[method])
     colors = {m: line.get_color() for m, line in zip(cfg.methods, [c[0] for c in ax.containers])}
     for method, acc in PAPER_5_DIGITS.items():
@@ -435,7 +436,7 @@ def plot(table: dict, cfg: AdditionBenchConfig, path: Path) -> None:
     ax.set_ylabel("exact match (%)")
     ax.set_ylim(-3, 103)
     seeds = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}"
-    ax.set_title(f"Addition, trained on 1-{cfg.train_max_digits} digits ({seeds}, mean ± std)")
+    ax.set_title(f"Addition, trained on 1-{cfg.train_max_digits} digits ({seeds}, mean ± sample std)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -443,14 +444,15 @@ def plot(table: dict, cfg: AdditionBenchConfig, path: Path) -> None:
 
 
 def format_table(table: dict, cfg: AdditionBenchConfig) -> list[list[str]]:
-    """Exact match per test length (%, mean±std) beside the paper's 5-digit figure; 80 columns for 4 lengths."""
+    """Exact match per test length (%, mean±sample std; one seed: ±0.0) beside the paper's 5-digit figure; 80
+    columns for 4 lengths."""
     header = ["method", *[f"{d} digits" for d in cfg.test_digits], f"valid@{max(cfg.test_digits)}", "paper@5"]
     rows = [header]
     for method in cfg.methods:
         cells = []
         for d in cfg.test_digits:
             em = table[method][str(d)]["exact_match"]
-            cells.append(f"{100 * em['mean']:.1f}±{100 * em['std']:.1f}")
+            cells.append(f"{100 * em['mean']:.1f}±{100 * em.get('sample_std', 0.0):.1f}")
         tv = table[method][str(max(cfg.test_digits))].get("trace_valid")
         paper = PAPER_5_DIGITS.get(method)
         rows.append([method, *cells, f"{100 * tv['mean']:.1f}" if tv else "n/a", f"~{100 * paper:.0f}" if paper else "-"])
