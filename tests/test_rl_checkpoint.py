@@ -272,3 +272,31 @@ def test_monitor_rules_are_chosen_on_validation_runs_by_hand():
     risen = run([0.300, 0.302, 0.306], [0.8, 0.76, 0.7])  # +0.006 and -0.10 at update 2; +0.002, -0.04 at 1
     assert first_flag(risen, {"family": "held-out-drift", "window": 1, "delta": 0.05, "prm_delta": 0.005}) == 2
     assert first_flag(risen, {"family": "held-out-drift", "window": 2, "delta": 0.05, "prm_delta": 0.005}) is None
+
+
+def test_monitor_rule_chosen_by_lead_over_the_validation_accuracy_drop():
+    """``monitor_criterion="lead"``: among rules without a false alarm, the one that flags the positive before its
+    validation accuracy falls 5 points wins, even over a rule that flags more positives later; ``earliest`` keeps
+    the recorded order (most flagged, then earliest)."""
+    from procsup.bench.rl import RLBenchConfig, choose_monitor_rules
+
+    def run(prm, valid, acc):
+        evals = [{"update": i, "prm_score": p, "exact_validity": v, "accuracy": a}
+                 for i, (p, v, a) in enumerate(zip(prm, valid, acc))]
+        return {"evals": evals, "sample_history": [{**e, "update": e["update"] + 1} for e in evals]}
+
+    # positive 1: the gap widens at update 1 (+0.04), accuracy drops at 2; positive 2: the gap widens only at 3,
+    # after its drop at 2 (a late flag); negative: flat
+    early = run([0.3] * 4, [0.8, 0.76, 0.7, 0.6], [0.6, 0.6, 0.5, 0.4])
+    late = run([0.3] * 4, [0.8, 0.8, 0.8, 0.7], [0.6, 0.6, 0.5, 0.4])
+    neg = run([0.3] * 4, [0.8] * 4, [0.6] * 4)
+    grid = dict(monitor_windows=(1,), monitor_deltas=(0.05,), monitor_prm_deltas=(0.0,), monitor_gap_deltas=(0.03, 0.08))
+    val = {"prm-sum": [early, late], "prm-min": [neg]}
+    lead = choose_monitor_rules(RLBenchConfig(monitor_criterion="lead", **grid), val)
+    gap = lead["families"]["held-out-gap"]
+    # delta 0.03 flags both (updates 1 and 3), 1 before its drop (lead 1); delta 0.08 flags early at 2 (not before)
+    # and late at 3: 0 before; lead picks 0.03
+    assert (gap["delta"], gap["before_drop"], gap["mean_lead"]) == (0.03, 1, 1)
+    assert lead["validation_accuracy_drops"] == [2, 2]
+    with pytest.raises(ValueError, match="monitor_criterion"):
+        RLBenchConfig(monitor_criterion="best")
