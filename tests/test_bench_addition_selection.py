@@ -88,6 +88,7 @@ def stubbed(monkeypatch):
     def fake_train(cfg, method, seed, run_dir):
         (run_dir / "checkpoint-2").mkdir()
         (run_dir / "checkpoint-2" / "lr.txt").write_text(repr(cfg.learning_rate))
+        (run_dir / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"step": 2, "config": {}}))  # procsup's
         task = addition._task(cfg)
         result = SimpleNamespace(seconds=0.0, tokens=0, final_metrics={}, model=torch.nn.Linear(1, 1))
         seen = pairs(task.sample_range(seed, cfg.train_max_digits, cfg.train_size))

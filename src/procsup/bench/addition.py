@@ -26,15 +26,14 @@ interrupted benchmark loses at most one run. Results: ``results.json``, ``accura
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from procsup.bench.report import run_facts, stat
-from procsup.bench.select import choose
+from procsup.bench.report import run_facts
+from procsup.bench.select import nearest_one, selection_record
 from procsup.data.io import write_json
 from procsup.data.positions import randomized_rows
 from procsup.data.tokenize import StepFormat
@@ -42,6 +41,7 @@ from procsup.evaluation.metrics import evaluate
 from procsup.models.factory import TinyModelConfig, build_tiny_model
 from procsup.rollout import LMPolicy, load_policy
 from procsup.tasks.addition import AdditionTask
+from procsup.trainers.loop import checkpoints
 from procsup.trainers.pal import PALConfig, train
 
 METHODS = ("outcome", "history", "state")
@@ -314,7 +314,7 @@ def chosen_test(cfg: AdditionBenchConfig, method: str, seed: int, lr_factor: flo
     done = run_dir / "test" / "eval.json"
     if (tested := _cached(done, key)) is None:
         task = _task(at)
-        last = max(run_dir.glob("checkpoint-*"), key=lambda d: int(d.name.rsplit("-", 1)[1]), default=None)
+        last = next(reversed(checkpoints(run_dir)), None)
         if last is None:
             raise FileNotFoundError(f"{run_dir}: no checkpoint to test; delete the folder to train it again")
         policy = load_policy(last, task, mode=method, positions=_rule(at, task, method))
@@ -337,19 +337,11 @@ def select(cfg: AdditionBenchConfig) -> tuple[list[dict], dict]:
     best mean validation score (:func:`~procsup.bench.select.choose`); then each seed's model of that factor
     tested once. Returns the tested runs (in :func:`run_one`'s order) and ``{method: the selection record}``."""
     # factor 1 first (then outward): an interrupted grid has the default runs, which any other grid shares
-    order = sorted(cfg.lr_grid, key=lambda f: (abs(math.log(f)), f))
+    order = sorted(cfg.lr_grid, key=nearest_one)
     vals = {(m, f, s): val_score(validate_one(cfg, m, s, f)) for f in order for s in cfg.seeds for m in cfg.methods}
     scores = {m: {f: [vals[m, f, s] for s in cfg.seeds] for f in cfg.lr_grid} for m in cfg.methods}
-    selection = {}
-    for method, by_factor in scores.items():
-        chosen = choose(by_factor)
-        selection[method] = {
-            "metric": f"exact_match (validation, {','.join(map(str, cfg.val_digits))} digits)",
-            "default_lr": cfg.learning_rate, "factors": list(cfg.lr_grid),
-            "learning_rates": [cfg.learning_rate * f for f in cfg.lr_grid],
-            "val": {f"{f:g}": stat(v) for f, v in by_factor.items()},
-            "chosen_factor": chosen, "chosen_lr": cfg.learning_rate * chosen,
-        }
+    metric = f"exact_match (validation, {','.join(map(str, cfg.val_digits))} digits)"
+    selection = {m: selection_record(by_factor, cfg.learning_rate, metric) for m, by_factor in scores.items()}
     runs = [chosen_test(cfg, m, s, selection[m]["chosen_factor"]) for s in cfg.seeds for m in cfg.methods]
     return runs, selection
 

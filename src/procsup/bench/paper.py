@@ -62,7 +62,7 @@ from procsup.bench.addition import trivial_rows as addition_trivial
 from procsup.bench.cache import cached_run
 from procsup.bench.report import cached_note, fit_table, quiet_transformers, render, reused_runs, run_facts, stat
 from procsup.bench.report import pct as _pct
-from procsup.bench.select import choose
+from procsup.bench.select import choose, selection_record
 from procsup.data.io import write_json
 from procsup.evaluation.metrics import evaluate
 from procsup.models.action_head import ActionHeadModel
@@ -876,15 +876,11 @@ def run_task(cfg: PaperBenchConfig, task: str, selection: dict | None = None) ->
     chosen = {}
     for name, fn in arms:
         scores = {f: [fn(s, f, False)["val"][cond][metric] for s in cfg.seeds] for f in cfg.lr_grid}
-        chosen[name] = choose(scores)
         default = cfg.grid.reinforce_learning_rate if name.startswith("reinforce") else cfg.learning_rate
+        record = selection_record(scores, default, f"{metric} at {cond} (validation)")
+        chosen[name] = record["chosen_factor"]
         if selection is not None:
-            selection[name] = {
-                "metric": f"{metric} at {cond} (validation)", "default_lr": default, "factors": list(cfg.lr_grid),
-                "learning_rates": [default * f for f in cfg.lr_grid],
-                "val": {f"{f:g}": stat(v) for f, v in scores.items()},
-                "chosen_factor": chosen[name], "chosen_lr": default * chosen[name],
-            }
+            selection[name] = record
     return [fn(s, chosen[name], True) for s in cfg.seeds for name, fn in arms]
 
 

@@ -182,7 +182,7 @@ def _checkpoint_state(path: Path) -> dict | None:
     return state if ok else None
 
 
-def _checkpoints(output_dir: Path, run_id: str | None = None) -> list[Path]:
+def checkpoints(output_dir: Path, run_id: str | None = None) -> list[Path]:
     """procsup's checkpoints in ``output_dir``, oldest first; with ``run_id``, only those that run wrote."""
     found = []
     for p in output_dir.glob("checkpoint-*"):
@@ -208,7 +208,7 @@ def _check_folder(out: Path) -> None:
 def _clear_for_overwrite(out: Path) -> None:
     """overwrite=true: remove what procsup runs write here (their checkpoints and ``metrics.jsonl``), keep
     everything else, and say what was kept."""
-    for ckpt in _checkpoints(out):
+    for ckpt in checkpoints(out):
         shutil.rmtree(ckpt)
     (out / METRICS_FILE).unlink(missing_ok=True)
     kept = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
@@ -244,7 +244,7 @@ def _claim(out: Path, cfg) -> Path:
                              "overwrite=true to replace procsup's files in it, or choose another output_dir")
         if overwrite:
             _clear_for_overwrite(out)
-        ours = {p.name for p in _checkpoints(out)} if resume else set()
+        ours = {p.name for p in checkpoints(out)} if resume else set()
         clash = sorted(f"checkpoint-{s}" for s in _planned_steps(cfg) if (out / f"checkpoint-{s}").exists()
                        and f"checkpoint-{s}" not in ours)
         if clash:
@@ -404,7 +404,7 @@ def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, cfg, st
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(out)
-        for old in _checkpoints(out, run.run_id)[: -cfg.save_total_limit or None]:
+        for old in checkpoints(out, run.run_id)[: -cfg.save_total_limit or None]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
@@ -427,7 +427,7 @@ def load_checkpoint(model, optimizer, scheduler, cfg, run: Run | None = None) ->
     """Load the newest checkpoint of ``cfg.output_dir`` into model, optimizer and schedule; its step (0:
     none). A checkpoint whose settings (mode, optimizer, schedule, seed, ...) or data (its sha256) differ
     from this run's is refused, naming each change; ``run`` then continues the checkpoint's run id."""
-    ckpts = _checkpoints(Path(cfg.output_dir))
+    ckpts = checkpoints(Path(cfg.output_dir))
     if not ckpts:
         return 0
     ckpt = ckpts[-1]
