@@ -47,6 +47,7 @@ from pathlib import Path
 from procsup.annotation.oracle import label_traces, orm_labels
 from procsup.bench.cache import cached_run
 from procsup.bench.report import begin, cached_note, fit_table, pct, reused_runs, run_facts, stat
+from procsup.bench.select import choose
 from procsup.data import views
 from procsup.data.io import write_json, write_jsonl
 from procsup.data.trajectory import Trajectory
@@ -123,6 +124,18 @@ class PRMBenchConfig:
     the last checkpoint (the recorded runs)."""
     rm_eval_steps: int = 0
     """With ``rm_val_problems``: validation and a checkpoint every this many steps (0: rm_steps // 10)."""
+    label_grid: tuple[int, ...] = ()
+    """Label-problem counts to choose among on the validation split (needs ``rm_val_problems``; then
+    ``label_problems`` is not read). Each seed trains the PRM and the ORM at every count, on nested problem sets
+    (the first n of one stream) and with one validation split (disjoint from the largest set); each reward
+    model's count is the one with the lowest validation loss of its chosen checkpoint, averaged over seeds
+    (:func:`label_selection`, the same rule for both). Only the chosen models are evaluated on test problems.
+    (): ``label_problems`` alone."""
+    train_only: bool = False
+    """Train (and cache) the policies and reward models, then stop: no choice, no test problem read. For
+    running seeds or grid counts as separate processes (lanes) before one call, without it, evaluates."""
+    lane_labels: tuple[int, ...] = ()
+    """With ``train_only`` and ``label_grid``: train only these counts of the grid (a lane). (): all."""
     test_digits: int = 3
     """Test problems have two operands of this many digits."""
     test_size: int = 200
@@ -148,6 +161,15 @@ class PRMBenchConfig:
         for name in ("rm_val_problems", "rm_eval_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.label_grid = tuple(sorted(set(self.label_grid)))
+        self.lane_labels = tuple(self.lane_labels)
+        if self.label_grid and not self.rm_val_problems:
+            raise ValueError("label_grid needs rm_val_problems > 0: the count is chosen on that validation split")
+        if any(n < 1 for n in self.label_grid):
+            raise ValueError(f"label_grid counts must be >= 1, got {self.label_grid}")
+        if self.lane_labels and not (self.train_only and set(self.lane_labels) <= set(self.label_grid)):
+            raise ValueError(f"lane_labels {self.lane_labels} needs train_only=true and counts of label_grid "
+                             f"{self.label_grid}")
         if self.rm_eval_steps > self.rm_steps:
             raise ValueError(f"rm_eval_steps ({self.rm_eval_steps}) must be <= rm_steps ({self.rm_steps})")
         if self.policy_mode not in ("history", "state"):
@@ -179,7 +201,7 @@ EVAL_VERSION = 2
 samples), so that cached evaluations are redone and cached models reused."""
 
 
-OFF_BY_DEFAULT = {"rm_val_problems": 0, "rm_eval_steps": 0, "orm_layout": "trace"}
+OFF_BY_DEFAULT = {"rm_val_problems": 0, "rm_eval_steps": 0, "orm_layout": "trace", "label_grid": ()}
 """Fields left out of the cache keys while at these values (what the runs did before the field existed), so
 that runs cached before they existed are still found."""
 
@@ -189,13 +211,16 @@ def _settings(cfg: PRMBenchConfig, skip: tuple[str, ...]) -> dict:
             if k not in skip and not (k in OFF_BY_DEFAULT and v == OFF_BY_DEFAULT[k])}
 
 
+LANE_FIELDS = ("output_dir", "seeds", "progress", "threads", "train_only", "lane_labels")
+"""Settings that say where and how a call runs, not what it computes: never in a cache key."""
+
+
 def _train_key(cfg: PRMBenchConfig, seed: int) -> dict:
-    return {**_settings(cfg, ("output_dir", "seeds", "progress", "threads", *EVAL_FIELDS)), "seed": seed}
+    return {**_settings(cfg, (*LANE_FIELDS, *EVAL_FIELDS)), "seed": seed}
 
 
 def _key(cfg: PRMBenchConfig, seed: int) -> dict:
-    return {**_settings(cfg, ("output_dir", "seeds", "progress", "threads")), "seed": seed,
-            "eval_version": EVAL_VERSION}
+    return {**_settings(cfg, LANE_FIELDS), "seed": seed, "eval_version": EVAL_VERSION}
 
 
 def _task() -> AdditionTask:
@@ -288,8 +313,10 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     # 2. oracle labels on the policy's own samples (fresh problems from the training range)
     t0 = time.perf_counter()
     seen = {(p.a, p.b) for p in train_problems}
-    label_problems = [p for p in task.sample_range(1000 + seed, 3, 2 * cfg.label_problems) if (p.a, p.b) not in seen]
-    label_problems = label_problems[: cfg.label_problems]
+    # label_grid: the counts' sets are nested (the first n of one stream), the validation split avoids the largest
+    most = max(cfg.label_grid or (cfg.label_problems,))
+    every_label_problem = [p for p in task.sample_range(1000 + seed, 3, 2 * most) if (p.a, p.b) not in seen][:most]
+    label_problems = every_label_problem[: cfg.label_problems]
     sampler = _policy(cfg, policy, tok, seed, train_dir)
     labelled = [t for ts in label_traces(sampler, label_problems, cfg.label_samples, seed, cfg.label_corrupt_rate)
                 for t in ts]
@@ -302,7 +329,7 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     # the validation split (rm_val_problems): more fresh problems, labelled as above, for early stopping
     val, every, left_out = {}, cfg.rm_eval_steps or max(1, cfg.rm_steps // 10), {}
     if cfg.rm_val_problems:
-        used = seen | {(p.a, p.b) for p in label_problems}
+        used = seen | {(p.a, p.b) for p in every_label_problem}
         val_problems = [p for p in task.sample_range(2000 + seed, 3, 2 * cfg.rm_val_problems) if (p.a, p.b) not in used]
         val_problems = val_problems[: cfg.rm_val_problems]
         val_traces = [t for ts in label_traces(sampler, val_problems, cfg.label_samples, seed + 3) for t in ts]
@@ -340,14 +367,15 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     }
 
 
-def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
-    """Steps 4-5 for one seed, with the models :func:`train_models` saved in ``train_dir``: best-of-N on
-    fresh test problems, step metrics of both reward models, and PRM beam search."""
+def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dirs: dict[str, Path]) -> dict:
+    """Steps 4-5 for one seed, with the models :func:`train_models` saved in ``train_dirs`` (the policy's, the
+    PRM's and the ORM's folder: one folder, or with ``label_grid`` each reward model's chosen count's): best-of-N
+    on fresh test problems, step metrics of both reward models, and PRM beam search."""
     task = _task()
-    model, tok, _ = load_model(train_dir / "policy")
-    policy = _policy(cfg, model, tok, seed, train_dir)
+    model, tok, _ = load_model(train_dirs["policy"] / "policy")
+    policy = _policy(cfg, model, tok, seed, train_dirs["policy"])
     layouts = _layouts(cfg)
-    scorers = {name: prm_scorer(load_prm(_rm_dir(train_dir, name, cfg))[0], tok, policy.fmt, layouts[name])
+    scorers = {name: prm_scorer(load_prm(_rm_dir(train_dirs[name], name, cfg))[0], tok, policy.fmt, layouts[name])
                for name in ("prm", "orm")}
     seen = {(p.a, p.b) for p in _policy_problems(cfg, seed)}
     timings = {}
@@ -433,14 +461,48 @@ def evaluate_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
     }
 
 
-def run_seed(cfg: PRMBenchConfig, seed: int) -> dict:
-    """One seed, each stage cached on its own settings: ``seed<k>/train`` (policy, labels, reward models)
-    and ``seed<k>/eval`` (best-of-N, step metrics, beam search). Changing only an evaluation setting, or
-    :data:`EVAL_VERSION`, re-evaluates the saved models without training them again."""
+def train_stage(cfg: PRMBenchConfig, seed: int, labels: int | None = None) -> tuple[Path, dict]:
+    """The cached training of one seed: ``seed<k>/train``, or with ``label_grid`` the count ``labels``'s
+    ``seed<k>/train-labels<n>``. Returns the folder and what :func:`train_models` recorded."""
+    point = replace(cfg, label_problems=labels) if labels is not None else cfg
+    train_dir = Path(cfg.output_dir) / f"seed{seed}" / ("train" if labels is None else f"train-labels{labels}")
+    return train_dir, cached_run(train_dir, _train_key(point, seed), lambda d: train_models(point, seed, d))
+
+
+def label_selection(trained: dict[int, dict[int, dict]]) -> dict:
+    """``label_grid``'s choice from ``trained[seed][count]`` (:func:`train_models`' records): for the PRM and
+    the ORM alike, the count whose chosen checkpoint has the lowest validation loss averaged over seeds (a
+    tie: the smaller count; :func:`~procsup.bench.select.choose`). Reads no test problem."""
+    out = {}
+    for name in ("prm", "orm"):
+        losses = {n: [runs[n]["rm_train"][name]["selected"]["val_loss"] for runs in trained.values()]
+                  for n in next(iter(trained.values()))}
+        chosen = choose({n: [-x for x in v] for n, v in losses.items()}, tie_order=lambda n: n)
+        out[name] = {"metric": "validation loss of the checkpoint chosen on validation, mean over seeds",
+                     "val_loss": {str(n): stat(v) for n, v in losses.items()}, "chosen_label_problems": chosen,
+                     "chosen_step": {str(s): runs[chosen]["rm_train"][name]["selected"]["step"]
+                                     for s, runs in trained.items()}}
+    return out
+
+
+def run_seed(cfg: PRMBenchConfig, seed: int, selection: dict | None = None) -> dict:
+    """One seed, each stage cached on its own settings: ``seed<k>/train`` (policy, labels, reward models;
+    :func:`train_stage`) and ``seed<k>/eval`` (best-of-N, step metrics, beam search). Changing only an
+    evaluation setting, or :data:`EVAL_VERSION`, re-evaluates the saved models without training them again.
+    With ``label_grid``, ``selection`` (:func:`label_selection`) names each reward model's count, and the
+    policy is the PRM's count's (the same policy at every count: it is trained before any label)."""
+    if cfg.label_grid:
+        chosen = {name: selection[name]["chosen_label_problems"] for name in ("prm", "orm")}
+        stages = {name: train_stage(cfg, seed, n) for name, n in chosen.items()}
+        dirs = {"policy": stages["prm"][0], **{name: d for name, (d, _) in stages.items()}}
+        trained = {**stages["prm"][1], "rm_train": {name: r["rm_train"][name] for name, (_, r) in stages.items()},
+                   "seconds": sum(r["seconds"] for _, r in stages.values())}
+        key = {**_key(cfg, seed), "chosen_label_problems": chosen}
+    else:
+        train_dir, trained = train_stage(cfg, seed)
+        dirs, key = {"policy": train_dir, "prm": train_dir, "orm": train_dir}, _key(cfg, seed)
     seed_dir = Path(cfg.output_dir) / f"seed{seed}"
-    train_dir = seed_dir / "train"
-    trained = cached_run(train_dir, _train_key(cfg, seed), lambda d: train_models(cfg, seed, d))
-    evaluated = cached_run(seed_dir / "eval", _key(cfg, seed), lambda d: evaluate_models(cfg, seed, train_dir))
+    evaluated = cached_run(seed_dir / "eval", key, lambda d: evaluate_models(cfg, seed, dirs))
     return {
         "seed": seed, "best_of_n": evaluated["best_of_n"], "step_eval": evaluated["step_eval"],
         "beam_search": evaluated["beam_search"], "policy": {**evaluated["policy"], **trained["labels"]},
@@ -529,10 +591,24 @@ def main(cfg: PRMBenchConfig) -> dict:
     """Run (or read back) every seed, write results.json and bon.png, print the tables."""
     out = begin(cfg.threads, cfg.progress, cfg.output_dir)
     t0 = time.perf_counter()
-    runs = [run_seed(cfg, s) for s in cfg.seeds]
+    selection = None
+    if cfg.train_only or cfg.label_grid:
+        counts = (cfg.lane_labels or cfg.label_grid) if cfg.label_grid else (None,)
+        trained = {s: {n: train_stage(cfg, s, n)[1] for n in counts} for s in cfg.seeds}
+        if cfg.train_only:
+            print(f"trained seeds {list(cfg.seeds)}" + (f" at label counts {list(counts)}" if cfg.label_grid else "")
+                  + f" in {time.perf_counter() - t0:.0f}s; nothing evaluated (train_only)")
+            return {"trained": trained}
+        selection = label_selection(trained)
+        for name, sel in selection.items():
+            losses = ", ".join(f"{n}: {v['mean']:.4f}" for n, v in sel["val_loss"].items())
+            print(f"{name}: label problems chosen on validation: {sel['chosen_label_problems']} "
+                  f"(mean validation loss by count: {losses})")
+    runs = [run_seed(cfg, s, selection) for s in cfg.seeds]
     table = aggregate(runs)
     tables = format_tables(table)
-    result = {"config": asdict(cfg), "table": table, "runs": runs, "tables": tables,
+    result = {"config": asdict(cfg), **({"label_selection": selection} if selection else {}),
+              "table": table, "runs": runs, "tables": tables,
               "wall_seconds": time.perf_counter() - t0, **run_facts()}
     write_json(out / "results.json", result)
     plot(table, cfg, out / "bon.png")
@@ -543,5 +619,6 @@ def main(cfg: PRMBenchConfig) -> dict:
     return result
 
 
-__all__ = ["PRMBenchConfig", "main", "run_seed", "train_models", "evaluate_models", "reward_rows",
+__all__ = ["PRMBenchConfig", "main", "run_seed", "train_stage", "label_selection", "train_models", "evaluate_models",
+           "reward_rows",
            "outcome_on_every_step", "aggregate", "format_tables"]

@@ -11,12 +11,12 @@ def nearest_one(factor: float) -> tuple[float, float]:
     return abs(math.log(factor)), factor
 
 
-def choose(scores: dict[float, list[float]]) -> float:
-    """The factor with the best mean validation score over seeds; a tie (within 1e-9) goes to the factor
-    nearest 1 (in ratio), then to the smaller."""
+def choose(scores: dict[float, list[float]], tie_order=nearest_one) -> float:
+    """The setting with the best (highest) mean validation score over seeds; a tie (within 1e-9) goes to the
+    first in ``tie_order``: by default the factor nearest 1 (in ratio), then the smaller."""
     best = max(statistics.fmean(v) for v in scores.values())
     tied = [f for f, v in scores.items() if statistics.fmean(v) >= best - 1e-9]
-    return min(tied, key=nearest_one)
+    return min(tied, key=tie_order)
 
 
 def selection_record(scores: dict[float, list[float]], default_lr: float, metric: str) -> dict:
