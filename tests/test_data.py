@@ -55,7 +55,7 @@ json_values = st.recursive(
 labels = st.booleans() | st.floats(min_value=0.0, max_value=1.0)
 steps = st.builds(
     Step,
-    action=st.text(min_size=1, max_size=12),
+    action=st.text(max_size=12),
     state=st.none() | text,
     label=st.none() | labels,
     key=st.none() | text,
@@ -71,7 +71,7 @@ stepwise_trajectories = st.builds(
     input=text,
     target=text,
     steps=st.lists(
-        st.builds(Step, action=st.text(min_size=1, max_size=12), label=st.booleans(), state=st.none() | text,
+        st.builds(Step, action=st.text(max_size=12), label=st.booleans(), state=st.none() | text,
                   key=st.none() | text),
         min_size=1, max_size=4,
     ),
@@ -115,6 +115,18 @@ def test_stepwise_round_trip(t):
     with tempfile.TemporaryDirectory() as d:
         write_stepwise_jsonl([t], Path(d) / "s.jsonl")
         assert canon(read_jsonl(Path(d) / "s.jsonl")) == canon([t])
+
+
+def test_a_failed_samples_empty_action_reads_back(tmp_path):
+    """A policy can stop a step without writing anything; procsup writes that step, so it must read it back,
+    from its own JSONL and from TRL's stepwise shape (an empty completion), label and all."""
+    failed = Trajectory("12+9", "21", (Step("1,1", state="2+9+0", label=True), Step("", state="1+0+1", label=False)),
+                        {"correct": False})
+    write_jsonl([failed], tmp_path / "t.jsonl")
+    assert read_jsonl(tmp_path / "t.jsonl") == [failed]
+    write_stepwise_jsonl([failed], tmp_path / "s.jsonl")
+    assert [t.steps for t in read_jsonl(tmp_path / "s.jsonl")] == [failed.steps]
+    assert from_stepwise({"prompt": "q", "completions": [""], "labels": [False]}).steps == (Step("", label=False),)
 
 
 def test_convert_round_trip_keeps_target_state_and_key(tmp_path):
@@ -192,7 +204,6 @@ BAD_LINES = {
     "wrong type": (json.dumps(good(input=3)), "input", "must be a string, got a int"),
     "label count": (json.dumps(good(steps=["a", "b"], labels=[True])), "labels", "1 labels for 2 steps"),
     "empty steps": (json.dumps(good(steps=[])), "steps", "at least one step"),
-    "empty action": (json.dumps(good(steps=[{"action": ""}])), "steps[0].action", "must not be empty"),
     "label 1.5": (json.dumps(good(steps=[{"action": "a", "label": 1.5}])), "steps[0].label", "got 1.5"),
     "label -1": (json.dumps(good(steps=["a", {"action": "b", "label": -1}])), "steps[1].label", "got -1"),
     "label NaN": ('{"input": "q", "target": "", "steps": [{"action": "a", "label": NaN}]}', "steps[0].label",
@@ -241,7 +252,6 @@ def test_byte_order_mark_is_accepted(tmp_path):
 BAD_STEPWISE = {
     "missing labels": ({"prompt": "q", "completions": ["a"]}, "labels", "missing required field"),
     "completion not a string": ({"prompt": "q", "completions": ["a", 7], "labels": [True, True]}, "completions[1]", "got int"),
-    "empty completion": ({"prompt": "q", "completions": [""], "labels": [True]}, "completions[0]", "must not be empty"),
     "no completions": ({"prompt": "q", "completions": [], "labels": []}, "completions", "at least one step"),
     "label count": ({"prompt": "q", "completions": ["a", "b"], "labels": [True]}, "labels", "1 labels for 2 steps"),
     "null label": ({"prompt": "q", "completions": ["a"], "labels": [None]}, "labels[0]", "got null"),

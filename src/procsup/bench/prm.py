@@ -336,9 +336,11 @@ def train_models(cfg: PRMBenchConfig, seed: int, train_dir: Path) -> dict:
         for name in ("prm", "orm"):
             val[name] = train_dir / f"{name}_validation.jsonl"
             rows = reward_rows(val_traces, name, layouts[name])
-            # the JSONL format has no empty action, which a failed sample's last step can be (in the step
-            # layout a row of its own): such rows are left out of the validation file, the same rows for
-            # both reward models, and counted. Training reads its rows in memory and keeps them.
+            # Rows with an empty action (a failed sample's last step; in the step layout a row of its own) are
+            # left out of the validation file, the same rows for both reward models, and counted. The JSONL
+            # format rejected empty actions when the recorded runs (RESULTS 7d, the label grid) were made;
+            # it reads them now, but keeping every row would change those runs' validation split under
+            # unchanged cache keys, so the rule stays until a run is recorded with a new key.
             kept = [r for r in rows if all(st.action for st in r.steps)]
             left_out[name] = len(rows) - len(kept)
             write_jsonl(kept, val[name])

@@ -120,7 +120,7 @@ def _check_str(value: Any, field_name: str, *, optional: bool) -> str | None:
 
 @dataclass(frozen=True)
 class Step:
-    """One step ``(s_t, a_t)`` of a demonstration."""
+    """One step ``(s_t, a_t)`` of a demonstration. The action may be empty (a policy that wrote nothing)."""
 
     action: str
     state: str | None = None
@@ -197,9 +197,10 @@ class Trajectory:
                 raise TrajectoryError(f"unknown step field(s) {extra}", field=f"{where}.{extra[0]}")
             if "action" not in raw:
                 raise TrajectoryError("missing required field", field=f"{where}.action")
+            # An empty action is data, not a defect: a policy can stop a step without writing anything (a failed
+            # sample's last step), a reward model should learn that such a step is wrong, and every file procsup
+            # writes must read back. The step still has its separator, the token that carries its label.
             action = _check_str(raw["action"], f"{where}.action", optional=False)
-            if action == "":
-                raise TrajectoryError("a step's action must not be empty", field=f"{where}.action")
             steps.append(
                 Step(
                     action=action,
