@@ -213,6 +213,29 @@ def test_lr_grid_chooses_on_validation_then_tests_once(tmp_path, monkeypatch):
     assert json.dumps(main(cfg)["tables"]) == json.dumps(result["tables"])
 
 
+def test_train_only_lanes_validate_without_testing_then_one_call_chooses_and_tests(tmp_path, monkeypatch):
+    """Lanes (one per seed here) train and validate every (arm, factor) and read no test problem; the call
+    without train_only then trains nothing more, chooses on the cached validation scores and tests once per seed."""
+    cfg = tiny_config(tmp_path)
+    cfg = dataclasses.replace(cfg, tasks=("grid",), lr_grid=(0.5, 1.0), val_size=3, seeds=(0, 1),
+                              grid=dataclasses.replace(cfg.grid, methods=("pal-head",), views=("field",)))
+    loads, real_load = [], paper._saved_policy
+    monkeypatch.setattr(paper, "_saved_policy", lambda *a: loads.append(a) or real_load(*a))
+    for seed in (0, 1):
+        assert main(dataclasses.replace(cfg, seeds=(seed,), train_only=True)) == {"train_only": True}
+    assert not loads and not list(tmp_path.glob("grid/*/test")) and not (tmp_path / "results.json").exists()
+    assert len(list(tmp_path.glob("grid/pal-head-field-lr*-seed*/eval.json"))) == 2 * 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a lane's run was trained again")
+
+    monkeypatch.setattr(paper, "train_action_head", no_training)
+    result = main(cfg)
+    assert len(loads) == 2 and result["selection"]["grid"]["pal-head-field"]["chosen_factor"] in (0.5, 1.0)
+    with pytest.raises(ValueError, match="train_only needs an lr_grid"):
+        PaperBenchConfig(train_only=True)
+
+
 def test_random_moves_row_is_low_but_not_zero_on_small_grids():
     """The grid's trivial row: uniformly random moves through the environment (an illegal move ends the
     episode) reach the goal of some 3x3 one-waypoint grids and of few 6x6 ones."""

@@ -292,6 +292,10 @@ class PaperBenchConfig:
     training distribution, none in training or test); per arm the factor with the best validation score
     (mean over seeds; a tie goes to the factor nearest 1) is chosen, and only then is each seed's run of that
     factor tested, once. The choice is recorded in results.json (``selection``)."""
+    train_only: bool = False
+    """With ``lr_grid``: train and score on the validation split every (arm, factor, seed) of ``tasks``, then
+    stop: no choice, no test problem read. For running tasks or seeds as separate processes (lanes) before
+    one call, without it, chooses and tests from the cached runs."""
     val_size: int | None = None
     """Validation problems per seed and task when ``lr_grid`` selects (default: ``test_size``): grid 4x4,
     logic 5 letters, word problems 5 operations clean, addition 3 digits (the largest training size)."""
@@ -327,6 +331,8 @@ class PaperBenchConfig:
         self.lr_grid = tuple(float(f) for f in self.lr_grid)
         if not self.lr_grid or min(self.lr_grid) <= 0 or len(set(self.lr_grid)) != len(self.lr_grid):
             raise ValueError(f"lr_grid must be distinct factors > 0, got {self.lr_grid}")
+        if self.train_only and not self.selecting:
+            raise ValueError("train_only needs an lr_grid to choose from (without one every run is tested)")
         if self.val_size is None:
             self.val_size = self.test_size
         if self.val_size < 1:
@@ -872,6 +878,12 @@ def run_task(cfg: PaperBenchConfig, task: str, selection: dict | None = None) ->
     arms = task_arms(cfg, task)
     if not cfg.selecting:
         return [fn(s, None, True) for s in cfg.seeds for _, fn in arms]
+    if cfg.train_only:  # a lane: validation runs only
+        for name, fn in arms:
+            for f in cfg.lr_grid:
+                for s in cfg.seeds:
+                    fn(s, f, False)
+        return []
     cond, metric = VAL_METRIC[task]
     chosen = {}
     for name, fn in arms:
@@ -893,6 +905,12 @@ def main(cfg: PaperBenchConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tables, runs, seconds, selection = {}, {}, {}, {}
+    if cfg.train_only:
+        for task in cfg.tasks:
+            run_task(cfg, task)
+        print(f"trained and validated {', '.join(cfg.tasks)} (seeds {list(cfg.seeds)}, learning-rate factors "
+              f"{list(cfg.lr_grid)}) in {time.perf_counter() - t0:.0f}s; nothing tested (train_only)")
+        return {"train_only": True}
     for task in cfg.tasks:
         t_task = time.perf_counter()
         runs[task] = run_task(cfg, task, selection.setdefault(task, {}) if cfg.selecting else None)
