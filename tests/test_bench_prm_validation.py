@@ -90,6 +90,8 @@ def test_label_grid_trains_every_count_and_evaluates_only_the_chosen(tmp_path):
         for name in ("prm", "orm"):
             chosen = result["label_selection"][name]["chosen_label_problems"]
             assert run["rm_train"][name] == trained[run["seed"]][chosen]["rm_train"][name]
+            assert run["timings"][name] == trained[run["seed"]][chosen]["timings"][name]
+            assert run["policy"]["label_problems"][name] == chosen
 
 
 def test_label_grid_settings_are_checked():

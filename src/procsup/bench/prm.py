@@ -497,7 +497,12 @@ def run_seed(cfg: PRMBenchConfig, seed: int, selection: dict | None = None) -> d
         chosen = {name: selection[name]["chosen_label_problems"] for name in ("prm", "orm")}
         stages = {name: train_stage(cfg, seed, n) for name, n in chosen.items()}
         dirs = {"policy": stages["prm"][0], **{name: d for name, (d, _) in stages.items()}}
-        trained = {**stages["prm"][1], "rm_train": {name: r["rm_train"][name] for name, (_, r) in stages.items()},
+        # each reward model's training record and timing from its own count's run; the policy's, and the label
+        # statistics, from the PRM's (the ORM's count's labels: its run's eval.json)
+        prm_run, orm_run = stages["prm"][1], stages["orm"][1]
+        trained = {"labels": {**prm_run["labels"], "label_problems": chosen},
+                   "rm_train": {"prm": prm_run["rm_train"]["prm"], "orm": orm_run["rm_train"]["orm"]},
+                   "timings": {**prm_run["timings"], "orm": orm_run["timings"]["orm"]},
                    "seconds": sum(r["seconds"] for _, r in stages.values())}
         key = {**_key(cfg, seed), "chosen_label_problems": chosen}
     else:
