@@ -79,8 +79,8 @@ def _field_cases() -> list[Case]:
         # steps: a non-empty list of objects or strings
         cases.append(_one(f"steps = {name}", _with(steps=value),
                           _traj(steps=[{"action": "a"}]) if value == ["a"] else None))
-        # a step that is this value
-        ok = isinstance(value, str) and value != ""
+        # a step that is this value (a string, the empty one too: a policy can write nothing)
+        ok = isinstance(value, str)
         want = _traj(steps=[{"action": value if ok else "a"}]) if ok or value == {"action": "a"} else None
         cases.append(_one(f"step = {name}", _with(steps=[value]), want))
         # a TRL stepwise prompt
@@ -88,7 +88,7 @@ def _field_cases() -> list[Case]:
         cases.append(_one(f"stepwise prompt = {name}", json.dumps(sw, ensure_ascii=False),
                           _traj(value, "", [{"action": "a", "label": True}]) if isinstance(value, str) else None))
         # step fields
-        ok = isinstance(value, str) and value != ""
+        ok = isinstance(value, str)
         cases.append(_one(f"action = {name}", _with(steps=[{"action": value}]), _traj(steps=[{"action": value}]) if ok else None))
         for f in ("state", "key"):
             ok = value is None or isinstance(value, str)
@@ -204,6 +204,8 @@ def _stepwise_cases() -> list[Case]:
         _one("stepwise soft labels", json.dumps({**sw, "labels": [0.5, 0.25]}),
              _traj("q", "", [{"action": "a", "label": 0.5}, {"action": "b", "label": 0.25}])),
         _one("stepwise extra column", json.dumps({**sw, "source": "x"}), _traj("q", "", steps, {"source": "x"})),
+        _one("stepwise empty completion", json.dumps({**sw, "completions": ["a", ""]}),
+             _traj("q", "", [steps[0], {"action": "", "label": False}])),
         _one("stepwise with procsup's target, states, keys",
              json.dumps({**sw, "target": "t", "states": ["s", None], "keys": [None, "k"]}),
              _traj("q", "t", [{"action": "a", "state": "s", "label": True}, {"action": "b", "label": False, "key": "k"}])),
@@ -218,7 +220,6 @@ def _stepwise_cases() -> list[Case]:
         ("label 2", {**sw, "labels": [True, 2]}),
         ("label string", {**sw, "labels": [True, "False"]}),
         ("completion int", {**sw, "completions": ["a", 3]}),
-        ("empty completion", {**sw, "completions": ["a", ""]}),
         ("prompt list", {**sw, "prompt": ["q"]}),
         ("completions string", {**sw, "completions": "ab"}),
         ("states too short", {**sw, "states": ["s"]}),
