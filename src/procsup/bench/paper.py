@@ -878,18 +878,15 @@ def run_task(cfg: PaperBenchConfig, task: str, selection: dict | None = None) ->
     arms = task_arms(cfg, task)
     if not cfg.selecting:
         return [fn(s, None, True) for s in cfg.seeds for _, fn in arms]
-    if cfg.train_only:  # a lane: validation runs only
-        for name, fn in arms:
-            for f in cfg.lr_grid:
-                for s in cfg.seeds:
-                    fn(s, f, False)
-        return []
     cond, metric = VAL_METRIC[task]
+    scores = {name: {f: [fn(s, f, False)["val"][cond][metric] for s in cfg.seeds] for f in cfg.lr_grid}
+              for name, fn in arms}
+    if cfg.train_only:  # a lane: the validation runs above, no choice and no test
+        return []
     chosen = {}
-    for name, fn in arms:
-        scores = {f: [fn(s, f, False)["val"][cond][metric] for s in cfg.seeds] for f in cfg.lr_grid}
+    for name, _ in arms:
         default = cfg.grid.reinforce_learning_rate if name.startswith("reinforce") else cfg.learning_rate
-        record = selection_record(scores, default, f"{metric} at {cond} (validation)")
+        record = selection_record(scores[name], default, f"{metric} at {cond} (validation)")
         chosen[name] = record["chosen_factor"]
         if selection is not None:
             selection[name] = record
