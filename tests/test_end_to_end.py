@@ -137,3 +137,27 @@ def test_cache_records_the_code_version_and_checks_it(tmp_path):
     del saved["code"]  # recorded before versions were kept: reused
     (tmp_path / "r" / "eval.json").write_text(json.dumps(saved))
     assert cache.cached_run(tmp_path / "r", {"a": 1}, lambda d: calls.append(1) or {"x": 1})["cached"] is True
+
+
+def test_cache_refuses_a_run_another_live_call_is_building(tmp_path):
+    """A lane still training or evaluating a run holds its claim: a second bench call on the same output_dir
+    stops with a one-line error naming the holder and leaves the folder as it is (it used to clear it)."""
+    import os
+    import socket
+
+    from procsup.bench import cache
+
+    run_dir = tmp_path / "grid" / "arm-seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint-100").mkdir()
+    claim = tmp_path / "grid" / ".claim-arm-seed0"
+    claim.mkdir()
+    (claim / ".procsup.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": 0}))
+    calls = []
+    with pytest.raises(ValueError, match=f"in use by pid {os.getppid()}"):
+        cache.cached_run(run_dir, {"a": 1}, lambda d: calls.append(1) or {"x": 1})
+    assert not calls and (run_dir / "checkpoint-100").is_dir()
+    # the holder gone (a pid that is not running): the claim is taken over and the run is built
+    (claim / ".procsup.lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "started": 0}))
+    assert cache.cached_run(run_dir, {"a": 1}, lambda d: calls.append(1) or {"x": 1})["x"] == 1
+    assert calls == [1] and not claim.exists()

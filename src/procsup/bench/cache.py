@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from procsup.data.io import write_json
+from procsup.trainers.loop import acquire_lock, release_lock
 
 
 @functools.cache
@@ -44,15 +45,29 @@ def cached_run(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
     done = run_dir / "eval.json"
     key = json.loads(json.dumps(key))  # tuples -> lists, as read back from disk
     code = code_version()
-    if done.is_file():
-        cached = json.loads(done.read_text())
-        recorded = cached.get("code", {}).get("version")
-        if cached.get("key") == key and recorded in (None, code["version"]):
-            other = cached.get("code", {}).get("source") not in (None, code["source"])
-            return {**cached, "cached": True, "cached_from_other_source": other}
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    t0 = time.perf_counter()
-    out = {"key": key, **fn(run_dir), "code": code, "seconds": time.perf_counter() - t0}
-    write_json(done, out)
-    return out
+    # Two bench calls on one output_dir (a lane and the final call) must not both build this run: the second
+    # would clear a folder the first is training in, or evaluating after its trainer let go of its own lock.
+    # The claim folder beside the run holds the trainer's lock file for the whole of fn (a dead holder's
+    # lock is taken over), so the second call stops with a one-line error naming the holder.
+    claim = run_dir.parent / f".claim-{run_dir.name}"
+    claim.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(claim)
+    try:
+        if done.is_file():
+            cached = json.loads(done.read_text())
+            recorded = cached.get("code", {}).get("version")
+            if cached.get("key") == key and recorded in (None, code["version"]):
+                other = cached.get("code", {}).get("source") not in (None, code["source"])
+                return {**cached, "cached": True, "cached_from_other_source": other}
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        t0 = time.perf_counter()
+        out = {"key": key, **fn(run_dir), "code": code, "seconds": time.perf_counter() - t0}
+        write_json(done, out)
+        return out
+    finally:
+        release_lock(lock)
+        try:
+            claim.rmdir()  # empty once the lock is gone; another call may already hold a new one
+        except OSError:
+            pass

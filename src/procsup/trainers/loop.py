@@ -129,7 +129,7 @@ def _read_lock(lock: Path) -> dict | None:
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
 
-def _acquire_lock(out: Path) -> Path:
+def acquire_lock(out: Path) -> Path:
     """Create ``out/.procsup.lock`` atomically (O_EXCL) or raise a one-line ValueError naming its holder. A
     lock left by a dead process of this host is taken over with a warning."""
     lock, host = out / LOCK_FILE, socket.gethostname()
@@ -165,7 +165,7 @@ def _acquire_lock(out: Path) -> Path:
     raise ValueError(f"output_dir {out}: could not take the lock file {lock}; another run is starting there")
 
 
-def _release_lock(lock: Path) -> None:
+def release_lock(lock: Path) -> None:
     holder = _read_lock(lock)
     if holder is not None and holder["pid"] == os.getpid():
         lock.unlink(missing_ok=True)
@@ -226,7 +226,7 @@ def _claim(out: Path, cfg) -> Path:
     what the folder holds (refused unless resume or overwrite)."""
     _check_folder(out)
     try:
-        lock = _acquire_lock(out)
+        lock = acquire_lock(out)
     except PermissionError:
         raise ValueError(f"output_dir {out} is not writable") from None
     try:
@@ -251,7 +251,7 @@ def _claim(out: Path, cfg) -> Path:
             raise ValueError(f"output_dir {out} holds {clash[0]}, which procsup did not write and this run would "
                              "replace; move it, or choose another output_dir")
     except BaseException:
-        _release_lock(lock)
+        release_lock(lock)
         raise
     return lock
 
@@ -281,7 +281,7 @@ def claim_output_dir(accelerator, cfg) -> Iterator[None]:
         yield
     finally:
         if lock is not None:
-            _release_lock(lock)
+            release_lock(lock)
 
 
 def file_sha256(path: str | Path) -> str:
