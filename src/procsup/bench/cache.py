@@ -48,10 +48,11 @@ def cached_run(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
     # Two bench calls on one output_dir (a lane and the final call) must not both build this run: the second
     # would clear a folder the first is training in, or evaluating after its trainer let go of its own lock.
     # The claim folder beside the run holds the trainer's lock file for the whole of fn (a dead holder's
-    # lock is taken over), so the second call stops with a one-line error naming the holder.
+    # lock is taken over), so the second call stops with a one-line error naming the holder. The empty claim
+    # folder is kept afterwards: removing it would race with a third call's mkdir just before its lock create.
     claim = run_dir.parent / f".claim-{run_dir.name}"
     claim.mkdir(parents=True, exist_ok=True)
-    lock = acquire_lock(claim)
+    lock = acquire_lock(claim, what="bench run claim")
     try:
         if done.is_file():
             cached = json.loads(done.read_text())
@@ -67,7 +68,3 @@ def cached_run(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
         return out
     finally:
         release_lock(lock)
-        try:
-            claim.rmdir()  # empty once the lock is gone; another call may already hold a new one
-        except OSError:
-            pass
