@@ -47,19 +47,10 @@ def cached_run(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
     code = code_version()
     # Two bench calls on one output_dir (a lane and the final call) must not both build this run: the second
     # would clear a folder the first is training in, or evaluating after its trainer let go of its own lock.
-    # The claim folder beside the run holds the trainer's lock file for the whole of fn (a dead holder's
-    # lock is taken over), so the second call stops with a one-line error naming the holder. The empty claim
-    # folder is removed afterwards (it must not show among the runs); a call whose lock create lost the
-    # folder to that removal, between its mkdir and its create, makes the folder again.
-    claim = run_dir.parent / f".claim-{run_dir.name}"
-    for attempt in range(3):
-        claim.mkdir(parents=True, exist_ok=True)
-        try:
-            lock = acquire_lock(claim, what="bench run claim")
-            break
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
+    # A lock file beside the run (the trainer's lock code: a dead holder's lock is taken over) is held for the
+    # whole of fn, so the second call stops with a one-line error naming the holder; released, it is gone.
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(run_dir.parent / f".claim-{run_dir.name}.lock", f"bench run claim for {run_dir}")
     try:
         if done.is_file():
             cached = json.loads(done.read_text())
@@ -75,7 +66,3 @@ def cached_run(run_dir: Path, key: dict, fn: Callable[[Path], dict]) -> dict:
         return out
     finally:
         release_lock(lock)
-        try:
-            claim.rmdir()  # empty once the lock is gone; fails, and is left, if another call holds it already
-        except OSError:
-            pass

@@ -129,11 +129,11 @@ def _read_lock(lock: Path) -> dict | None:
     return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
 
 
-def acquire_lock(out: Path, what: str = "output_dir") -> Path:
-    """Create ``out/.procsup.lock`` atomically (O_EXCL) or raise a one-line ValueError naming its holder (and
-    ``what`` the folder is, for the message). A lock left by a dead process of this host is taken over with a
-    warning."""
-    lock, host = out / LOCK_FILE, socket.gethostname()
+def acquire_lock(lock: Path, what: str) -> Path:
+    """Create the lock file ``lock`` atomically (O_EXCL) or raise a one-line ValueError naming its holder;
+    ``what`` names the locked thing in that message (``output_dir <path>``). A lock left by a dead process of
+    this host is taken over with a warning."""
+    host = socket.gethostname()
     me = {"pid": os.getpid(), "host": host, "started": time.time()}
     for _ in range(3):
         try:
@@ -146,13 +146,13 @@ def acquire_lock(out: Path, what: str = "output_dir") -> Path:
                 except FileNotFoundError:
                     continue
                 if fresh:
-                    raise ValueError(f"{what} {out} is in use (lock file {lock}); wait for that run, "
+                    raise ValueError(f"{what} is in use (lock file {lock}); wait for that run, "
                                      "or use another output_dir") from None
                 log.warning("removing the unreadable lock file %s (older than a minute)", lock)
             elif holder.get("host") == host and not _pid_alive(holder["pid"]):
                 log.warning("taking over the stale lock %s of pid %d (no longer running)", lock, holder["pid"])
             else:
-                raise ValueError(f"{what} {out} is in use by pid {holder['pid']} on host {holder.get('host')} "
+                raise ValueError(f"{what} is in use by pid {holder['pid']} on host {holder.get('host')} "
                                  f"(lock file {lock}); wait for that run to end, or use another output_dir") from None
             # two runs taking over the same stale lock: only one of them creates the next one (O_EXCL)
             if _read_lock(lock) == holder:
@@ -163,7 +163,7 @@ def acquire_lock(out: Path, what: str = "output_dir") -> Path:
             f.flush()
             os.fsync(f.fileno())
         return lock
-    raise ValueError(f"{what} {out}: could not take the lock file {lock}; another run is starting there")
+    raise ValueError(f"{what}: could not take the lock file {lock}; another run is starting there")
 
 
 def release_lock(lock: Path) -> None:
@@ -227,7 +227,7 @@ def _claim(out: Path, cfg) -> Path:
     what the folder holds (refused unless resume or overwrite)."""
     _check_folder(out)
     try:
-        lock = acquire_lock(out)
+        lock = acquire_lock(out / LOCK_FILE, f"output_dir {out}")
     except PermissionError:
         raise ValueError(f"output_dir {out} is not writable") from None
     try:
